@@ -1,0 +1,212 @@
+"""The `smalldata` command: thin Typer commands over the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from smalldata.data import DataError, Dataset, load_dataset, read_table
+from smalldata.evaluate import Comparison, TestResult
+from smalldata.model import Model, ModelFolderError
+from smalldata.progress import Progress
+from smalldata.train import train as train_model
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Few-shot image and text classification: train, evaluate, predict, on a CPU and offline.")
+out = Console()
+err = Console(stderr=True)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+SKIPPED_SHOWN = 10
+
+LabelFromName = typer.Option(None, "--label-from-name", help="Regex on file names whose first group is the label, for a flat folder (e.g. '(.+)_\\d+\\.jpg$').")
+TextColumn = typer.Option("text", "--text-column", help="CSV/TSV column holding the texts.")
+LabelColumn = typer.Option("label", "--label-column", help="CSV/TSV column holding the labels.")
+Quiet = typer.Option(False, "--quiet", "-q", help="No progress bars or tables; errors only.")
+AsJson = typer.Option(False, "--json", help="Print one JSON document to stdout instead of tables.")
+
+
+def _fail(error: Exception) -> None:
+    err.print(f"[bold red]error:[/] {error}")
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def train(
+    data: Path = typer.Argument(..., help="A folder of class subfolders of images, or a CSV/TSV of texts."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Model folder to write."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone name (default: efficientnet-lite0 for images, all-MiniLM-L6-v2 for texts)."),
+    label_from_name: Optional[str] = LabelFromName,
+    text_column: str = TextColumn,
+    label_column: str = LabelColumn,
+    drop_small_classes: bool = typer.Option(False, "--drop-small-classes", help="Leave out classes with fewer than 2 examples instead of stopping."),
+    evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Cross-validate and choose the best candidate (needs 2+ examples per class)."),
+    seed: int = typer.Option(0, help="Seed for the cross-validation folds."),
+    quiet: bool = Quiet,
+    as_json: bool = AsJson,
+) -> None:
+    """Read DATA, measure a baseline and heads on a pretrained backbone, keep the best, save it."""
+    progress = Progress(enabled=not (quiet or as_json), console=err)
+    try:
+        dataset = load_dataset(data, label_from_name=label_from_name, text_column=text_column, label_column=label_column)
+        if not (quiet or as_json):
+            _print_dataset(dataset)
+        model = train_model(dataset, backbone=backbone, evaluate=evaluate, drop_small_classes=drop_small_classes,
+                            seed=seed, progress=progress)
+        model.save(out_dir)
+    except (DataError, KeyError, RuntimeError) as error:
+        _fail(error)
+    if as_json:
+        print(json.dumps({"model": str(out_dir), "chosen": model.head_name,
+                          "cross_validation": model.comparison.to_dict() if model.comparison else None,
+                          "data": model.data}))
+    elif not quiet:
+        if model.comparison:
+            _print_comparison(model.comparison)
+        out.print(f"chose [bold]{model.head_name}[/]; model saved to [bold]{out_dir}[/]")
+
+
+@app.command()
+def predict(
+    model_dir: Path = typer.Argument(..., help="A model folder written by `smalldata train`."),
+    inputs: list[str] = typer.Argument(None, help="Image files or folders (image model), or texts (text model)."),
+    file: Optional[Path] = typer.Option(None, "--file", help="Texts to classify: a .txt with one per line, or a CSV/TSV with a text column."),
+    text_column: str = TextColumn,
+    top: int = typer.Option(3, help="How many classes to show per input, most probable first."),
+    quiet: bool = Quiet,
+    as_json: bool = AsJson,
+) -> None:
+    """Label each input and give its class probabilities."""
+    try:
+        model = Model.load(model_dir)
+        items = _prediction_inputs(model, inputs or [], file, text_column)
+        proba = model.predict_proba(items, progress=Progress(enabled=not (quiet or as_json), console=err))
+    except (ModelFolderError, DataError) as error:
+        _fail(error)
+    results = []
+    for item, row in zip(items, proba):
+        order = row.argsort()[::-1]
+        results.append({"input": str(item), "label": model.classes[order[0]],
+                        "probabilities": {model.classes[i]: round(float(row[i]), 4) for i in order}})
+    if as_json:
+        print(json.dumps(results))
+        return
+    table = Table("input", "label", f"top {top} classes (probability)")
+    for result in results:
+        shown = list(result["probabilities"].items())[:top]
+        table.add_row(_short(result["input"]), result["label"], ", ".join(f"{k} {v:.2f}" for k, v in shown))
+    out.print(table)
+
+
+@app.command()
+def evaluate(
+    model_dir: Path = typer.Argument(..., help="A model folder written by `smalldata train`."),
+    data: Path = typer.Argument(..., help="Labeled test data, in the same layout as for training."),
+    label_from_name: Optional[str] = LabelFromName,
+    text_column: str = TextColumn,
+    label_column: str = LabelColumn,
+    quiet: bool = Quiet,
+    as_json: bool = AsJson,
+) -> None:
+    """Score a model on labeled examples it has not seen: accuracy, per-class precision/recall, confusion."""
+    try:
+        model = Model.load(model_dir)
+        dataset = load_dataset(data, label_from_name=label_from_name, text_column=text_column, label_column=label_column)
+        result = model.evaluate(dataset, progress=Progress(enabled=not (quiet or as_json), console=err))
+    except (ModelFolderError, DataError, ValueError) as error:
+        _fail(error)
+    if as_json:
+        print(json.dumps(result.to_dict()))
+    elif not quiet:
+        _print_test_result(result)
+
+
+def _prediction_inputs(model: Model, inputs: list[str], file: Optional[Path], text_column: str) -> list:
+    if model.modality == "text":
+        texts = list(inputs)
+        if file is not None:
+            texts += _texts_from_file(file, text_column)
+        if not texts:
+            raise DataError("give texts to classify as arguments, or a file of them with --file")
+        return texts
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise DataError(f"{item} is not a file or folder: give image files or folders of images")
+    if not paths:
+        raise DataError("no images to classify: give image files or folders of images")
+    return paths
+
+
+def _texts_from_file(file: Path, text_column: str) -> list[str]:
+    if not file.exists():
+        raise DataError(f"{file} does not exist")
+    if file.suffix.lower() in {".csv", ".tsv"}:
+        rows = read_table(file)
+        if not rows or text_column not in rows[0]:
+            raise DataError(f"{file} has no column {text_column!r}: name it with --text-column")
+        at = rows[0].index(text_column)
+        return [row[at] for row in rows[1:] if at < len(row) and row[at].strip()]
+    return [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _short(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _print_dataset(dataset: Dataset) -> None:
+    counts = dataset.counts()
+    table = Table("class", "examples", title=f"{len(dataset)} {dataset.modality}s in {len(counts)} classes from {dataset.source}")
+    for label, n in counts.items():
+        table.add_row(label, str(n) + ("  [red](too few to cross-validate)[/]" if n < 2 else ""))
+    out.print(table)
+    for title, entries in (("skipped", dataset.skipped), ("left out as exact duplicates", dataset.dropped_duplicates)):
+        if entries:
+            out.print(f"[yellow]{len(entries)} {title}:[/]")
+            for entry in entries[:SKIPPED_SHOWN]:
+                out.print(f"  {entry.what}: {entry.reason}")
+            if len(entries) > SKIPPED_SHOWN:
+                out.print(f"  ... and {len(entries) - SKIPPED_SHOWN} more (all are listed in model.json)")
+    for group in dataset.conflicting_duplicates:
+        out.print(f"[yellow]identical content with different labels (kept; fix the labels):[/] {'; '.join(group)}")
+
+
+def _print_comparison(comparison: Comparison) -> None:
+    baseline = comparison.baseline
+    table = Table("candidate", "mean accuracy", "spread (std)", "vs baseline",
+                  title=f"cross-validated accuracy ({comparison.n_repeats}x repeated stratified "
+                        f"{comparison.n_splits}-fold, {comparison.n_examples} examples)")
+    for score in comparison.scores:
+        delta = "" if baseline is None or score is baseline else f"{100 * (score.mean - baseline.mean):+.1f} points"
+        name = f"[bold]{score.name}[/] (chosen)" if score is comparison.best else score.name
+        table.add_row(name, f"{100 * score.mean:.1f}%", f"±{100 * score.std:.1f}", delta)
+    out.print(table)
+
+
+def _print_test_result(result: TestResult) -> None:
+    out.print(f"accuracy on {result.n_examples} test examples: [bold]{100 * result.accuracy:.1f}%[/]")
+    if result.unknown_labels:
+        out.print(f"[yellow]test labels the model never saw (always counted wrong):[/] {', '.join(result.unknown_labels)}")
+    table = Table("class", "precision", "recall", "F1", "test examples", title="per class")
+    for label, row in result.per_class.items():
+        table.add_row(label, f"{row['precision']:.2f}", f"{row['recall']:.2f}", f"{row['f1']:.2f}", str(row["support"]))
+    out.print(table)
+    confusion = Table("true \\ predicted", *result.labels, title="confusion matrix (rows: true class, columns: predicted)")
+    for label, row in zip(result.labels, result.confusion):
+        confusion.add_row(label, *[str(v) for v in row])
+    out.print(confusion)
+
+
+def main() -> None:  # pragma: no cover - `python -m smalldata`
+    app(sys.argv[1:])

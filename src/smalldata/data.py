@@ -1,0 +1,258 @@
+"""Datasets: labeled images or texts, read from folders or CSV/TSV files, checked, never silently cut.
+
+Every file or row that is not used is listed in `Dataset.skipped` with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from PIL import Image
+
+from smalldata.backbones import cpu_threads
+from smalldata.features import content_key, hash_bytes
+
+TEXT_SUFFIXES = {".csv", ".tsv", ".txt"}
+MIN_PER_CLASS_FOR_CV = 2
+
+
+class DataError(ValueError):
+    """Input that cannot be used as it is; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    what: str
+    reason: str
+
+
+@dataclass
+class Dataset:
+    """Inputs (image paths or texts), their labels, and what was found while reading them."""
+
+    inputs: list
+    labels: list[str]
+    modality: str  # "image" or "text"
+    keys: list[str] = field(default_factory=list)  # content hashes, one per input
+    source: str = ""
+    skipped: list[Skipped] = field(default_factory=list)
+    dropped_duplicates: list[Skipped] = field(default_factory=list)
+    conflicting_duplicates: list[list[str]] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.keys:
+            self.keys = [content_key(item) for item in self.inputs]
+        if not (len(self.inputs) == len(self.labels) == len(self.keys)):
+            raise ValueError("inputs, labels and keys must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted(set(self.labels))
+
+    def counts(self) -> dict[str, int]:
+        counts = Counter(self.labels)
+        return {label: counts[label] for label in self.classes}
+
+    def subset(self, indices: Sequence[int]) -> "Dataset":
+        return Dataset(
+            [self.inputs[i] for i in indices],
+            [self.labels[i] for i in indices],
+            self.modality,
+            [self.keys[i] for i in indices],
+            source=self.source,
+        )
+
+    def small_classes(self, minimum: int = MIN_PER_CLASS_FOR_CV) -> dict[str, int]:
+        return {label: n for label, n in self.counts().items() if n < minimum}
+
+    def drop_classes(self, classes: Sequence[str]) -> "Dataset":
+        drop = set(classes)
+        keep = [i for i, label in enumerate(self.labels) if label not in drop]
+        kept = self.subset(keep)
+        kept.skipped = self.skipped + [
+            Skipped(_describe(self.inputs[i]), f"class {self.labels[i]!r} dropped: too few examples")
+            for i in range(len(self))
+            if self.labels[i] in drop
+        ]
+        kept.dropped_duplicates = self.dropped_duplicates
+        kept.conflicting_duplicates = self.conflicting_duplicates
+        return kept
+
+
+def _describe(item) -> str:
+    text = str(item)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def load_dataset(
+    path: str | Path,
+    *,
+    label_from_name: str | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+) -> Dataset:
+    """A folder of images (one subfolder per class, or labels from file names) or a CSV/TSV of texts."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist: give a folder of class subfolders of images, or a CSV/TSV file of texts")
+    if path.is_dir():
+        return load_image_folder(path, label_from_name=label_from_name)
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        return load_text_csv(path, text_column=text_column, label_column=label_column)
+    raise DataError(
+        f"{path} is neither a folder of images nor a .csv/.tsv/.txt file of texts: "
+        "give a folder with one subfolder of images per class, or a CSV with columns text,label"
+    )
+
+
+def load_image_folder(root: str | Path, *, label_from_name: str | None = None) -> Dataset:
+    """Images under `root`: `root/CLASS/...` or, with `label_from_name`, a regex whose first group
+    (or whole match) on the file name is the label (e.g. ``'(.+)_\\d+\\.jpg$'`` for Oxford-IIIT Pets)."""
+    root = Path(root)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    skipped: list[Skipped] = []
+    candidates: list[tuple[Path, str]] = []
+    pattern = re.compile(label_from_name) if label_from_name else None
+    for file in files:
+        relative = file.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts):
+            skipped.append(Skipped(str(relative), "hidden file"))
+        elif pattern is not None:
+            match = pattern.search(file.name)
+            if match is None:
+                skipped.append(Skipped(str(relative), f"file name does not match {label_from_name!r}"))
+            else:
+                candidates.append((file, match.group(1) if pattern.groups else match.group(0)))
+        elif len(relative.parts) < 2:
+            skipped.append(Skipped(str(relative), "not inside a class folder (expected FOLDER/CLASS/FILE)"))
+        else:
+            candidates.append((file, relative.parts[0]))
+    with ThreadPoolExecutor(max_workers=cpu_threads()) as pool:
+        checked = list(pool.map(lambda pair: _check_image(pair[0]), candidates))
+    inputs, labels, keys = [], [], []
+    for (file, label), (key, problem) in zip(candidates, checked):
+        if problem:
+            skipped.append(Skipped(str(file.relative_to(root)), problem))
+        else:
+            inputs.append(file)
+            labels.append(label)
+            keys.append(key)
+    if not inputs:
+        layout = "files whose names match the --label-from-name pattern" if pattern else "FOLDER/CLASS/IMAGE files"
+        raise DataError(f"no usable images found in {root}: expected {layout}; {len(skipped)} files were skipped")
+    return _without_duplicates(Dataset(inputs, labels, "image", keys, source=str(root), skipped=skipped))
+
+
+def _check_image(file: Path) -> tuple[str, str | None]:
+    """(content hash, None) for a decodable image, else ("", why not)."""
+    data = file.read_bytes()
+    if not data:
+        return "", "empty file"
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.draft("RGB", (64, 64))  # a full decode at low scale catches truncated files cheaply
+            image.load()
+    except Image.DecompressionBombError:
+        return "", f"image too large (more than {Image.MAX_IMAGE_PIXELS} pixels)"
+    except Exception as error:  # PIL raises many types for bad files; all mean "not usable"
+        return "", f"not a readable image ({type(error).__name__}: {error})"
+    return hash_bytes(data), None
+
+
+def load_text_csv(path: str | Path, *, text_column: str = "text", label_column: str = "label") -> Dataset:
+    """Texts and labels from a CSV or TSV file with a header row."""
+    path = Path(path)
+    rows = read_table(path)
+    header = rows[0] if rows else []
+    missing = [name for name in (text_column, label_column) if name not in header]
+    if missing:
+        raise DataError(
+            f"{path} has no column {' or '.join(map(repr, missing))}; its columns are {header}: "
+            "name yours with --text-column and --label-column"
+        )
+    text_at, label_at = header.index(text_column), header.index(label_column)
+    texts, labels, skipped = [], [], []
+    for number, row in enumerate(rows[1:], start=2):
+        text = row[text_at].strip() if text_at < len(row) else ""
+        label = row[label_at].strip() if label_at < len(row) else ""
+        if not text:
+            skipped.append(Skipped(f"line {number}", "empty text"))
+        elif not label:
+            skipped.append(Skipped(f"line {number}", "no label"))
+        else:
+            texts.append(text)
+            labels.append(label)
+    if not texts:
+        raise DataError(f"no usable rows in {path}: every row lacked a text or a label")
+    return _without_duplicates(Dataset(texts, labels, "text", source=str(path), skipped=skipped))
+
+
+def read_table(path: Path) -> list[list[str]]:
+    """Rows of a CSV/TSV file (delimiter from the extension, else sniffed)."""
+    try:
+        content = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path} is not UTF-8 text ({error}); save it as UTF-8 and try again") from error
+    if path.suffix.lower() == ".tsv":
+        delimiter = "\t"
+    else:
+        try:
+            delimiter = csv.Sniffer().sniff(content[:4096], delimiters=",\t;").delimiter
+        except csv.Error:
+            delimiter = ","
+    return [row for row in csv.reader(io.StringIO(content), delimiter=delimiter) if row]
+
+
+def _without_duplicates(dataset: Dataset) -> Dataset:
+    """Keep one of each exact duplicate with the same label (a copy in two folds would inflate the
+    score); report duplicates whose labels disagree, and keep them for the user to resolve."""
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for index, key in enumerate(dataset.keys):
+        by_key[key].append(index)
+    keep, dropped, conflicts = [], [], []
+    for indices in by_key.values():
+        labels = {dataset.labels[i] for i in indices}
+        if len(labels) > 1:
+            conflicts.append([f"{_describe(dataset.inputs[i])} ({dataset.labels[i]})" for i in indices])
+            keep.extend(indices)
+            continue
+        keep.append(indices[0])
+        first = _describe(dataset.inputs[indices[0]])
+        dropped.extend(Skipped(_describe(dataset.inputs[i]), f"exact duplicate of {first}") for i in indices[1:])
+    if not dropped:
+        dataset.conflicting_duplicates = conflicts
+        return dataset
+    kept = dataset.subset(sorted(keep))
+    kept.skipped = dataset.skipped
+    kept.dropped_duplicates = dropped
+    kept.conflicting_duplicates = conflicts
+    return kept
+
+
+def require_evaluable(dataset: Dataset, *, drop_small_classes: bool = False) -> Dataset:
+    """The dataset ready for cross-validation: at least 2 classes, each with at least 2 examples."""
+    small = dataset.small_classes()
+    if small and drop_small_classes:
+        dataset = dataset.drop_classes(list(small))
+    elif small:
+        listed = ", ".join(f"{label!r} has {n}" for label, n in small.items())
+        raise DataError(
+            f"class {listed} example(s); cross-validation needs at least {MIN_PER_CLASS_FOR_CV} per class: "
+            "add examples, or drop such classes with --drop-small-classes"
+        )
+    if len(dataset.classes) < 2:
+        raise DataError(
+            f"found only {len(dataset.classes)} class ({', '.join(dataset.classes)}); a classifier needs at least 2: "
+            "add a folder (or label) for another class"
+        )
+    return dataset

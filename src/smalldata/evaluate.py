@@ -1,0 +1,219 @@
+"""Honest evaluation: every candidate on the same repeated stratified cross-validation folds,
+and scoring a trained model on a labeled test set."""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Callable, Sequence
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+from sklearn.model_selection import RepeatedStratifiedKFold
+
+from smalldata.backbones import cpu_threads
+from smalldata.progress import Progress
+
+MAX_SPLITS = 5
+TARGET_FITS = 10  # folds x repeats: enough fits for a spread, few enough for a CPU
+LARGE_DATASET = 1000  # from here one repeat of 5 folds is enough and repeats would cost too much
+
+
+@dataclass
+class Candidate:
+    """One way of building the classifier: a feature extractor (a backbone name, or "text" for the
+    raw strings) and a scikit-learn estimator made fresh for every fit."""
+
+    name: str
+    features: str
+    make_estimator: Callable[[], object]
+    description: str = ""
+    is_baseline: bool = False
+
+
+@dataclass
+class CandidateScore:
+    name: str
+    features: str
+    description: str
+    is_baseline: bool
+    fold_accuracies: list[float]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.fold_accuracies))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.fold_accuracies))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "mean_accuracy": self.mean, "std_accuracy": self.std}
+
+
+@dataclass
+class Comparison:
+    """Cross-validated accuracy of every candidate on the same folds."""
+
+    scores: list[CandidateScore]
+    n_splits: int
+    n_repeats: int
+    n_examples: int
+    out_of_fold: dict[str, list[list[float]]] = field(default_factory=dict)  # name -> mean probabilities
+
+    @property
+    def best(self) -> CandidateScore:
+        return max(self.scores, key=lambda score: score.mean)  # ties: the earlier, simpler candidate
+
+    @property
+    def baseline(self) -> CandidateScore | None:
+        return next((score for score in self.scores if score.is_baseline), None)
+
+    def to_dict(self) -> dict:
+        return {
+            "protocol": f"{self.n_repeats}x repeated stratified {self.n_splits}-fold cross-validation",
+            "n_splits": self.n_splits,
+            "n_repeats": self.n_repeats,
+            "n_examples": self.n_examples,
+            "best": self.best.name,
+            "candidates": [score.to_dict() for score in self.scores],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Comparison":
+        scores = [
+            CandidateScore(c["name"], c["features"], c["description"], c["is_baseline"], c["fold_accuracies"])
+            for c in data["candidates"]
+        ]
+        return cls(scores, data["n_splits"], data["n_repeats"], data["n_examples"])
+
+
+@dataclass
+class Folds:
+    """Train/test index pairs; each example is in a test part once per repeat."""
+
+    splits: list[tuple[np.ndarray, np.ndarray]]
+    n_splits: int
+    n_repeats: int
+
+
+def cv_folds(labels: Sequence[str], *, seed: int = 0) -> Folds:
+    """Repeated stratified k-fold, k adapted to the smallest class (at most 5), about 10 fits in all."""
+    counts = np.unique(np.asarray(labels), return_counts=True)[1]
+    n_splits = int(min(MAX_SPLITS, counts.min()))
+    if n_splits < 2:
+        raise ValueError("cross-validation needs at least 2 examples in every class")
+    n_repeats = 1 if len(labels) >= LARGE_DATASET else max(1, math.ceil(TARGET_FITS / n_splits))
+    splitter = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed)
+    return Folds(list(splitter.split(np.zeros(len(labels)), labels)), n_splits, n_repeats)
+
+
+def compare(
+    candidates: Sequence[Candidate],
+    features: dict[str, np.ndarray | list],
+    labels: Sequence[str],
+    *,
+    folds: Folds,
+    progress: Progress | None = None,
+) -> Comparison:
+    """Fit and score each candidate on each fold; `features[c.features]` is what candidate c sees."""
+    y = np.asarray(labels)
+    classes = np.unique(y)
+    task = progress.task(f"cross-validating {len(candidates)} candidates", len(candidates) * len(folds.splits)) if progress else None
+    scores, out_of_fold = [], {}
+    # Folds run two at a time in threads: the solvers spend their time in numpy, scipy and torch
+    # code that releases the GIL, so both cores stay busy without copying data to processes.
+    with single_threaded_math(), ThreadPoolExecutor(max_workers=cpu_threads()) as pool:
+        for candidate in candidates:
+            X = features[candidate.features]
+            fit = partial(_fit_and_predict, candidate, X, y, classes)
+            probabilities = np.zeros((len(y), len(classes)))
+            accuracies = []
+            for (_, test), proba in zip(folds.splits, pool.map(fit, folds.splits)):
+                probabilities[test] += proba
+                accuracies.append(float(accuracy_score(y[test], classes[proba.argmax(axis=1)])))
+                if task:
+                    task.advance()
+            out_of_fold[candidate.name] = (probabilities / folds.n_repeats).tolist()
+            scores.append(CandidateScore(candidate.name, candidate.features, candidate.description,
+                                         candidate.is_baseline, accuracies))
+    if task:
+        task.done()
+    return Comparison(scores, folds.n_splits, folds.n_repeats, len(y), out_of_fold)
+
+
+@contextmanager
+def single_threaded_math():
+    """One BLAS/OpenMP/torch thread per fit while fits run side by side.
+
+    On few-shot-sized matrices multi-threaded BLAS costs far more than it gains: logistic
+    regression on 120 x 1280 embeddings fits in 0.14 s with one thread and 1.0 s with two.
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fit_and_predict(candidate: Candidate, X, y: np.ndarray, classes: np.ndarray, split) -> np.ndarray:
+    train, test = split
+    estimator = clone(candidate.make_estimator()).fit(_take(X, train), y[train])
+    return _aligned_proba(estimator, _take(X, test), classes)
+
+
+def _take(X, indices):
+    return X[indices] if isinstance(X, np.ndarray) else [X[i] for i in indices]
+
+
+def _aligned_proba(estimator, X, classes: np.ndarray) -> np.ndarray:
+    """Probabilities in the order of `classes`, even when a fold's training part lacked a class."""
+    proba = estimator.predict_proba(X)
+    if len(estimator.classes_) == len(classes) and np.all(estimator.classes_ == classes):
+        return proba
+    aligned = np.zeros((len(proba), len(classes)))
+    aligned[:, np.searchsorted(classes, estimator.classes_)] = proba
+    return aligned
+
+
+@dataclass
+class TestResult:
+    """How a trained model does on labeled examples it never saw."""
+
+    accuracy: float
+    n_examples: int
+    labels: list[str]
+    confusion: list[list[int]]  # rows: true label, columns: predicted label, in `labels` order
+    per_class: dict[str, dict[str, float]]  # label -> precision, recall, f1, support
+    unknown_labels: list[str]  # test labels the model was never trained on
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def score(true_labels: Sequence[str], predicted: Sequence[str], model_classes: Sequence[str]) -> TestResult:
+    labels = sorted(set(model_classes) | set(true_labels))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        true_labels, predicted, labels=labels, zero_division=0
+    )
+    per_class = {
+        label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for label, p, r, f, s in zip(labels, precision, recall, f1, support)
+    }
+    return TestResult(
+        accuracy=float(accuracy_score(true_labels, predicted)),
+        n_examples=len(true_labels),
+        labels=labels,
+        confusion=confusion_matrix(true_labels, predicted, labels=labels).tolist(),
+        per_class=per_class,
+        unknown_labels=sorted(set(true_labels) - set(model_classes)),
+    )

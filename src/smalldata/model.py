@@ -1,0 +1,165 @@
+"""The trained model: predict, predict_proba, and a model folder a person can read.
+
+A model folder holds ``model.json`` (format version, labels, backbone and its preprocessing, the
+chosen head, the cross-validation table, library versions) beside the head's learned arrays:
+``head.safetensors`` for smalldata's own heads, ``head.skops`` (scikit-learn's safe, pickle-free
+format) for scikit-learn models. Loading never runs code from the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from smalldata.backbones import REGISTRY, get_backbone
+from smalldata.evaluate import Comparison, TestResult, score
+from smalldata.features import embed
+from smalldata.heads import LinearHead
+from smalldata.progress import QUIET, Progress
+
+FORMAT_VERSION = 1
+RAW_TEXT = "text"  # the "features" of candidates that read the strings themselves (TF-IDF)
+LIBRARIES = ("smalldata", "numpy", "scikit-learn", "torch", "onnxruntime", "sentence-transformers", "skops")
+
+
+class ModelFolderError(ValueError):
+    """A model folder that cannot be loaded; the message says why and what to do."""
+
+
+@dataclass
+class Model:
+    """A fitted classifier over images or texts. `classes` orders the columns of `predict_proba`."""
+
+    classes: list[str]
+    modality: str
+    features: str  # a backbone name, or "text" for candidates that read raw strings
+    head_name: str
+    estimator: object
+    comparison: Comparison | None = None
+    data: dict = field(default_factory=dict)  # what training saw: counts per class, skipped files
+
+    def features_of(self, inputs: Sequence, progress: Progress = QUIET):
+        inputs = [Path(item) for item in inputs] if self.modality == "image" else [str(item) for item in inputs]
+        if self.features == RAW_TEXT:
+            return inputs
+        return embed(inputs, self.features, progress=progress)
+
+    def predict_proba(self, inputs: Sequence, *, progress: Progress = QUIET) -> np.ndarray:
+        """Class probabilities, one row per input (image paths or texts), columns in `classes` order."""
+        proba = self.estimator.predict_proba(self.features_of(inputs, progress))
+        order = [list(self.estimator.classes_).index(label) for label in self.classes]
+        return np.asarray(proba)[:, order]
+
+    def predict(self, inputs: Sequence, *, progress: Progress = QUIET) -> list[str]:
+        return [self.classes[i] for i in self.predict_proba(inputs, progress=progress).argmax(axis=1)]
+
+    def evaluate(self, dataset, *, progress: Progress = QUIET) -> TestResult:
+        """Accuracy, per-class precision and recall, and confusion matrix on labeled examples."""
+        if dataset.modality != self.modality:
+            raise ValueError(f"this model classifies {self.modality}s, but the test data are {dataset.modality}s")
+        return score(dataset.labels, self.predict(dataset.inputs, progress=progress), self.classes)
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        head = self._save_head(folder)
+        description = {
+            "format_version": FORMAT_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "modality": self.modality,
+            "labels": self.classes,
+            "features": self.features,
+            "preprocessing": None if self.features == RAW_TEXT else get_backbone(self.features).preprocessing,
+            "head": head,
+            "cross_validation": self.comparison.to_dict() if self.comparison else None,
+            "data": self.data,
+            "libraries": _library_versions(),
+        }
+        (folder / "model.json").write_text(json.dumps(description, indent=2) + "\n")
+        return folder
+
+    def _save_head(self, folder: Path) -> dict:
+        if isinstance(self.estimator, LinearHead):
+            from safetensors.numpy import save_file
+
+            save_file({k: np.ascontiguousarray(v) for k, v in self.estimator.state().items()},
+                      str(folder / "head.safetensors"))
+            return {"name": self.head_name, "kind": "linear-head", "file": "head.safetensors",
+                    "params": self.estimator.get_params(), "classes": self.estimator.classes_.tolist()}
+        import skops.io
+
+        skops.io.dump(self.estimator, folder / "head.skops")
+        return {"name": self.head_name, "kind": "scikit-learn", "file": "head.skops",
+                "estimator": repr(self.estimator)}
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Model":
+        folder = Path(folder)
+        path = folder / "model.json"
+        if not path.exists():
+            raise ModelFolderError(f"{folder} is not a smalldata model folder (no model.json); give the folder `smalldata train --out` wrote")
+        try:
+            description = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ModelFolderError(f"{path} is not valid JSON ({error}); the folder is damaged: train again") from error
+        version = description.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ModelFolderError(
+                f"{folder} has model format {version!r}, newer than this smalldata reads ({FORMAT_VERSION}): "
+                "upgrade smalldata (pip install -U smalldata)"
+            )
+        features = description["features"]
+        if features != RAW_TEXT and features not in REGISTRY:
+            raise ModelFolderError(
+                f"{folder} needs the backbone {features!r}, which is not installed here "
+                f"(installed: {', '.join(sorted(REGISTRY))}); install the smalldata version that made it"
+            )
+        comparison = description.get("cross_validation")
+        return cls(
+            classes=list(description["labels"]),
+            modality=description["modality"],
+            features=features,
+            head_name=description["head"]["name"],
+            estimator=_load_head(folder, description["head"]),
+            comparison=Comparison.from_dict(comparison) if comparison else None,
+            data=description.get("data", {}),
+        )
+
+
+def _load_head(folder: Path, head: dict):
+    file = folder / Path(head["file"]).name  # a name only: a model folder can't point elsewhere
+    if not file.exists():
+        raise ModelFolderError(f"{folder} lacks {file.name}, which model.json names: the folder is incomplete; copy it whole")
+    if head["kind"] == "linear-head":
+        from safetensors.numpy import load_file
+
+        params = {k: v for k, v in head["params"].items() if k in LinearHead().get_params()}
+        return LinearHead.from_state(params, head["classes"], load_file(str(file)))
+    if head["kind"] == "scikit-learn":
+        import skops.io
+
+        untrusted = skops.io.get_untrusted_types(file=file)
+        if untrusted:
+            raise ModelFolderError(
+                f"{file} contains types smalldata does not trust ({', '.join(untrusted)}); "
+                "it was not made by smalldata, so it is not loaded"
+            )
+        return skops.io.load(file)
+    raise ModelFolderError(f"unknown head kind {head['kind']!r} in {folder / 'model.json'}")
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions

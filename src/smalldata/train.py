@@ -1,0 +1,109 @@
+"""From a labeled dataset to the best model its examples can give, chosen by cross-validation.
+
+Baseline first, then heads on frozen embeddings of a pretrained backbone, all scored on the same
+folds; the best is refit on every example.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+from sklearn.base import clone
+
+from smalldata.backbones import DEFAULT_BACKBONE, get_backbone
+from smalldata.baselines import image_baseline, text_baseline
+from smalldata.data import DataError, Dataset, require_evaluable
+from smalldata.evaluate import Candidate, compare, cv_folds, single_threaded_math
+from smalldata.features import embed
+from smalldata.heads import LinearHead, logistic_regression_head
+from smalldata.model import RAW_TEXT, Model
+from smalldata.progress import QUIET, Progress
+
+IMAGE_BASELINE_FEATURES = "colour-texture-stats"
+DEFAULT_HEAD = "logistic-regression"
+
+
+def candidates(modality: str, backbone: str) -> list[Candidate]:
+    """The baseline, then the heads on `backbone`'s embeddings; earlier ones win ties."""
+    if modality == "text":
+        baseline = Candidate("baseline: tf-idf + logistic regression", RAW_TEXT, text_baseline,
+                             "TF-IDF of words and word pairs, logistic regression", is_baseline=True)
+    else:
+        baseline = Candidate("baseline: colour/texture + random forest", IMAGE_BASELINE_FEATURES, image_baseline,
+                             "colour and texture statistics of a 64px thumbnail, random forest", is_baseline=True)
+    heads = [
+        Candidate(DEFAULT_HEAD, backbone, logistic_regression_head,
+                  f"logistic regression on frozen {backbone} embeddings"),
+        Candidate("linear: cross-entropy", backbone, lambda: LinearHead(loss="cross-entropy"),
+                  f"linear layer trained with cross-entropy on frozen {backbone} embeddings"),
+        Candidate("linear: cosine loss", backbone, lambda: LinearHead(loss="cosine"),
+                  f"linear layer trained with cosine loss on frozen {backbone} embeddings"),
+        Candidate("linear: cosine + cross-entropy", backbone, lambda: LinearHead(loss="cosine+cross-entropy"),
+                  f"linear layer trained with cosine loss plus 0.1 cross-entropy on frozen {backbone} embeddings"),
+    ]
+    return [baseline] + heads
+
+
+def train(
+    dataset: Dataset,
+    *,
+    backbone: str | None = None,
+    evaluate: bool = True,
+    drop_small_classes: bool = False,
+    seed: int = 0,
+    progress: Progress = QUIET,
+) -> Model:
+    """Cross-validate every candidate on the same folds, refit the best on all of `dataset`.
+
+    With ``evaluate=False`` nothing is cross-validated (possible from 1 example per class): the
+    default head (logistic regression on embeddings) is fit, and the model carries no accuracy estimate.
+    """
+    backbone = backbone or DEFAULT_BACKBONE[dataset.modality]
+    if get_backbone(backbone).modality != dataset.modality:
+        raise DataError(f"backbone {backbone!r} is for {get_backbone(backbone).modality}s, but the data are {dataset.modality}s")
+    if evaluate:
+        dataset = require_evaluable(dataset, drop_small_classes=drop_small_classes)
+    elif len(dataset.classes) < 2:
+        raise DataError("a classifier needs at least 2 classes: add examples of another class")
+    options = candidates(dataset.modality, backbone)
+    if not evaluate:
+        options = [c for c in options if c.name == DEFAULT_HEAD]
+    features = {name: _features(dataset, name, progress) for name in {c.features for c in options}}
+    comparison = None
+    chosen = options[0]
+    if evaluate:
+        folds = cv_folds(dataset.labels, seed=seed)
+        comparison = compare(options, features, dataset.labels, folds=folds, progress=progress)
+        chosen = next(c for c in options if c.name == comparison.best.name)
+    progress.log(f"refitting [bold]{chosen.name}[/] on all {len(dataset)} examples")
+    with single_threaded_math():
+        estimator = clone(chosen.make_estimator()).fit(features[chosen.features], np.asarray(dataset.labels))
+    return Model(
+        classes=dataset.classes,
+        modality=dataset.modality,
+        features=chosen.features,
+        head_name=chosen.name,
+        estimator=estimator,
+        comparison=comparison,
+        data=summary(dataset),
+    )
+
+
+def _features(dataset: Dataset, name: str, progress: Progress):
+    if name == RAW_TEXT:
+        return list(dataset.inputs)
+    return embed(dataset.inputs, name, keys=dataset.keys, progress=progress)
+
+
+def summary(dataset: Dataset) -> dict:
+    """What was read: counts per class, and every file or row left out, with the reason."""
+    return {
+        "source": dataset.source,
+        "modality": dataset.modality,
+        "n_examples": len(dataset),
+        "counts": dataset.counts(),
+        "skipped": [asdict(s) for s in dataset.skipped],
+        "dropped_duplicates": [asdict(s) for s in dataset.dropped_duplicates],
+        "conflicting_duplicates": dataset.conflicting_duplicates,
+    }

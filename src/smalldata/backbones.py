@@ -6,9 +6,12 @@ Preprocessing travels with the backbone (``Backbone.preprocessing``) and is save
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,8 +81,10 @@ class ImageBackbone:
         """The pretrained network in eager PyTorch (for export and for fine-tuning)."""
         from efficientnet_lite_pytorch import EfficientNet
 
-        # A str path: None or a Path would make the loader try to download.
-        return EfficientNet.from_pretrained(self.name, weights_path=str(self.weights_file()))
+        # The loader prints to stdout, which would corrupt `--json` output: send it to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            # A str path: None or a Path would make the loader try to download.
+            return EfficientNet.from_pretrained(self.name, weights_path=str(self.weights_file()))
 
     def onnx_path(self) -> Path:
         path = cache_dir() / "onnx" / f"{cache_name(self)}.onnx"
@@ -138,6 +143,15 @@ def export_pooled_features(model, image_size: int, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial")
     dummy = torch.zeros(1, image_size, image_size, 3, dtype=torch.uint8)
+    with warnings.catch_warnings():  # the exporter's constant-folding notes say nothing to users
+        warnings.simplefilter("ignore")
+        _export(module, dummy, partial)
+    partial.replace(path)  # atomic: a half-written model is never picked up
+
+
+def _export(module, dummy, partial: Path) -> None:
+    import torch
+
     torch.onnx.export(
         module,
         (dummy,),
@@ -148,7 +162,6 @@ def export_pooled_features(model, image_size: int, path: Path) -> None:
         opset_version=17,
         dynamo=False,
     )
-    partial.replace(path)  # atomic: a half-written model is never picked up
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -111,6 +110,7 @@ def evaluate(
     label_from_name: Optional[str] = LabelFromName,
     text_column: str = TextColumn,
     label_column: str = LabelColumn,
+    json_out: Optional[Path] = typer.Option(None, "--json-out", help="Also write the results as JSON to this file."),
     quiet: bool = Quiet,
     as_json: bool = AsJson,
 ) -> None:
@@ -121,6 +121,8 @@ def evaluate(
         result = model.evaluate(dataset, progress=Progress(enabled=not (quiet or as_json), console=err))
     except (ModelFolderError, DataError, ValueError) as error:
         _fail(error)
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     if as_json:
         print(json.dumps(result.to_dict()))
     elif not quiet:
@@ -207,6 +209,3 @@ def _print_test_result(result: TestResult) -> None:
         confusion.add_row(label, *[str(v) for v in row])
     out.print(confusion)
 
-
-def main() -> None:  # pragma: no cover - `python -m smalldata`
-    app(sys.argv[1:])

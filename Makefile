@@ -1,0 +1,30 @@
+# The README's commands. `make demo` and `make test` each do all set-up on a fresh machine.
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+
+.PHONY: setup demo test bench
+
+setup: $(VENV)/.installed $(FASHION_MNIST)
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# Real data for the demo and the image tests: Debian's packaged Fashion-MNIST.
+$(FASHION_MNIST):
+	$(SUDO) apt-get update -q
+	$(SUDO) apt-get install -y -q dataset-fashion-mnist
+
+demo: setup
+	$(PY) -m smalldata.demo
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) bench/throughput.py
+	$(PY) bench/accuracy.py

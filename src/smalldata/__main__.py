@@ -1,0 +1,3 @@
+from smalldata.cli import app
+
+app(prog_name="smalldata")

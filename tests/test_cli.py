@@ -1,0 +1,88 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from smalldata.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from tests.conftest import DATA
+
+    folder = tmp_path_factory.mktemp("cli") / "topics-model"
+    result = runner.invoke(app, ["train", str(DATA / "topics.csv"), "--out", str(folder)])
+    assert result.exit_code == 0, result.output
+    return folder, result.output
+
+
+def test_train_prints_counts_and_the_cross_validation_table(trained):
+    folder, output = trained
+    assert "24 texts in 3 classes" in output
+    assert "baseline: tf-idf + logistic regression" in output and "(chosen)" in output
+    assert "vs baseline" in output and "points" in output
+    assert (folder / "model.json").exists()
+
+
+def test_predict_json_gives_label_and_probabilities(trained):
+    folder, _ = trained
+    result = runner.invoke(app, ["predict", str(folder), "Heavy snow tonight", "Grill the fish", "--json"])
+    assert result.exit_code == 0, result.output
+    answers = json.loads(result.stdout)
+    assert [a["label"] for a in answers] == ["weather", "cooking"]
+    assert abs(sum(answers[0]["probabilities"].values()) - 1) < 1e-3
+
+
+def test_predict_reads_texts_from_a_file(trained, tmp_path):
+    folder, _ = trained
+    texts = tmp_path / "texts.txt"
+    texts.write_text("The striker was injured\n\nSift the flour\n")
+    result = runner.invoke(app, ["predict", str(folder), "--file", str(texts)])
+    assert result.exit_code == 0 and "sport" in result.stdout and "cooking" in result.stdout
+
+
+def test_evaluate_reports_accuracy_per_class_and_confusion(trained, tmp_path):
+    folder, _ = trained
+    test = tmp_path / "test.csv"
+    test.write_text("text,label\nThe keeper dived to his left,sport\nFry the onions slowly,cooking\n"
+                    "Cloudy with a chance of rain,weather\nA new stadium opens,sport\n")
+    result = runner.invoke(app, ["evaluate", str(folder), str(test), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["n_examples"] == 4 and report["accuracy"] >= 0.75
+    assert set(report["per_class"]) == {"cooking", "sport", "weather"}
+    table = runner.invoke(app, ["evaluate", str(folder), str(test)])
+    assert "confusion matrix" in table.stdout and "precision" in table.stdout
+
+
+def test_bad_input_exits_2_with_advice_and_keeps_an_existing_model(trained, tmp_path):
+    folder, _ = trained
+    before = (folder / "model.json").read_text()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nonly one of these,a\nand two,b\nof those,b\n")
+    result = runner.invoke(app, ["train", str(bad), "--out", str(folder)])
+    assert result.exit_code == 2
+    assert "--drop-small-classes" in result.output
+    assert (folder / "model.json").read_text() == before
+    missing = runner.invoke(app, ["predict", str(tmp_path), "hello"])
+    assert missing.exit_code == 2 and "not a smalldata model folder" in missing.output
+
+
+def test_quiet_and_json_keep_stdout_clean(tmp_path):
+    from tests.conftest import DATA
+
+    quiet = runner.invoke(app, ["train", str(DATA / "topics.csv"), "--out", str(tmp_path / "q"), "--quiet"])
+    assert quiet.exit_code == 0 and quiet.stdout == ""
+    as_json = runner.invoke(app, ["train", str(DATA / "topics.csv"), "--out", str(tmp_path / "j"), "--json"])
+    assert json.loads(as_json.stdout)["chosen"]
+
+
+@pytest.mark.slow
+def test_image_model_from_the_command_line(fashion_folder, fashion_test_folder, tmp_path):
+    result = runner.invoke(app, ["train", str(fashion_folder), "--out", str(tmp_path / "m"), "--json"])
+    assert result.exit_code == 0, result.output
+    some = sorted((fashion_test_folder / "bag").iterdir())[:2]
+    predicted = runner.invoke(app, ["predict", str(tmp_path / "m"), *map(str, some), "--json"])
+    assert [a["label"] for a in json.loads(predicted.stdout)] == ["bag", "bag"]

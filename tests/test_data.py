@@ -1,0 +1,107 @@
+import shutil
+
+import pytest
+from PIL import Image
+
+from smalldata.data import DataError, load_dataset, load_image_folder, load_text_csv, require_evaluable
+
+
+def _image(path, colour=(200, 30, 30), size=(40, 30)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+def test_image_folder_reads_classes_and_reports_every_skipped_file(tmp_path):
+    _image(tmp_path / "cat" / "a.png", (10, 10, 10))
+    _image(tmp_path / "cat" / "b.jpg", (20, 20, 20))
+    _image(tmp_path / "dog" / "c.png", (30, 30, 30))
+    _image(tmp_path / "dog" / "deeper" / "d.png", (40, 40, 40))
+    (tmp_path / "dog" / "notes.txt").write_text("not an image")
+    (tmp_path / "dog" / "empty.png").write_bytes(b"")
+    good = (tmp_path / "dog" / "c.png").read_bytes()
+    (tmp_path / "dog" / "truncated.png").write_bytes(good[: len(good) // 2])
+    (tmp_path / "dog" / ".DS_Store").write_bytes(b"\0")
+    _image(tmp_path / "loose.png")
+
+    data = load_image_folder(tmp_path)
+
+    assert data.modality == "image"
+    assert data.counts() == {"cat": 2, "dog": 2}
+    reasons = {s.what: s.reason for s in data.skipped}
+    assert reasons["dog/notes.txt"].startswith("not a readable image")
+    assert reasons["dog/empty.png"] == "empty file"
+    assert reasons["dog/truncated.png"].startswith("not a readable image")
+    assert reasons["dog/.DS_Store"] == "hidden file"
+    assert "class folder" in reasons["loose.png"]
+
+
+def test_labels_from_file_names_with_a_regex(tmp_path):
+    for name, colour in [("Abyssinian_1.jpg", (1, 2, 3)), ("Abyssinian_2.jpg", (4, 5, 6)),
+                         ("great_pyrenees_10.jpg", (7, 8, 9)), ("README.md", None)]:
+        if colour:
+            _image(tmp_path / name, colour)
+        else:
+            (tmp_path / name).write_text("hello")
+    data = load_image_folder(tmp_path, label_from_name=r"(.+)_\d+\.jpg$")
+    assert sorted(data.labels) == ["Abyssinian", "Abyssinian", "great_pyrenees"]
+    assert [s.what for s in data.skipped] == ["README.md"]
+
+
+def test_exact_duplicates_are_dropped_and_reported_and_conflicts_kept(tmp_path):
+    _image(tmp_path / "cat" / "a.png", (1, 1, 1))
+    shutil.copy(tmp_path / "cat" / "a.png", tmp_path / "cat" / "copy.png")
+    _image(tmp_path / "cat" / "b.png", (2, 2, 2))
+    _image(tmp_path / "dog" / "c.png", (3, 3, 3))
+    shutil.copy(tmp_path / "cat" / "b.png", tmp_path / "dog" / "b-again.png")
+
+    data = load_image_folder(tmp_path)
+
+    assert len(data) == 4  # a, b, b-again (other label), c
+    assert [d.what.endswith("copy.png") for d in data.dropped_duplicates] == [True]
+    assert len(data.conflicting_duplicates) == 1 and len(data.conflicting_duplicates[0]) == 2
+
+
+def test_csv_and_tsv_with_named_columns_and_empty_rows(tmp_path):
+    csv_file = tmp_path / "reviews.csv"
+    csv_file.write_text('review,stars\n"great, loved it",pos\n,neg\nawful,\nmeh,neg\n')
+    data = load_text_csv(csv_file, text_column="review", label_column="stars")
+    assert data.inputs == ["great, loved it", "meh"]
+    assert [s.reason for s in data.skipped] == ["empty text", "no label"]
+
+    tsv_file = tmp_path / "reviews.tsv"
+    tsv_file.write_text("text\tlabel\nfine, I guess\tneutral\nbad\tneg\n")
+    assert load_dataset(tsv_file).inputs == ["fine, I guess", "bad"]
+
+
+def test_missing_column_error_says_which_columns_exist(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("sentence,label\nhi,a\n")
+    with pytest.raises(DataError, match=r"columns are \['sentence', 'label'\].*--text-column"):
+        load_text_csv(path)
+
+
+def test_a_class_with_one_example_is_an_error_that_says_what_to_do(topics_csv):
+    with open(topics_csv, "a") as handle:
+        handle.write("What a lovely hat,fashion\n")
+    data = load_dataset(topics_csv)
+    with pytest.raises(DataError, match=r"'fashion' has 1.*--drop-small-classes"):
+        require_evaluable(data)
+    kept = require_evaluable(data, drop_small_classes=True)
+    assert "fashion" not in kept.classes
+    assert any("fashion" in s.reason for s in kept.skipped)
+
+
+def test_one_class_is_not_enough(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("text,label\na,x\nb,x\n")
+    with pytest.raises(DataError, match="at least 2"):
+        require_evaluable(load_text_csv(path))
+
+
+def test_unknown_path_and_format_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(tmp_path / "nope")
+    (tmp_path / "model.bin").write_bytes(b"x")
+    with pytest.raises(DataError, match="neither a folder"):
+        load_dataset(tmp_path / "model.bin")

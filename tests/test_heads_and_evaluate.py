@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from smalldata.evaluate import Candidate, compare, cv_folds, score
+from smalldata.heads import LOSSES, LinearHead, logistic_regression_head
+
+
+def _clusters(n_per_class=10, dim=32, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(3, dim)) * 3
+    X = np.concatenate([c + rng.normal(size=(n_per_class, dim)) for c in centres]).astype(np.float32)
+    y = np.repeat(np.array(["a", "b", "c"]), n_per_class)
+    return X, y
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_linear_head_learns_each_loss_and_survives_clone(loss):
+    X, y = _clusters()
+    X_test, y_test = _clusters(seed=0)[0] + np.random.default_rng(1).normal(size=X.shape) * 0.1, y
+    head = clone(LinearHead(loss=loss)).fit(X, y)
+    assert (head.predict(X_test) == y_test).mean() > 0.9
+    proba = head.predict_proba(X_test)
+    assert np.allclose(proba.sum(axis=1), 1) and proba.shape == (len(y), 3)
+    restored = LinearHead.from_state(head.get_params(), head.classes_.tolist(), head.state())
+    assert np.allclose(restored.predict_proba(X_test), proba)
+
+
+def test_linear_head_rejects_unknown_loss():
+    with pytest.raises(ValueError, match="loss must be one of"):
+        LinearHead(loss="hinge").fit(*_clusters())
+
+
+def test_folds_adapt_to_the_smallest_class_and_cover_each_example_once_per_repeat():
+    labels = ["a"] * 3 + ["b"] * 10
+    folds = cv_folds(labels)
+    assert folds.n_splits == 3 and folds.n_repeats == 4
+    for repeat in range(folds.n_repeats):
+        tests = np.concatenate([t for _, t in folds.splits[repeat * 3:(repeat + 1) * 3]])
+        assert sorted(tests) == list(range(13))
+    with pytest.raises(ValueError):
+        cv_folds(["a", "b", "b"])
+
+
+def test_compare_scores_every_candidate_on_the_same_folds():
+    X, y = _clusters()
+    noise = np.random.default_rng(0).normal(size=X.shape).astype(np.float32)
+    candidates = [Candidate("noise", "noise", logistic_regression_head, is_baseline=True),
+                  Candidate("signal", "signal", logistic_regression_head)]
+    comparison = compare(candidates, {"noise": noise, "signal": X}, y, folds=cv_folds(y))
+    assert [s.name for s in comparison.scores] == ["noise", "signal"]
+    assert all(len(s.fold_accuracies) == 10 for s in comparison.scores)
+    assert comparison.best.name == "signal" and comparison.baseline.name == "noise"
+    assert comparison.best.mean > 0.9 > comparison.baseline.mean
+    assert np.allclose(np.asarray(comparison.out_of_fold["signal"]).sum(axis=1), 1)
+    again = type(comparison).from_dict(comparison.to_dict())
+    assert again.best.name == "signal" and again.best.fold_accuracies == comparison.best.fold_accuracies
+
+
+def test_score_gives_confusion_per_class_and_unknown_labels():
+    result = score(["a", "a", "b", "z"], ["a", "b", "b", "a"], ["a", "b"])
+    assert result.accuracy == 0.5
+    assert result.labels == ["a", "b", "z"]
+    assert result.confusion == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
+    assert result.per_class["a"]["recall"] == 0.5 and result.per_class["b"]["precision"] == 0.5
+    assert result.unknown_labels == ["z"]

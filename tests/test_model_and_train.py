@@ -1,0 +1,101 @@
+import json
+
+import numpy as np
+import pytest
+
+import smalldata
+from smalldata.baselines import text_baseline
+from smalldata.model import RAW_TEXT, Model, ModelFolderError
+
+
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory):
+    from tests.conftest import DATA
+
+    return smalldata.train(smalldata.load_dataset(DATA / "topics.csv"))
+
+
+def test_training_compares_baseline_and_every_head_on_the_same_folds(text_model):
+    comparison = text_model.comparison
+    names = [s.name for s in comparison.scores]
+    assert names[0].startswith("baseline") and comparison.baseline is comparison.scores[0]
+    assert {"logistic-regression", "linear: cross-entropy", "linear: cosine loss",
+            "linear: cosine + cross-entropy"} <= set(names)
+    assert len({len(s.fold_accuracies) for s in comparison.scores}) == 1
+    assert text_model.head_name == comparison.best.name
+    assert comparison.best.mean >= 0.8  # 3 distinct topics, real sentence encoder
+
+
+def test_prediction_on_unseen_texts(text_model):
+    texts = ["The referee showed a red card to the defender.", "Stir in the flour and butter.",
+             "Expect drizzle and grey skies all day."]
+    assert text_model.predict(texts) == ["sport", "cooking", "weather"]
+    proba = text_model.predict_proba(texts)
+    assert proba.shape == (3, 3) and np.allclose(proba.sum(axis=1), 1)
+
+
+def test_save_and_load_gives_the_same_probabilities_and_no_pickle(text_model, tmp_path):
+    folder = text_model.save(tmp_path / "model")
+    description = json.loads((folder / "model.json").read_text())
+    assert description["format_version"] == 1 and description["labels"] == ["cooking", "sport", "weather"]
+    assert description["cross_validation"]["best"] == text_model.head_name
+    assert "scikit-learn" in description["libraries"] and description["preprocessing"]
+    assert not [p for p in folder.iterdir() if p.suffix in {".pkl", ".pickle", ".joblib", ".pt"}]
+    loaded = Model.load(folder)
+    texts = ["Goal in extra time!", "Sunny spells later."]
+    assert np.allclose(loaded.predict_proba(texts), text_model.predict_proba(texts))
+    assert loaded.comparison.best.name == text_model.comparison.best.name
+
+
+def test_a_scikit_learn_head_round_trips_through_skops(tmp_path):
+    from tests.conftest import DATA
+
+    data = smalldata.load_dataset(DATA / "topics.csv")
+    model = Model(data.classes, "text", RAW_TEXT, "baseline", text_baseline().fit(data.inputs, data.labels))
+    Model.load(model.save(tmp_path / "m"))
+    assert (tmp_path / "m" / "head.skops").exists()
+    assert Model.load(tmp_path / "m").predict(["Knead the dough"]) == model.predict(["Knead the dough"])
+
+
+def test_untrusted_code_in_a_model_folder_is_refused(tmp_path):
+    import skops.io
+    from sklearn.preprocessing import FunctionTransformer
+
+    folder = tmp_path / "evil"
+    Model(["a", "b"], "text", RAW_TEXT, "x", text_baseline()).save(folder)
+    skops.io.dump(FunctionTransformer(print), folder / "head.skops")
+    with pytest.raises(ModelFolderError, match="does not trust"):
+        Model.load(folder)
+
+
+def test_newer_format_and_missing_backbone_fail_clearly(text_model, tmp_path):
+    folder = text_model.save(tmp_path / "m")
+    description = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**description, "format_version": 99}))
+    with pytest.raises(ModelFolderError, match="newer than this smalldata reads.*upgrade"):
+        Model.load(folder)
+    (folder / "model.json").write_text(json.dumps({**description, "features": "clip-vit-l14"}))
+    with pytest.raises(ModelFolderError, match="needs the backbone 'clip-vit-l14'"):
+        Model.load(folder)
+    with pytest.raises(ModelFolderError, match="not a smalldata model folder"):
+        Model.load(tmp_path)
+
+
+@pytest.mark.slow
+def test_images_end_to_end_on_real_fashion_mnist(fashion_folder, fashion_test_folder, tmp_path):
+    model = smalldata.train(smalldata.load_dataset(fashion_folder))
+    assert model.features in {"efficientnet-lite0", "colour-texture-stats"}
+    assert model.comparison.best.mean > model.comparison.baseline.mean - 0.05
+    result = Model.load(model.save(tmp_path / "m")).evaluate(smalldata.load_dataset(fashion_test_folder))
+    assert result.accuracy >= 0.9 and result.n_examples == 30
+    assert sum(map(sum, result.confusion)) == 30
+
+
+def test_without_evaluation_one_example_per_class_is_enough(tmp_path):
+    path = tmp_path / "one.csv"
+    path.write_text("text,label\nThe team won the final,sport\nBake for an hour,cooking\n")
+    model = smalldata.train(smalldata.load_dataset(path), evaluate=False)
+    assert model.comparison is None and model.head_name == "logistic-regression"
+    assert model.predict(["a football match"]) == ["sport"]
+    with pytest.raises(smalldata.DataError, match="cross-validation needs at least 2"):
+        smalldata.train(smalldata.load_dataset(path))

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 from sklearn.model_selection import RepeatedStratifiedKFold
+from sklearn.utils.parallel import Parallel, delayed
 
 from smalldata.backbones import cpu_threads
 from smalldata.progress import Progress
@@ -125,15 +124,16 @@ def compare(
     classes = np.unique(y)
     task = progress.task(f"cross-validating {len(candidates)} candidates", len(candidates) * len(folds.splits)) if progress else None
     scores, out_of_fold = [], {}
-    # Folds run two at a time in threads: the solvers spend their time in numpy, scipy and torch
+    # Folds run side by side in threads: the solvers spend their time in numpy, scipy and torch
     # code that releases the GIL, so both cores stay busy without copying data to processes.
-    with single_threaded_math(), ThreadPoolExecutor(max_workers=cpu_threads()) as pool:
+    parallel = Parallel(n_jobs=cpu_threads(), backend="threading", return_as="generator")
+    with single_threaded_math():
         for candidate in candidates:
             X = features[candidate.features]
-            fit = partial(_fit_and_predict, candidate, X, y, classes)
+            fits = parallel(delayed(_fit_and_predict)(candidate, X, y, classes, split) for split in folds.splits)
             probabilities = np.zeros((len(y), len(classes)))
             accuracies = []
-            for (_, test), proba in zip(folds.splits, pool.map(fit, folds.splits)):
+            for (_, test), proba in zip(folds.splits, fits):
                 probabilities[test] += proba
                 accuracies.append(float(accuracy_score(y[test], classes[proba.argmax(axis=1)])))
                 if task:

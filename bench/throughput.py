@@ -3,7 +3,8 @@
     .venv/bin/python bench/throughput.py [--repeats 3] [--skip-cli]
 
 (a) images/s with efficientnet-lite0, JPEG decoding and resizing included, on flowers12 train (720
-    images, 224x224) and on the first 720 clothing10 train images (mostly 400x533);
+    images, 224x224; 719 once the loader drops one exact duplicate) and on the first 720 clothing10
+    train images in the loader's sorted order (mostly 400x533);
 (b) texts/s with all-MiniLM-L6-v2 on the first 2000 sst2 train sentences;
 both with ``embed(..., use_cache=False)`` after one warm-up call (which loads the model);
 (c) wall time of ``smalldata train DIR --out OUT -q`` on flowers12 at 10 images per class (the first

@@ -42,7 +42,7 @@ def write_png_folder(images: np.ndarray, labels: np.ndarray, root: Path, indices
     return root
 
 
-def first_per_class(labels: np.ndarray, per_class: int, seed: int = 0) -> list[int]:
+def sample_per_class(labels: np.ndarray, per_class: int, seed: int = 0) -> list[int]:
     rng = np.random.default_rng(seed)
     return sorted(i for c in range(len(CLASSES)) for i in rng.choice(np.flatnonzero(labels == c), per_class, replace=False))
 
@@ -56,7 +56,7 @@ def main(out: Path = Path("demo-output")) -> None:
     train_dir, test_dir, model_dir = out / "fashion-mnist" / "train", out / "fashion-mnist" / "test", out / "fashion-model"
     images, labels = read_fashion_mnist("train")
     if not train_dir.exists():
-        write_png_folder(images, labels, train_dir, first_per_class(labels, 10))
+        write_png_folder(images, labels, train_dir, sample_per_class(labels, 10))
     test_images, test_labels = read_fashion_mnist("test")
     if not test_dir.exists():
         write_png_folder(test_images, test_labels, test_dir, range(len(test_labels)))

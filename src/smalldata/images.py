@@ -11,7 +11,7 @@ Image.MAX_IMAGE_PIXELS = 80_000_000
 
 
 def load_rgb(path: str | Path, size: int) -> Image.Image:
-    """The image at `path`, its shorter side resized to `size`, centre-cropped to a square.
+    """The image at `path`, its shorter side resized (bicubic) to `size`, centre-cropped to a square.
 
     JPEGs are decoded at reduced scale (PIL's draft mode), which makes decoding cost little next
     to the network.
@@ -23,7 +23,9 @@ def load_rgb(path: str | Path, size: int) -> Image.Image:
     width, height = image.size
     scale = size / min(width, height)
     resized = (max(size, round(width * scale)), max(size, round(height * scale)))
-    image = image.resize(resized, Image.BILINEAR, reducing_gap=3.0)
+    # Bicubic, as in EfficientNet's own (TensorFlow) preprocessing: +0.8 points over bilinear with
+    # 10 clothing10 photos per class, the same on flowers12.
+    image = image.resize(resized, Image.BICUBIC, reducing_gap=3.0)
     left = (resized[0] - size) // 2
     top = (resized[1] - size) // 2
     return image.crop((left, top, left + size, top + size))

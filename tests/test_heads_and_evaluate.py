@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from smalldata.evaluate import Candidate, compare, cv_folds, score
+from smalldata.evaluate import Candidate, CandidateScore, Comparison, compare, cv_folds, score
 from smalldata.heads import LOSSES, LinearHead, logistic_regression_head
 
 
@@ -64,3 +64,25 @@ def test_score_gives_confusion_per_class_and_unknown_labels():
     assert result.confusion == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
     assert result.per_class["a"]["recall"] == 0.5 and result.per_class["b"]["precision"] == 0.5
     assert result.unknown_labels == ["z"]
+
+
+def _score(name: str, accuracies: list[float], is_baseline: bool = False) -> CandidateScore:
+    return CandidateScore(name, "features", "", is_baseline, accuracies)
+
+
+def test_the_simplest_head_within_one_standard_error_of_the_best_is_chosen():
+    scores = [_score("baseline", [0.5, 0.6, 0.5, 0.6], is_baseline=True),
+              _score("simple", [0.78, 0.82, 0.80, 0.80]),    # mean 0.80
+              _score("flexible", [0.70, 0.90, 0.75, 0.89])]  # mean 0.81, standard error ~0.04
+    comparison = Comparison(scores, n_splits=4, n_repeats=1, n_examples=40)
+    assert comparison.best.name == "flexible" and comparison.chosen.name == "simple"
+    scores[2] = _score("flexible", [0.90, 0.91, 0.90, 0.91])  # clearly better: no longer a tie
+    assert Comparison(scores, n_splits=4, n_repeats=1, n_examples=40).chosen.name == "flexible"
+
+
+def test_the_baseline_is_chosen_only_when_no_head_comes_close():
+    scores = [_score("baseline", [0.90, 0.92, 0.91, 0.91], is_baseline=True),
+              _score("head", [0.60, 0.62, 0.61, 0.61])]
+    assert Comparison(scores, n_splits=4, n_repeats=1, n_examples=40).chosen.name == "baseline"
+    scores[1] = _score("head", [0.91, 0.92, 0.90, 0.90])  # a hair below the baseline: a tie
+    assert Comparison(scores, n_splits=4, n_repeats=1, n_examples=40).chosen.name == "head"

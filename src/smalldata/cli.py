@@ -45,7 +45,7 @@ def train(
     text_column: str = TextColumn,
     label_column: str = LabelColumn,
     drop_small_classes: bool = typer.Option(False, "--drop-small-classes", help="Leave out classes with fewer than 2 examples instead of stopping."),
-    evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Cross-validate and choose the best candidate (needs 2+ examples per class)."),
+    evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Cross-validate and choose a candidate (needs 2+ examples per class)."),
     seed: int = typer.Option(0, help="Seed for the cross-validation folds."),
     quiet: bool = Quiet,
     as_json: bool = AsJson,
@@ -186,14 +186,16 @@ def _print_dataset(dataset: Dataset) -> None:
 
 def _print_comparison(comparison: Comparison) -> None:
     baseline = comparison.baseline
-    table = Table("candidate", "mean accuracy", "spread (std)", "vs baseline",
+    table = Table("candidate", "mean accuracy", "spread (std)", "standard error", "vs baseline",
                   title=f"cross-validated accuracy ({comparison.n_repeats}x repeated stratified "
                         f"{comparison.n_splits}-fold, {comparison.n_examples} examples)")
     for score in comparison.scores:
         delta = "" if baseline is None or score is baseline else f"{100 * (score.mean - baseline.mean):+.1f} points"
-        name = f"[bold]{score.name}[/] (chosen)" if score is comparison.best else score.name
-        table.add_row(name, f"{100 * score.mean:.1f}%", f"±{100 * score.std:.1f}", delta)
+        name = f"[bold]{score.name}[/] (chosen)" if score is comparison.chosen else score.name
+        table.add_row(name, f"{100 * score.mean:.1f}%", f"±{100 * score.std:.1f}",
+                      f"±{100 * score.standard_error:.1f}", delta)
     out.print(table)
+    out.print("chosen: the simplest head whose mean accuracy is within one standard error of the best mean")
 
 
 def _print_test_result(result: TestResult) -> None:

@@ -50,8 +50,14 @@ class CandidateScore:
     def std(self) -> float:
         return float(np.std(self.fold_accuracies))
 
+    @property
+    def standard_error(self) -> float:
+        """Standard error of the mean accuracy over the folds."""
+        return self.std / math.sqrt(len(self.fold_accuracies))
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "mean_accuracy": self.mean, "std_accuracy": self.std}
+        return {**asdict(self), "mean_accuracy": self.mean, "std_accuracy": self.std,
+                "standard_error": self.standard_error}
 
 
 @dataclass
@@ -66,7 +72,22 @@ class Comparison:
 
     @property
     def best(self) -> CandidateScore:
-        return max(self.scores, key=lambda score: score.mean)  # ties: the earlier, simpler candidate
+        """The highest mean accuracy (ties: the earlier, simpler candidate)."""
+        return max(self.scores, key=lambda score: score.mean)
+
+    @property
+    def chosen(self) -> CandidateScore:
+        """The one-standard-error rule: the simplest head whose mean is within one standard error of
+        the best mean; the baseline only when no head comes that close.
+
+        With ~10 small folds the highest mean is partly luck, and the luckiest candidate is most
+        often the most flexible one; the simplest head that is statistically as good does better
+        on new data (Hastie, Tibshirani & Friedman, The Elements of Statistical Learning, 7.10).
+        """
+        best = self.best
+        threshold = best.mean - best.standard_error
+        heads = [score for score in self.scores if not score.is_baseline]  # in order of simplicity
+        return next((score for score in heads if score.mean >= threshold), best)
 
     @property
     def baseline(self) -> CandidateScore | None:
@@ -79,6 +100,8 @@ class Comparison:
             "n_repeats": self.n_repeats,
             "n_examples": self.n_examples,
             "best": self.best.name,
+            "chosen": self.chosen.name,
+            "selection_rule": "the simplest head within one standard error of the best mean accuracy",
             "candidates": [score.to_dict() for score in self.scores],
         }
 

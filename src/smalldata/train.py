@@ -1,7 +1,8 @@
 """From a labeled dataset to the best model its examples can give, chosen by cross-validation.
 
 Baseline first, then heads on frozen embeddings of a pretrained backbone, all scored on the same
-folds; the best is refit on every example.
+folds; the simplest head that does as well as the best (within one standard error) is refit
+on every example.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def train(
     if evaluate:
         folds = cv_folds(dataset.labels, seed=seed)
         comparison = compare(options, features, dataset.labels, folds=folds, progress=progress)
-        chosen = next(c for c in options if c.name == comparison.best.name)
+        chosen = next(c for c in options if c.name == comparison.chosen.name)
     progress.log(f"refitting [bold]{chosen.name}[/] on all {len(dataset)} examples")
     with single_threaded_math():
         estimator = clone(chosen.make_estimator()).fit(features[chosen.features], np.asarray(dataset.labels))

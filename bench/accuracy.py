@@ -104,7 +104,9 @@ def run_draw(train_split, test, test_features, options, size: int, seed: int) ->
         "accuracy": result.accuracy,
         "evaluate": evaluate,
         "train_seconds": round(train_seconds, 2),
-        "cv": {s.name: round(s.mean, 4) for s in model.comparison.scores} if model.comparison else None,
+        # every fold's accuracy, so another selection rule can be judged on these draws without a rerun
+        "cv": {s.name: {"mean": round(s.mean, 4), "folds": [round(a, 4) for a in s.fold_accuracies]}
+               for s in model.comparison.scores} if model.comparison else None,
         "cv_protocol": model.comparison.to_dict()["protocol"] if model.comparison else None,
     }
     return {"seed": seed, "n_train": len(sample), "embed_seconds": round(embed_seconds, 2),

@@ -23,7 +23,20 @@ def test_train_prints_counts_and_the_cross_validation_table(trained):
     assert "24 texts in 3 classes" in output
     assert "baseline: tf-idf + logistic regression" in output and "(chosen)" in output
     assert "vs baseline" in output and "points" in output
+    assert "learning curve" in output and "more data: about" in output
     assert (folder / "model.json").exists()
+
+
+def test_curve_command_measures_and_extrapolates(tmp_path):
+    from tests.conftest import DATA
+
+    result = runner.invoke(app, ["curve", str(DATA / "topics.csv"), "--json"])
+    assert result.exit_code == 0, result.output
+    curve = json.loads(result.stdout)
+    assert [p["per_class"] for p in curve["points"]] == [1, 2, 4, 7]
+    assert [p["factor"] for p in curve["projections"]] == [2, 5, 10] and curve["summary"]
+    unknown = runner.invoke(app, ["curve", str(DATA / "topics.csv"), "--head", "no such head"])
+    assert unknown.exit_code == 2 and "choose one of" in unknown.output
 
 
 def test_predict_json_gives_label_and_probabilities(trained):
@@ -76,7 +89,7 @@ def test_quiet_and_json_keep_stdout_clean(tmp_path):
     quiet = runner.invoke(app, ["train", str(DATA / "topics.csv"), "--out", str(tmp_path / "q"), "--quiet"])
     assert quiet.exit_code == 0 and quiet.stdout == ""
     as_json = runner.invoke(app, ["train", str(DATA / "topics.csv"), "--out", str(tmp_path / "j"), "--json"])
-    assert json.loads(as_json.stdout)["chosen"]
+    assert json.loads(as_json.stdout)["chosen"] and json.loads(as_json.stdout)["learning_curve"]["points"]
 
 
 @pytest.mark.slow

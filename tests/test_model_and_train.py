@@ -27,6 +27,13 @@ def test_training_compares_baseline_and_every_head_on_the_same_folds(text_model)
     assert comparison.best.mean >= 0.8  # 3 distinct topics, real sentence encoder
 
 
+def test_training_draws_the_chosen_heads_learning_curve(text_model):
+    curve = text_model.curve
+    assert [p.per_class for p in curve.points] == [1, 2, 4, 7]  # 8 texts per class, one left out
+    assert curve.points[-1].mean >= 0.8 and curve.fit is not None and len(curve.projections) == 3
+    assert "more examples per class" in curve.summary
+
+
 def test_prediction_on_unseen_texts(text_model):
     texts = ["The referee showed a red card to the defender.", "Stir in the flour and butter.",
              "Expect drizzle and grey skies all day."]
@@ -46,6 +53,7 @@ def test_save_and_load_gives_the_same_probabilities_and_no_pickle(text_model, tm
     texts = ["Goal in extra time!", "Sunny spells later."]
     assert np.allclose(loaded.predict_proba(texts), text_model.predict_proba(texts))
     assert loaded.comparison.chosen.name == text_model.comparison.chosen.name
+    assert loaded.curve.summary == text_model.curve.summary
 
 
 def test_a_scikit_learn_head_round_trips_through_skops(tmp_path):

@@ -10,10 +10,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from smalldata.curve import LearningCurve
 from smalldata.data import DataError, Dataset, load_dataset, read_table
 from smalldata.evaluate import Comparison, TestResult
 from smalldata.model import Model, ModelFolderError
 from smalldata.progress import Progress
+from smalldata.train import DEFAULT_HEAD, curve_of
 from smalldata.train import train as train_model
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -46,6 +48,7 @@ def train(
     label_column: str = LabelColumn,
     drop_small_classes: bool = typer.Option(False, "--drop-small-classes", help="Leave out classes with fewer than 2 examples instead of stopping."),
     evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Cross-validate and choose a candidate (needs 2+ examples per class)."),
+    curve: bool = typer.Option(True, "--curve/--no-curve", help="Draw the chosen head's learning curve: how much more data would help."),
     seed: int = typer.Option(0, help="Seed for the cross-validation folds."),
     quiet: bool = Quiet,
     as_json: bool = AsJson,
@@ -57,18 +60,46 @@ def train(
         if not (quiet or as_json):
             _print_dataset(dataset)
         model = train_model(dataset, backbone=backbone, evaluate=evaluate, drop_small_classes=drop_small_classes,
-                            seed=seed, progress=progress)
+                            curve=curve, seed=seed, progress=progress)
         model.save(out_dir)
     except (DataError, KeyError, RuntimeError) as error:
         _fail(error)
     if as_json:
         print(json.dumps({"model": str(out_dir), "chosen": model.head_name,
                           "cross_validation": model.comparison.to_dict() if model.comparison else None,
+                          "learning_curve": model.curve.to_dict() if model.curve else None,
                           "data": model.data}))
     elif not quiet:
         if model.comparison:
             _print_comparison(model.comparison)
+        if model.curve:
+            _print_curve(model.curve)
         out.print(f"chose [bold]{model.head_name}[/]; model saved to [bold]{out_dir}[/]")
+
+
+@app.command()
+def curve(
+    data: Path = typer.Argument(..., help="A folder of class subfolders of images, or a CSV/TSV of texts."),
+    head: str = typer.Option(DEFAULT_HEAD, help="Which candidate's curve: a name from the `train` table."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone name (default: efficientnet-lite0 for images, all-MiniLM-L6-v2 for texts)."),
+    label_from_name: Optional[str] = LabelFromName,
+    text_column: str = TextColumn,
+    label_column: str = LabelColumn,
+    seed: int = typer.Option(0, help="Seed for the draws."),
+    quiet: bool = Quiet,
+    as_json: bool = AsJson,
+) -> None:
+    """Accuracy at 1, 2, 4, ... examples per class, extrapolated to 2x, 5x and 10x the data."""
+    progress = Progress(enabled=not (quiet or as_json), console=err)
+    try:
+        dataset = load_dataset(data, label_from_name=label_from_name, text_column=text_column, label_column=label_column)
+        drawn = curve_of(dataset, backbone=backbone, head=head, seed=seed, progress=progress)
+    except (DataError, KeyError, RuntimeError) as error:
+        _fail(error)
+    if as_json:
+        print(json.dumps(drawn.to_dict()))
+    elif not quiet:
+        _print_curve(drawn)
 
 
 @app.command()
@@ -196,6 +227,19 @@ def _print_comparison(comparison: Comparison) -> None:
                       f"±{100 * score.standard_error:.1f}", delta)
     out.print(table)
     out.print("chosen: the simplest head whose mean accuracy is within one standard error of the best mean")
+
+
+def _print_curve(curve: LearningCurve) -> None:
+    table = Table("examples per class", "mean accuracy", "spread (std)", "draws",
+                  title="learning curve (each draw scored on the examples it left out)")
+    for point in curve.points:
+        table.add_row(str(point.per_class), f"{100 * point.mean:.1f}%", f"±{100 * point.std:.1f}", str(len(point.accuracies)))
+    for projection in curve.projections:
+        table.add_row(f"{projection.per_class:.0f} ({projection.factor:g}x, extrapolated)",
+                      f"{100 * projection.accuracy:.1f}%",
+                      f"80% band {100 * projection.low:.1f}-{100 * projection.high:.1f}%", "")
+    out.print(table)
+    out.print(f"more data: {curve.summary}")
 
 
 def _print_test_result(result: TestResult) -> None:

@@ -190,11 +190,11 @@ def single_threaded_math():
 
 def _fit_and_predict(candidate: Candidate, X, y: np.ndarray, classes: np.ndarray, split) -> np.ndarray:
     train, test = split
-    estimator = clone(candidate.make_estimator()).fit(_take(X, train), y[train])
-    return _aligned_proba(estimator, _take(X, test), classes)
+    estimator = clone(candidate.make_estimator()).fit(take_rows(X, train), y[train])
+    return _aligned_proba(estimator, take_rows(X, test), classes)
 
 
-def _take(X, indices):
+def take_rows(X, indices):
     return X[indices] if isinstance(X, np.ndarray) else [X[i] for i in indices]
 
 

@@ -53,10 +53,13 @@ class LinearHead(ClassifierMixin, BaseEstimator):
         target = torch.from_numpy(targets.astype(np.int64))
         optimizer = torch.optim.AdamW([p for layer in layers for p in layer.parameters()],
                                       lr=self.lr, weight_decay=self.weight_decay)
+        self.loss_curve_ = []  # training loss per epoch, for the report's training curve
         for _ in range(self.epochs):  # full batch: a few-shot training set fits in one
             optimizer.zero_grad()
-            self._loss(layers, inputs, target).backward()
+            loss = self._loss(layers, inputs, target)
+            loss.backward()
             optimizer.step()
+            self.loss_curve_.append(float(loss.detach()))
         self.tensors_ = {name: p.detach().numpy().copy()
                          for i, layer in enumerate(layers) for name, p in _named(layer, i)}
         return self

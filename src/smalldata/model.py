@@ -1,7 +1,7 @@
 """The trained model: predict, predict_proba, and a model folder a person can read.
 
 A model folder holds ``model.json`` (format version, labels, backbone and its preprocessing, the
-chosen head, the cross-validation table, library versions) beside the head's learned arrays:
+chosen head, the cross-validation table, the learning curve, library versions) beside the head's learned arrays:
 ``head.safetensors`` for smalldata's own heads, ``head.skops`` (scikit-learn's safe, pickle-free
 format) for scikit-learn models. Loading never runs code from the folder.
 """
@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from smalldata.backbones import REGISTRY, get_backbone
+from smalldata.curve import LearningCurve
 from smalldata.evaluate import Comparison, TestResult, score
 from smalldata.features import embed
 from smalldata.heads import LinearHead
@@ -44,6 +45,7 @@ class Model:
     estimator: object
     comparison: Comparison | None = None
     data: dict = field(default_factory=dict)  # what training saw: counts per class, skipped files
+    curve: LearningCurve | None = None  # accuracy against examples per class, extrapolated
 
     def features_of(self, inputs: Sequence, progress: Progress = QUIET):
         inputs = [Path(item) for item in inputs] if self.modality == "image" else [str(item) for item in inputs]
@@ -80,6 +82,7 @@ class Model:
             "head": head,
             "cross_validation": self.comparison.to_dict() if self.comparison else None,
             "data": self.data,
+            "learning_curve": self.curve.to_dict() if self.curve else None,
             "libraries": _library_versions(),
         }
         (folder / "model.json").write_text(json.dumps(description, indent=2) + "\n")
@@ -122,6 +125,7 @@ class Model:
                 f"(installed: {', '.join(sorted(REGISTRY))}); install the smalldata version that made it"
             )
         comparison = description.get("cross_validation")
+        curve = description.get("learning_curve")
         return cls(
             classes=list(description["labels"]),
             modality=description["modality"],
@@ -130,6 +134,7 @@ class Model:
             estimator=_load_head(folder, description["head"]),
             comparison=Comparison.from_dict(comparison) if comparison else None,
             data=description.get("data", {}),
+            curve=LearningCurve.from_dict(curve) if curve else None,
         )
 
 

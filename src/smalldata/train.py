@@ -14,6 +14,7 @@ from sklearn.base import clone
 
 from smalldata.backbones import DEFAULT_BACKBONE, get_backbone
 from smalldata.baselines import image_baseline, text_baseline
+from smalldata.curve import LearningCurve, learning_curve
 from smalldata.data import DataError, Dataset, require_evaluable
 from smalldata.evaluate import Candidate, compare, cv_folds, single_threaded_math
 from smalldata.features import embed
@@ -52,10 +53,12 @@ def train(
     backbone: str | None = None,
     evaluate: bool = True,
     drop_small_classes: bool = False,
+    curve: bool = True,
     seed: int = 0,
     progress: Progress = QUIET,
 ) -> Model:
-    """Cross-validate every candidate on the same folds, refit the best on all of `dataset`.
+    """Cross-validate every candidate on the same folds, refit the chosen one on all of `dataset`,
+    and (``curve=True``) draw its learning curve to say how much more data would help.
 
     With ``evaluate=False`` nothing is cross-validated (possible from 1 example per class): the
     default head (logistic regression on embeddings) is fit, and the model carries no accuracy estimate.
@@ -80,6 +83,10 @@ def train(
     progress.log(f"refitting [bold]{chosen.name}[/] on all {len(dataset)} examples")
     with single_threaded_math():
         estimator = clone(chosen.make_estimator()).fit(features[chosen.features], np.asarray(dataset.labels))
+    drawn = None
+    if evaluate and curve:
+        drawn = learning_curve(features[chosen.features], dataset.labels, chosen.make_estimator,
+                               seed=seed, progress=progress)
     return Model(
         classes=dataset.classes,
         modality=dataset.modality,
@@ -88,7 +95,27 @@ def train(
         estimator=estimator,
         comparison=comparison,
         data=summary(dataset),
+        curve=drawn,
     )
+
+
+def curve_of(
+    dataset: Dataset,
+    *,
+    backbone: str | None = None,
+    head: str = DEFAULT_HEAD,
+    seed: int = 0,
+    progress: Progress = QUIET,
+) -> LearningCurve:
+    """The learning curve of one candidate (by name, default: logistic regression on embeddings)."""
+    backbone = backbone or DEFAULT_BACKBONE[dataset.modality]
+    options = {c.name: c for c in candidates(dataset.modality, backbone)}
+    if head not in options:
+        raise DataError(f"unknown head {head!r}; choose one of: {', '.join(options)}")
+    dataset = require_evaluable(dataset, drop_small_classes=False)
+    chosen = options[head]
+    return learning_curve(_features(dataset, chosen.features, progress), dataset.labels, chosen.make_estimator,
+                          seed=seed, progress=progress)
 
 
 def _features(dataset: Dataset, name: str, progress: Progress):

@@ -1,0 +1,256 @@
+"""How much more data is enough: a learning curve over examples per class, extrapolated.
+
+Accuracy is measured at 1, 2, 4, 8, ... examples per class drawn from the data (the rest of the data
+scores each draw), an inverse power law ``accuracy(n) = a - b * n**-c`` is fitted to the means, and
+refitting it on bootstrap resamples of the draws gives the uncertainty band of the extrapolation.
+Learning curves of this shape fit deep-learning error well (Hestness et al. 2017, "Deep Learning
+Scaling is Predictable, Empirically"); `a` is the accuracy the curve levels off at.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy.optimize import OptimizeWarning, curve_fit
+from sklearn.base import clone
+from sklearn.utils.parallel import Parallel, delayed
+
+from smalldata.backbones import cpu_threads
+from smalldata.evaluate import single_threaded_math, take_rows
+from smalldata.progress import Progress
+
+FACTORS = (2, 5, 10)  # extrapolate to this many times the current examples per class
+MIN_SCORED = 200  # draw until each size is scored on at least this many held-out predictions
+MIN_DRAWS, MAX_DRAWS = 5, 30
+BOOTSTRAP = 100
+BAND = (10, 90)  # percentiles of the bootstrap: an 80% band
+FLATTENING = 0.02  # doubling the data adds less than this: "the curve is flattening"
+CLASSES_NAMED = 3
+
+
+@dataclass
+class CurvePoint:
+    per_class: int
+    accuracies: list[float]  # one per draw, each on the examples that draw left out
+    recalls: dict[str, float]  # per class, pooled over the draws
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.accuracies))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.accuracies))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "mean_accuracy": self.mean, "std_accuracy": self.std}
+
+
+@dataclass
+class PowerLaw:
+    """accuracy(n) = plateau - scale * n ** -exponent"""
+
+    plateau: float
+    scale: float
+    exponent: float
+
+    def __call__(self, per_class) -> np.ndarray:
+        return _power_law(np.asarray(per_class, dtype=float), self.plateau, self.scale, self.exponent)
+
+
+@dataclass
+class Projection:
+    factor: float
+    per_class: float
+    accuracy: float
+    low: float  # the uncertainty band (BAND percentiles of the bootstrap refits)
+    high: float
+
+
+@dataclass
+class ClassGain:
+    label: str
+    recall: float  # at the largest size measured
+    gain_per_doubling: float  # recall gained by the last doubling of examples per class
+
+
+@dataclass
+class LearningCurve:
+    points: list[CurvePoint]
+    current_per_class: float  # the median class size of the data the curve was drawn from
+    fit: PowerLaw | None  # None with fewer than 3 sizes: nothing to extrapolate from
+    projections: list[Projection]
+    class_gains: list[ClassGain]  # classes that would gain most from more examples first
+    summary: str
+
+    def to_dict(self) -> dict:
+        return {
+            "points": [p.to_dict() for p in self.points],
+            "current_per_class": self.current_per_class,
+            "fit": asdict(self.fit) if self.fit else None,
+            "model": "accuracy(n) = plateau - scale * n ** -exponent, n = examples per class",
+            "band": f"{BAND[0]}th to {BAND[1]}th percentile of {BOOTSTRAP} bootstrap refits",
+            "projections": [asdict(p) for p in self.projections],
+            "class_gains": [asdict(g) for g in self.class_gains],
+            "summary": self.summary,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LearningCurve":
+        return cls(
+            points=[CurvePoint(p["per_class"], p["accuracies"], p["recalls"]) for p in data["points"]],
+            current_per_class=data["current_per_class"],
+            fit=PowerLaw(**data["fit"]) if data["fit"] else None,
+            projections=[Projection(**p) for p in data["projections"]],
+            class_gains=[ClassGain(**g) for g in data["class_gains"]],
+            summary=data["summary"],
+        )
+
+
+def shot_sizes(counts: Sequence[int], max_per_class: int | None = None) -> list[int]:
+    """1, 2, 4, ... examples per class, and the most every class can give while keeping one out."""
+    largest = int(min(counts)) - 1
+    if max_per_class is not None:
+        largest = min(largest, max_per_class)
+    sizes = [2**i for i in range(int(math.log2(largest)) + 1)] if largest >= 1 else []
+    if sizes and sizes[-1] != largest:
+        sizes.append(largest)
+    return sizes
+
+
+def learning_curve(
+    features,
+    labels: Sequence[str],
+    make_estimator: Callable[[], object],
+    *,
+    max_per_class: int | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> LearningCurve:
+    """Measure accuracy at growing examples per class and extrapolate to 2x, 5x and 10x the data.
+
+    `features` is what the estimator reads (an embedding matrix, or raw texts for the TF-IDF baseline).
+    `max_per_class` stops the sizes early, e.g. to see how a large labeled pool would do with less.
+    """
+    y = np.asarray(labels)
+    classes, counts = np.unique(y, return_counts=True)
+    sizes = shot_sizes(counts, max_per_class)
+    if not sizes:
+        raise ValueError("a learning curve needs at least 2 examples in every class")
+    plan = [(n, d) for n in sizes for d in range(_draws(counts, n))]
+    task = progress.task(f"learning curve: {len(plan)} fits at {', '.join(map(str, sizes))} per class", len(plan)) if progress else None
+    parallel = Parallel(n_jobs=cpu_threads(), backend="threading", return_as="generator")
+    outcomes: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {n: [] for n in sizes}
+    with single_threaded_math():
+        jobs = (delayed(_fit_and_score)(features, y, classes, n, seed * 1000 + 7 * n + d, make_estimator) for n, d in plan)
+        for (n, _), outcome in zip(plan, parallel(jobs)):
+            outcomes[n].append(outcome)
+            if task:
+                task.advance()
+    if task:
+        task.done()
+    points = [_point(n, outcomes[n], classes) for n in sizes]
+    return describe(points, current_per_class=float(np.median(counts)), seed=seed)
+
+
+def describe(points: list[CurvePoint], *, current_per_class: float, seed: int = 0) -> LearningCurve:
+    """Fit the power law to measured points, extrapolate, and say in a sentence what to expect."""
+    fit = fit_power_law(points) if len(points) >= 3 else None
+    targets = [current_per_class * f for f in FACTORS]
+    projections = project(points, fit, targets, current_per_class=current_per_class, seed=seed) if fit else []
+    gains = _class_gains(points)
+    return LearningCurve(points, current_per_class, fit, projections, gains,
+                         _summary(points, fit, projections, gains, current_per_class))
+
+
+def fit_power_law(points: list[CurvePoint], means: np.ndarray | None = None) -> PowerLaw:
+    """Least squares on the mean accuracies (or `means` given for the points, as the bootstrap
+    does), each weighted by how precisely it was measured."""
+    n = np.array([p.per_class for p in points], dtype=float)
+    means = np.array([p.mean for p in points]) if means is None else means
+    sigma = np.array([max(p.std / math.sqrt(len(p.accuracies)), 0.005) for p in points])
+    top = float(means.max())
+    start = (min(1.0, top + 0.05), max(top + 0.05 - means[0], 0.01), 0.5)
+    # The plateau cannot be below what was measured nor above 100%; exponents outside (0.05, 3)
+    # would mean a curve that never rises or one that is flat after two examples.
+    bounds = ([min(top, 1.0) - 1e-6, 0.0, 0.05], [1.0, 2.0, 3.0])
+    try:
+        with warnings.catch_warnings():  # the parameters' covariance is not used: its warning says nothing
+            warnings.simplefilter("ignore", OptimizeWarning)
+            params, _ = curve_fit(_power_law, n, means, p0=start, sigma=sigma, bounds=bounds, maxfev=5000)
+    except RuntimeError:  # no convergence: a flat line at the best measured accuracy is the honest fit
+        params = (top, 0.0, 1.0)
+    return PowerLaw(*map(float, params))
+
+
+def _power_law(n, plateau, scale, exponent):
+    return plateau - scale * np.power(n, -exponent)
+
+
+def _draws(counts: np.ndarray, per_class: int) -> int:
+    left_out = int(sum(c - per_class for c in counts))
+    return int(min(MAX_DRAWS, max(MIN_DRAWS, math.ceil(MIN_SCORED / left_out))))
+
+
+def _fit_and_score(features, y, classes, per_class, seed, make_estimator) -> tuple[np.ndarray, np.ndarray]:
+    """Train on `per_class` random examples of every class; predict all the others."""
+    rng = np.random.default_rng(seed)
+    train = np.concatenate([rng.choice(np.flatnonzero(y == label), size=per_class, replace=False) for label in classes])
+    test = np.setdiff1d(np.arange(len(y)), train)
+    estimator = clone(make_estimator()).fit(take_rows(features, train), y[train])
+    return y[test], np.asarray(estimator.predict(take_rows(features, test)))
+
+
+def _point(per_class: int, outcomes, classes) -> CurvePoint:
+    accuracies = [float(np.mean(true == predicted)) for true, predicted in outcomes]
+    true = np.concatenate([t for t, _ in outcomes])
+    predicted = np.concatenate([p for _, p in outcomes])
+    recalls = {str(label): float(np.mean(predicted[true == label] == label)) for label in classes}
+    return CurvePoint(per_class, accuracies, recalls)
+
+
+def project(points: list[CurvePoint], fit: PowerLaw, per_class: Sequence[float], *,
+            current_per_class: float, seed: int = 0) -> list[Projection]:
+    """The fit at `per_class` examples per class, with a band from refits on resampled draws."""
+    rng = np.random.default_rng(seed)
+    targets = np.asarray(per_class, dtype=float)
+    refits = []
+    for _ in range(BOOTSTRAP):
+        means = np.array([np.mean(rng.choice(p.accuracies, size=len(p.accuracies))) for p in points])
+        refits.append(fit_power_law(points, means=means)(targets))
+    low, high = np.percentile(np.array(refits), BAND, axis=0)
+    return [Projection(float(t / current_per_class), float(t), float(fit(t)), float(lo), float(hi))
+            for t, lo, hi in zip(targets, low, high)]
+
+
+def _class_gains(points: list[CurvePoint]) -> list[ClassGain]:
+    """Per class, the recall the last doubling of examples bought: where more examples pay most."""
+    last = points[-1]
+    previous = next((p for p in reversed(points) if p.per_class <= last.per_class / 2), points[0])
+    doublings = max(math.log2(last.per_class / previous.per_class), 1e-9) if previous is not last else None
+    gains = [ClassGain(label, recall,
+                       (recall - previous.recalls[label]) / doublings if doublings else 0.0)
+             for label, recall in last.recalls.items()]
+    # Most to gain: still rising fast, and far from perfect.
+    return sorted(gains, key=lambda g: g.gain_per_doubling * (1 - g.recall), reverse=True)
+
+
+def _summary(points, fit, projections, gains, current: float) -> str:
+    if fit is None:
+        return (f"measured at {', '.join(str(p.per_class) for p in points)} per class only; "
+                "a curve to extrapolate needs 3 sizes (at least 5 examples in every class)")
+    now = float(fit(current))
+    double = projections[0]
+    trend = ("the curve is flattening: more examples of the same kind will add little"
+             if double.accuracy - now < FLATTENING else "the curve is still rising")
+    sentence = (f"about {100 * (double.accuracy - now):+.0f} points with {double.per_class - current:.0f} more "
+                f"examples per class ({100 * double.accuracy:.0f}%, likely {100 * double.low:.0f}-"
+                f"{100 * double.high:.0f}%); {trend}")
+    rising = [g.label for g in gains[:CLASSES_NAMED] if g.gain_per_doubling > 0 and g.recall < 1]
+    if rising:
+        sentence += f"; the classes that would gain most from more examples: {', '.join(rising)}"
+    return sentence

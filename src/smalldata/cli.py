@@ -15,6 +15,7 @@ from smalldata.data import DataError, Dataset, load_dataset, read_table
 from smalldata.evaluate import Comparison, TestResult
 from smalldata.model import Model, ModelFolderError
 from smalldata.progress import Progress
+from smalldata.report import test_report, training_report, write_report
 from smalldata.train import DEFAULT_HEAD, curve_of
 from smalldata.train import train as train_model
 
@@ -31,6 +32,7 @@ TextColumn = typer.Option("text", "--text-column", help="CSV/TSV column holding 
 LabelColumn = typer.Option("label", "--label-column", help="CSV/TSV column holding the labels.")
 Quiet = typer.Option(False, "--quiet", "-q", help="No progress bars or tables; errors only.")
 AsJson = typer.Option(False, "--json", help="Print one JSON document to stdout instead of tables.")
+ReportFile = typer.Option(None, "--report", help="Also write a self-contained HTML report to this file (its results as JSON beside it).")
 
 
 def _fail(error: Exception) -> None:
@@ -49,6 +51,7 @@ def train(
     drop_small_classes: bool = typer.Option(False, "--drop-small-classes", help="Leave out classes with fewer than 2 examples instead of stopping."),
     evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Cross-validate and choose a candidate (needs 2+ examples per class)."),
     curve: bool = typer.Option(True, "--curve/--no-curve", help="Draw the chosen head's learning curve: how much more data would help."),
+    report: Optional[Path] = ReportFile,
     seed: int = typer.Option(0, help="Seed for the cross-validation folds."),
     quiet: bool = Quiet,
     as_json: bool = AsJson,
@@ -62,6 +65,8 @@ def train(
         model = train_model(dataset, backbone=backbone, evaluate=evaluate, drop_small_classes=drop_small_classes,
                             curve=curve, seed=seed, progress=progress)
         model.save(out_dir)
+        if report is not None:
+            write_report(training_report(model, dataset, progress=progress), report)
     except (DataError, KeyError, RuntimeError) as error:
         _fail(error)
     if as_json:
@@ -75,6 +80,8 @@ def train(
         if model.curve:
             _print_curve(model.curve)
         out.print(f"chose [bold]{model.head_name}[/]; model saved to [bold]{out_dir}[/]")
+        if report is not None:
+            out.print(f"report: [bold]{report}[/] (and its results as JSON: {report.with_suffix('.json')})")
 
 
 @app.command()
@@ -142,14 +149,21 @@ def evaluate(
     text_column: str = TextColumn,
     label_column: str = LabelColumn,
     json_out: Optional[Path] = typer.Option(None, "--json-out", help="Also write the results as JSON to this file."),
+    report: Optional[Path] = ReportFile,
     quiet: bool = Quiet,
     as_json: bool = AsJson,
 ) -> None:
     """Score a model on labeled examples it has not seen: accuracy, per-class precision/recall, confusion."""
+    progress = Progress(enabled=not (quiet or as_json), console=err)
     try:
         model = Model.load(model_dir)
         dataset = load_dataset(data, label_from_name=label_from_name, text_column=text_column, label_column=label_column)
-        result = model.evaluate(dataset, progress=Progress(enabled=not (quiet or as_json), console=err))
+        if report is None:
+            result = model.evaluate(dataset, progress=progress)
+        else:
+            explained = test_report(model, dataset, progress=progress)
+            write_report(explained, report)
+            result = explained.test
     except (ModelFolderError, DataError, ValueError) as error:
         _fail(error)
     if json_out is not None:
@@ -158,6 +172,8 @@ def evaluate(
         print(json.dumps(result.to_dict()))
     elif not quiet:
         _print_test_result(result)
+        if report is not None:
+            out.print(f"report: [bold]{report}[/] (and its results as JSON: {report.with_suffix('.json')})")
 
 
 def _prediction_inputs(model: Model, inputs: list[str], file: Optional[Path], text_column: str) -> list:

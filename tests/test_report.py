@@ -1,0 +1,47 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from smalldata.cli import app
+from tests.conftest import DATA
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def mislabeled_csv(tmp_path_factory):
+    """The topics set with one weather sentence labeled as sport."""
+    lines = (DATA / "topics.csv").read_text().splitlines()
+    wrong = next(i for i, line in enumerate(lines) if line.endswith(",weather"))
+    lines[wrong] = lines[wrong].rsplit(",", 1)[0] + ",sport"
+    path = tmp_path_factory.mktemp("report") / "topics-one-wrong.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path, lines[wrong].rsplit(",", 1)[0]
+
+
+def test_training_report_shows_the_comparison_curve_errors_and_the_wrong_label(mislabeled_csv, tmp_path):
+    data, wrong_text = mislabeled_csv
+    report = tmp_path / "train.html"
+    result = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "m"), "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    page = report.read_text()
+    for section in ("Candidates and the baseline", "How much more data would help", "Errors",
+                    "Suspected label errors", "Near-duplicates", "Outliers"):
+        assert section in page
+    assert page.count("data:image/png;base64,") >= 3  # comparison, learning curve, confusion: inlined
+    findings = json.loads(report.with_suffix(".json").read_text())["findings"]
+    flagged = [(i["item"], i["given_label"], i["suggested_label"]) for i in findings["label_issues"]["issues"]]
+    assert (wrong_text.strip('"'), "sport", "weather") in flagged
+
+
+def test_test_report_flags_test_examples_copied_from_training(tmp_path):
+    trained = runner.invoke(app, ["train", str(DATA / "topics.csv"), "--out", str(tmp_path / "m"), "-q", "--no-curve"])
+    assert trained.exit_code == 0, trained.output
+    report = tmp_path / "test.html"
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "m"), str(DATA / "topics.csv"), "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(report.with_suffix(".json").read_text())
+    assert document["test"]["accuracy"] == 1.0 and document["confusion_source"] == "test set"
+    assert document["findings"]["leakage"]["n_leaked_test_examples"] == 24
+    assert "Leakage between training and test data" in report.read_text()

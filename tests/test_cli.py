@@ -99,3 +99,22 @@ def test_image_model_from_the_command_line(fashion_folder, fashion_test_folder, 
     some = sorted((fashion_test_folder / "bag").iterdir())[:2]
     predicted = runner.invoke(app, ["predict", str(tmp_path / "m"), *map(str, some), "--json"])
     assert [a["label"] for a in json.loads(predicted.stdout)] == ["bag", "bag"]
+
+
+def test_suggest_writes_the_texts_to_label_next_and_keeps_an_existing_file(trained, tmp_path):
+    folder, _ = trained
+    pool = tmp_path / "unlabeled.txt"
+    pool.write_text("\n".join(["Rain and wind all afternoon.", "He dribbled past two defenders.",
+                               "Knead the dough for ten minutes.", "Is it a storm or a match report?",
+                               "Whisk the eggs until fluffy.", "", "Snow expected in the hills."]) + "\n")
+    out = tmp_path / "to-label.csv"
+    result = runner.invoke(app, ["suggest", str(folder), str(pool), "--n", "3", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert len(document["suggestions"]) == 3 and [s["rank"] for s in document["suggestions"]] == [1, 2, 3]
+    assert document["skipped"] and "empty" in document["skipped"][0]["reason"]
+    rows = out.read_text().splitlines()
+    assert rows[0].startswith("text,label") and len(rows) == 4
+    again = runner.invoke(app, ["suggest", str(folder), str(pool), "--n", "3", "--out", str(out)])
+    assert again.exit_code == 2 and "--out" in again.output
+    assert out.read_text().splitlines() == rows

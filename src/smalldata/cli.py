@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +17,8 @@ from smalldata.evaluate import Comparison, TestResult
 from smalldata.model import Model, ModelFolderError
 from smalldata.progress import Progress
 from smalldata.report import test_report, training_report, write_report
+from smalldata.suggest import load_unlabeled, write_suggestions
+from smalldata.suggest import suggest as rank_unlabeled
 from smalldata.train import DEFAULT_HEAD, curve_of
 from smalldata.train import train as train_model
 
@@ -174,6 +177,47 @@ def evaluate(
         _print_test_result(result)
         if report is not None:
             out.print(f"report: [bold]{report}[/] (and its results as JSON: {report.with_suffix('.json')})")
+
+
+@app.command()
+def suggest(
+    model_dir: Path = typer.Argument(..., help="A model folder written by `smalldata train`."),
+    unlabeled: Path = typer.Argument(..., help="Unlabeled images (a folder, searched recursively) or texts (CSV/TSV with a text column, or .txt, one per line)."),
+    n: int = typer.Option(50, "--n", min=1, help="How many examples to suggest."),
+    out_path: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write them: a new folder (images) or CSV (texts). Default: to-label/ or to-label.csv."),
+    labeled: Optional[Path] = typer.Option(None, "--labeled", help="The training data: suggestions near what is already labeled count for less."),
+    text_column: str = TextColumn,
+    seed: int = typer.Option(0, help="Seed for the clustering."),
+    quiet: bool = Quiet,
+    as_json: bool = AsJson,
+) -> None:
+    """Rank unlabeled examples by how much labeling them would help (uncertainty and diversity) and write them out to label."""
+    progress = Progress(enabled=not (quiet or as_json), console=err)
+    try:
+        model = Model.load(model_dir)
+        pool = load_unlabeled(unlabeled, text_column=text_column)
+        if pool.modality != model.modality:
+            raise DataError(f"this model classifies {model.modality}s, but {unlabeled} holds {pool.modality}s")
+        known = load_dataset(labeled, text_column=text_column).inputs if labeled is not None else None
+        picks = rank_unlabeled(model, pool.inputs, n=n, labeled=known, seed=seed, progress=progress)
+        target = out_path or Path("to-label" if model.modality == "image" else "to-label.csv")
+        written = write_suggestions(picks, target, model.modality)
+    except (ModelFolderError, DataError, FileExistsError) as error:
+        _fail(error)
+    if as_json:
+        print(json.dumps({"written": str(written), "skipped": [asdict(s) for s in pool.skipped],
+                          "suggestions": [s.to_dict() for s in picks]}))
+        return
+    if quiet:
+        return
+    for entry in pool.skipped[:SKIPPED_SHOWN]:
+        out.print(f"[yellow]skipped[/] {entry.what}: {entry.reason}")
+    table = Table("rank", "example", "predicted now", "probability", "uncertainty (1 - margin)",
+                  title=f"the {len(picks)} of {len(pool.inputs)} unlabeled examples to label first")
+    for pick in picks[:20]:
+        table.add_row(str(pick.rank), _short(str(pick.item)), pick.predicted, f"{pick.probability:.2f}", f"{pick.uncertainty:.2f}")
+    out.print(table)
+    out.print(f"written to [bold]{written}[/]: label them, add them to the training data, train again")
 
 
 def _prediction_inputs(model: Model, inputs: list[str], file: Optional[Path], text_column: str) -> list:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from smalldata.curve import LearningCurve
-from smalldata.data import DataError, Dataset, load_dataset, read_table
+from smalldata.data import DataError, Dataset, load_dataset, read_texts
 from smalldata.evaluate import Comparison, TestResult
 from smalldata.model import Model, ModelFolderError
 from smalldata.progress import Progress
@@ -245,13 +245,7 @@ def _prediction_inputs(model: Model, inputs: list[str], file: Optional[Path], te
 def _texts_from_file(file: Path, text_column: str) -> list[str]:
     if not file.exists():
         raise DataError(f"{file} does not exist")
-    if file.suffix.lower() in {".csv", ".tsv"}:
-        rows = read_table(file)
-        if not rows or text_column not in rows[0]:
-            raise DataError(f"{file} has no column {text_column!r}: name it with --text-column")
-        at = rows[0].index(text_column)
-        return [row[at] for row in rows[1:] if at < len(row) and row[at].strip()]
-    return [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [text.strip() for _, text in read_texts(file, text_column=text_column) if text.strip()]
 
 
 def _short(text: str, width: int = 60) -> str:

@@ -119,15 +119,12 @@ def load_image_folder(root: str | Path, *, label_from_name: str | None = None) -
     """Images under `root`: `root/CLASS/...` or, with `label_from_name`, a regex whose first group
     (or whole match) on the file name is the label (e.g. ``'(.+)_\\d+\\.jpg$'`` for Oxford-IIIT Pets)."""
     root = Path(root)
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    skipped: list[Skipped] = []
+    files, skipped = visible_files(root)
     candidates: list[tuple[Path, str]] = []
     pattern = re.compile(label_from_name) if label_from_name else None
     for file in files:
         relative = file.relative_to(root)
-        if any(part.startswith(".") for part in relative.parts):
-            skipped.append(Skipped(str(relative), "hidden file"))
-        elif pattern is not None:
+        if pattern is not None:
             match = pattern.search(file.name)
             if match is None:
                 skipped.append(Skipped(str(relative), f"file name does not match {label_from_name!r}"))
@@ -137,8 +134,7 @@ def load_image_folder(root: str | Path, *, label_from_name: str | None = None) -
             skipped.append(Skipped(str(relative), "not inside a class folder (expected FOLDER/CLASS/FILE)"))
         else:
             candidates.append((file, relative.parts[0]))
-    with ThreadPoolExecutor(max_workers=cpu_threads()) as pool:
-        checked = list(pool.map(lambda pair: _check_image(pair[0]), candidates))
+    checked = check_images([file for file, _ in candidates])
     inputs, labels, keys = [], [], []
     for (file, label), (key, problem) in zip(candidates, checked):
         if problem:
@@ -151,6 +147,24 @@ def load_image_folder(root: str | Path, *, label_from_name: str | None = None) -
         layout = "files whose names match the --label-from-name pattern" if pattern else "FOLDER/CLASS/IMAGE files"
         raise DataError(f"no usable images found in {root}: expected {layout}; {len(skipped)} files were skipped")
     return _without_duplicates(Dataset(inputs, labels, "image", keys, source=str(root), skipped=skipped))
+
+
+def visible_files(root: Path) -> tuple[list[Path], list[Skipped]]:
+    """Every file under `root`, sorted, and the hidden ones (in a hidden folder too) as skipped."""
+    files, skipped = [], []
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = file.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts):
+            skipped.append(Skipped(str(relative), "hidden file"))
+        else:
+            files.append(file)
+    return files, skipped
+
+
+def check_images(files: list[Path]) -> list[tuple[str, str | None]]:
+    """`_check_image` for each file, in threads (PIL releases the GIL while decoding)."""
+    with ThreadPoolExecutor(max_workers=cpu_threads()) as pool:
+        return list(pool.map(_check_image, files))
 
 
 def _check_image(file: Path) -> tuple[str, str | None]:
@@ -195,6 +209,22 @@ def load_text_csv(path: str | Path, *, text_column: str = "text", label_column: 
     if not texts:
         raise DataError(f"no usable rows in {path}: every row lacked a text or a label")
     return _without_duplicates(Dataset(texts, labels, "text", source=str(path), skipped=skipped))
+
+
+def read_texts(path: Path, *, text_column: str = "text") -> list[tuple[str, str]]:
+    """(where, text) for each row's `text_column` of a CSV/TSV, or each line of any other file; unfiltered."""
+    if path.suffix.lower() not in {".csv", ".tsv"}:
+        try:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+        except UnicodeDecodeError as error:
+            raise DataError(f"{path} is not UTF-8 text ({error}); save it as UTF-8 and try again") from error
+        return [(f"line {number}", line) for number, line in enumerate(lines, start=1)]
+    rows = read_table(path)
+    header = rows[0] if rows else []
+    if text_column not in header:
+        raise DataError(f"{path} has no column {text_column!r}; its columns are {header}: name yours with --text-column")
+    at = header.index(text_column)
+    return [(f"line {number}", row[at] if at < len(row) else "") for number, row in enumerate(rows[1:], start=2)]
 
 
 def read_table(path: Path) -> list[list[str]]:

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
-from smalldata.backbones import DEFAULT_BACKBONE, REGISTRY
 from smalldata.curve import LearningCurve
 from smalldata.data import DataError, Dataset, load_dataset
 from smalldata.evaluate import Comparison, TestResult, score
@@ -26,6 +25,7 @@ from smalldata.explain import leakage, label_issues, most_confused, most_wrong, 
 from smalldata.features import embed
 from smalldata.model import Model
 from smalldata.progress import QUIET, Progress
+from smalldata.suggest import diversity_backbone
 
 SHOWN = 12  # examples per table: the worst first
 THUMBNAIL = 96
@@ -309,9 +309,7 @@ def _model_summary(model: Model) -> dict:
 
 def _embeddings(model: Model, dataset: Dataset, progress: Progress) -> np.ndarray:
     # Similarity needs a real backbone even when the chosen candidate reads raw text or statistics.
-    backbone = model.features if model.features in REGISTRY and model.features != "colour-texture-stats" \
-        else DEFAULT_BACKBONE[model.modality]
-    return embed(dataset.inputs, backbone, keys=dataset.keys, progress=progress)
+    return embed(dataset.inputs, diversity_backbone(model), keys=dataset.keys, progress=progress)
 
 
 def _training_data(model: Model) -> Dataset | None:

@@ -32,8 +32,8 @@ from typing import Sequence
 
 import numpy as np
 
-from smalldata.backbones import DEFAULT_BACKBONE, REGISTRY, ImageBackbone, TextBackbone, cpu_threads, get_backbone
-from smalldata.data import DataError, Skipped, _check_image, read_table
+from smalldata.backbones import DEFAULT_BACKBONE, REGISTRY, ImageBackbone, TextBackbone, get_backbone
+from smalldata.data import DataError, Skipped, check_images, read_texts, visible_files
 from smalldata.features import embed
 from smalldata.progress import QUIET, Progress
 
@@ -237,27 +237,14 @@ def load_unlabeled(path: str | Path, *, text_column: str = "text") -> Unlabeled:
         raise DataError(f"{path} does not exist: give a folder of images, or a CSV/TSV/.txt file of texts")
     if path.is_dir():
         return _load_image_files(path)
-    suffix = path.suffix.lower()
-    if suffix == ".txt":
-        return _load_text_lines(path)
-    if suffix in {".csv", ".tsv"}:
-        return _load_text_table(path, text_column)
+    if path.suffix.lower() in {".txt", ".csv", ".tsv"}:
+        return _texts(path, read_texts(path, text_column=text_column))
     raise DataError(f"{path} is neither a folder of images nor a .csv/.tsv/.txt file of texts")
 
 
 def _load_image_files(root: Path) -> Unlabeled:
-    from concurrent.futures import ThreadPoolExecutor
-
-    skipped: list[Skipped] = []
-    candidates: list[Path] = []
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        relative = file.relative_to(root)
-        if any(part.startswith(".") for part in relative.parts):
-            skipped.append(Skipped(str(relative), "hidden file"))
-        else:
-            candidates.append(file)
-    with ThreadPoolExecutor(max_workers=cpu_threads()) as pool:
-        checked = list(pool.map(_check_image, candidates))
+    candidates, skipped = visible_files(root)
+    checked = check_images(candidates)
     inputs, seen = [], {}
     for file, (key, problem) in zip(candidates, checked):
         relative = str(file.relative_to(root))
@@ -271,24 +258,6 @@ def _load_image_files(root: Path) -> Unlabeled:
     if not inputs:
         raise DataError(f"no readable images found in {root} (searched its subfolders too); {len(skipped)} files were skipped")
     return Unlabeled(inputs, "image", str(root), skipped)
-
-
-def _load_text_lines(path: Path) -> Unlabeled:
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path} is not UTF-8 text ({error}); save it as UTF-8 and try again") from error
-    return _texts(path, [(f"line {number}", line) for number, line in enumerate(lines, start=1)])
-
-
-def _load_text_table(path: Path, text_column: str) -> Unlabeled:
-    rows = read_table(path)
-    header = rows[0] if rows else []
-    if text_column not in header:
-        raise DataError(f"{path} has no column {text_column!r}; its columns are {header}: name yours with --text-column")
-    at = header.index(text_column)
-    return _texts(path, [(f"line {number}", row[at] if at < len(row) else "")
-                         for number, row in enumerate(rows[1:], start=2)])
 
 
 def _texts(path: Path, numbered: list[tuple[str, str]]) -> Unlabeled:

@@ -45,3 +45,19 @@ def test_test_report_flags_test_examples_copied_from_training(tmp_path):
     assert document["test"]["accuracy"] == 1.0 and document["confusion_source"] == "test set"
     assert document["findings"]["leakage"]["n_leaked_test_examples"] == 24
     assert "Leakage between training and test data" in report.read_text()
+
+
+def test_leakage_is_found_when_training_read_its_file_with_other_column_names(tmp_path):
+    # Training reads `sentence,topic`; the report must read the training file the same way again.
+    lines = (DATA / "topics.csv").read_text().splitlines()
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text("\n".join(["sentence,topic"] + lines[1:]) + "\n")
+    trained = runner.invoke(app, ["train", str(renamed), "--text-column", "sentence", "--label-column", "topic",
+                                  "--out", str(tmp_path / "m"), "-q", "--no-curve"])
+    assert trained.exit_code == 0, trained.output
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["data"]["load_options"] == {
+        "text_column": "sentence", "label_column": "topic"}
+    report = tmp_path / "test.html"
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "m"), str(DATA / "topics.csv"), "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(report.with_suffix(".json").read_text())["findings"]["leakage"]["n_leaked_test_examples"] == 24

@@ -42,6 +42,9 @@ class Dataset:
     modality: str  # "image" or "text"
     keys: list[str] = field(default_factory=list)  # content hashes, one per input
     source: str = ""
+    # The non-default options `source` was read with, so it can be read again the same way
+    # (the report looks for leakage between a test set and the training data).
+    load_options: dict = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
     dropped_duplicates: list[Skipped] = field(default_factory=list)
     conflicting_duplicates: list[list[str]] = field(default_factory=list)
@@ -70,6 +73,7 @@ class Dataset:
             self.modality,
             [self.keys[i] for i in indices],
             source=self.source,
+            load_options=self.load_options,
         )
 
     def small_classes(self, minimum: int = MIN_PER_CLASS_FOR_CV) -> dict[str, int]:
@@ -94,6 +98,9 @@ def _describe(item) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+DEFAULT_COLUMNS = {"text_column": "text", "label_column": "label"}
+
+
 def load_dataset(
     path: str | Path,
     *,
@@ -106,9 +113,14 @@ def load_dataset(
     if not path.exists():
         raise DataError(f"{path} does not exist: give a folder of class subfolders of images, or a CSV/TSV file of texts")
     if path.is_dir():
-        return load_image_folder(path, label_from_name=label_from_name)
+        dataset = load_image_folder(path, label_from_name=label_from_name)
+        dataset.load_options = {"label_from_name": label_from_name} if label_from_name else {}
+        return dataset
     if path.suffix.lower() in TEXT_SUFFIXES:
-        return load_text_csv(path, text_column=text_column, label_column=label_column)
+        dataset = load_text_csv(path, text_column=text_column, label_column=label_column)
+        options = {"text_column": text_column, "label_column": label_column}
+        dataset.load_options = {k: v for k, v in options.items() if v != DEFAULT_COLUMNS[k]}
+        return dataset
     raise DataError(
         f"{path} is neither a folder of images nor a .csv/.tsv/.txt file of texts: "
         "give a folder with one subfolder of images per class, or a CSV with columns text,label"

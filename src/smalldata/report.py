@@ -316,7 +316,7 @@ def _training_data(model: Model) -> Dataset | None:
     source = model.data.get("source")
     if not source or not Path(source).exists():
         return None
-    try:
-        return load_dataset(source)
-    except DataError:  # e.g. a flat folder labeled by --label-from-name: no leakage check then
+    try:  # read it as training read it (--label-from-name, column names)
+        return load_dataset(source, **model.data.get("load_options", {}))
+    except DataError:  # changed since training so that it no longer reads: no leakage check then
         return None

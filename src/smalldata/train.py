@@ -128,6 +128,7 @@ def summary(dataset: Dataset) -> dict:
     """What was read: counts per class, and every file or row left out, with the reason."""
     return {
         "source": dataset.source,
+        "load_options": dataset.load_options,
         "modality": dataset.modality,
         "n_examples": len(dataset),
         "counts": dataset.counts(),

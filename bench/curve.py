@@ -65,6 +65,7 @@ def run_set(name: str, seeds) -> list[dict]:
             predicted = project(curve.points, curve.fit, [target], current_per_class=fit_at, seed=seed)[0]
             rows.append({"set": name, "protocol": protocol, "seed": seed, "fit_at": fit_at, "predict_at": target,
                          "points": {str(p.per_class): round(p.mean, 4) for p in curve.points},
+                         "draws": {str(p.per_class): p.accuracies for p in curve.points},
                          "predicted": round(predicted.accuracy, 4), "low": round(predicted.low, 4),
                          "high": round(predicted.high, 4), "measured": round(measured, 4)})
             print(f"{name} seed {seed} ({protocol}): predicted {100 * predicted.accuracy:.1f} "

@@ -1,10 +1,19 @@
 """How much more data is enough: a learning curve over examples per class, extrapolated.
 
 Accuracy is measured at 1, 2, 4, 8, ... examples per class drawn from the data (the rest of the data
-scores each draw), an inverse power law ``accuracy(n) = a - b * n**-c`` is fitted to the means, and
-refitting it on bootstrap resamples of the draws gives the uncertainty band of the extrapolation.
-Learning curves of this shape fit deep-learning error well (Hestness et al. 2017, "Deep Learning
-Scaling is Predictable, Empirically"); `a` is the accuracy the curve levels off at.
+scores each draw). No single curve shape extrapolates well on every kind of data (Viering & Loog
+2022, "The Shape of Learning Curves: a Review"), so three shapes are fitted to the means and their
+predictions averaged:
+
+- an inverse power law with a plateau, ``accuracy(n) = a - b * n**-c`` (Hestness et al. 2017,
+  "Deep Learning Scaling is Predictable, Empirically"; `a` is where the curve levels off);
+- a power law of the error rate, ``accuracy(n) = 1 - b * n**-c`` (no plateau below 100%);
+- a log-linear trend through the last three sizes, ``accuracy(n) = a + b * log(n)`` (capped at 100%).
+
+The plateau shape tends to level off too early, the other two to rise for too long. The uncertainty
+band pools every shape's refits on bootstrap resamples of the draws, each with the draw-to-draw
+spread of a single training set of the target size, so it holds both how unsure the shape is and how
+much one set of examples differs from another.
 """
 
 from __future__ import annotations
@@ -63,6 +72,47 @@ class PowerLaw:
 
 
 @dataclass
+class ErrorPowerLaw:
+    """accuracy(n) = 1 - scale * n ** -exponent: the error rate falls as a power law"""
+
+    scale: float
+    exponent: float
+
+    def __call__(self, per_class) -> np.ndarray:
+        return _error_power_law(np.asarray(per_class, dtype=float), self.scale, self.exponent)
+
+
+@dataclass
+class LogLinear:
+    """accuracy(n) = intercept + slope * log(n), capped at 100%"""
+
+    intercept: float
+    slope: float
+
+    def __call__(self, per_class) -> np.ndarray:
+        return np.minimum(1.0, self.intercept + self.slope * np.log(np.asarray(per_class, dtype=float)))
+
+
+@dataclass
+class CurveFit:
+    """The mean of the three shapes' predictions."""
+
+    power_law: PowerLaw
+    error_power_law: ErrorPowerLaw
+    log_linear: LogLinear
+
+    def __call__(self, per_class) -> np.ndarray:
+        return np.clip(np.mean([shape(per_class) for shape in self.shapes()], axis=0), 0.0, 1.0)
+
+    def shapes(self) -> tuple:
+        return self.power_law, self.error_power_law, self.log_linear
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CurveFit":
+        return cls(PowerLaw(**data["power_law"]), ErrorPowerLaw(**data["error_power_law"]), LogLinear(**data["log_linear"]))
+
+
+@dataclass
 class Projection:
     factor: float
     per_class: float
@@ -82,7 +132,7 @@ class ClassGain:
 class LearningCurve:
     points: list[CurvePoint]
     current_per_class: float  # the median class size of the data the curve was drawn from
-    fit: PowerLaw | None  # None with fewer than 3 sizes: nothing to extrapolate from
+    fit: CurveFit | None  # None with fewer than 3 sizes: nothing to extrapolate from
     projections: list[Projection]
     class_gains: list[ClassGain]  # classes that would gain most from more examples first
     summary: str
@@ -92,8 +142,10 @@ class LearningCurve:
             "points": [p.to_dict() for p in self.points],
             "current_per_class": self.current_per_class,
             "fit": asdict(self.fit) if self.fit else None,
-            "model": "accuracy(n) = plateau - scale * n ** -exponent, n = examples per class",
-            "band": f"{BAND[0]}th to {BAND[1]}th percentile of {BOOTSTRAP} bootstrap refits",
+            "model": ("mean of: plateau - scale * n ** -exponent; 1 - scale * n ** -exponent; "
+                      "intercept + slope * log(n) through the last 3 sizes; n = examples per class"),
+            "band": (f"{BAND[0]}th to {BAND[1]}th percentile of {BOOTSTRAP} bootstrap refits of each shape, "
+                     "with the draw-to-draw spread of one training set of the target size"),
             "projections": [asdict(p) for p in self.projections],
             "class_gains": [asdict(g) for g in self.class_gains],
             "summary": self.summary,
@@ -101,10 +153,14 @@ class LearningCurve:
 
     @classmethod
     def from_dict(cls, data: dict) -> "LearningCurve":
+        points = [CurvePoint(p["per_class"], p["accuracies"], p["recalls"]) for p in data["points"]]
+        fit = data["fit"]
+        if fit and "power_law" not in fit:  # saved when the curve was one power law: refit the three shapes
+            fit = asdict(fit_curve(points))
         return cls(
-            points=[CurvePoint(p["per_class"], p["accuracies"], p["recalls"]) for p in data["points"]],
+            points=points,
             current_per_class=data["current_per_class"],
-            fit=PowerLaw(**data["fit"]) if data["fit"] else None,
+            fit=CurveFit.from_dict(fit) if fit else None,
             projections=[Projection(**p) for p in data["projections"]],
             class_gains=[ClassGain(**g) for g in data["class_gains"]],
             summary=data["summary"],
@@ -158,8 +214,8 @@ def learning_curve(
 
 
 def describe(points: list[CurvePoint], *, current_per_class: float, seed: int = 0) -> LearningCurve:
-    """Fit the power law to measured points, extrapolate, and say in a sentence what to expect."""
-    fit = fit_power_law(points) if len(points) >= 3 else None
+    """Fit the curve to measured points, extrapolate, and say in a sentence what to expect."""
+    fit = fit_curve(points) if len(points) >= 3 else None
     targets = [current_per_class * f for f in FACTORS]
     projections = project(points, fit, targets, current_per_class=current_per_class, seed=seed) if fit else []
     gains = _class_gains(points)
@@ -167,28 +223,66 @@ def describe(points: list[CurvePoint], *, current_per_class: float, seed: int = 
                          _summary(points, fit, projections, gains, current_per_class))
 
 
+def fit_curve(points: list[CurvePoint], means: np.ndarray | None = None) -> CurveFit:
+    """The three shapes fitted to the mean accuracies (or to `means` given for the points, as the
+    bootstrap does)."""
+    return CurveFit(fit_power_law(points, means), fit_error_power_law(points, means), fit_log_linear(points, means))
+
+
 def fit_power_law(points: list[CurvePoint], means: np.ndarray | None = None) -> PowerLaw:
-    """Least squares on the mean accuracies (or `means` given for the points, as the bootstrap
-    does), each weighted by how precisely it was measured."""
-    n = np.array([p.per_class for p in points], dtype=float)
-    means = np.array([p.mean for p in points]) if means is None else means
-    sigma = np.array([max(p.std / math.sqrt(len(p.accuracies)), 0.005) for p in points])
+    """Least squares on the mean accuracies, each weighted by how precisely it was measured."""
+    n, means, sigma = _measured(points, means)
     top = float(means.max())
     start = (min(1.0, top + 0.05), max(top + 0.05 - means[0], 0.01), 0.5)
     # The plateau cannot be below what was measured nor above 100%; exponents outside (0.05, 3)
     # would mean a curve that never rises or one that is flat after two examples.
     bounds = ([min(top, 1.0) - 1e-6, 0.0, 0.05], [1.0, 2.0, 3.0])
+    params = _least_squares(_power_law, n, means, sigma, start, bounds, flat=(top, 0.0, 1.0))
+    return PowerLaw(*params)
+
+
+def fit_error_power_law(points: list[CurvePoint], means: np.ndarray | None = None) -> ErrorPowerLaw:
+    n, means, sigma = _measured(points, means)
+    start = (max(1.0 - means[0], 0.01), 0.5)
+    # The error rate shrinks (exponent > 0) but not faster than 1/n**3, as for the plateau shape.
+    params = _least_squares(_error_power_law, n, means, sigma, start, ([0.0, 0.01], [2.0, 3.0]),
+                            flat=(1.0 - float(means.max()), 1e-9))
+    return ErrorPowerLaw(*params)
+
+
+def fit_log_linear(points: list[CurvePoint], means: np.ndarray | None = None) -> LogLinear:
+    """Through the last three sizes only: the recent trend, not the steep start."""
+    n, means, sigma = (values[-3:] for values in _measured(points, means))
+    slope, intercept = np.polyfit(np.log(n), means, 1, w=1 / sigma)
+    if slope < 0:  # accuracy that fell with more data is noise: the honest trend is flat
+        return LogLinear(float(np.average(means, weights=sigma ** -2)), 0.0)
+    return LogLinear(float(intercept), float(slope))
+
+
+def _measured(points: list[CurvePoint], means: np.ndarray | None):
+    n = np.array([p.per_class for p in points], dtype=float)
+    means = np.array([p.mean for p in points]) if means is None else np.asarray(means, dtype=float)
+    sigma = np.array([max(p.std / math.sqrt(len(p.accuracies)), 0.005) for p in points])
+    return n, means, sigma
+
+
+def _least_squares(shape, n, means, sigma, start, bounds, *, flat) -> tuple[float, ...]:
+    start = np.clip(start, np.asarray(bounds[0]) + 1e-9, np.asarray(bounds[1]) - 1e-9)
     try:
         with warnings.catch_warnings():  # the parameters' covariance is not used: its warning says nothing
             warnings.simplefilter("ignore", OptimizeWarning)
-            params, _ = curve_fit(_power_law, n, means, p0=start, sigma=sigma, bounds=bounds, maxfev=5000)
+            params, _ = curve_fit(shape, n, means, p0=start, sigma=sigma, bounds=bounds, maxfev=5000)
     except RuntimeError:  # no convergence: a flat line at the best measured accuracy is the honest fit
-        params = (top, 0.0, 1.0)
-    return PowerLaw(*map(float, params))
+        params = flat
+    return tuple(map(float, params))
 
 
 def _power_law(n, plateau, scale, exponent):
     return plateau - scale * np.power(n, -exponent)
+
+
+def _error_power_law(n, scale, exponent):
+    return 1.0 - scale * np.power(n, -exponent)
 
 
 def _draws(counts: np.ndarray, per_class: int) -> int:
@@ -213,18 +307,29 @@ def _point(per_class: int, outcomes, classes) -> CurvePoint:
     return CurvePoint(per_class, accuracies, recalls)
 
 
-def project(points: list[CurvePoint], fit: PowerLaw, per_class: Sequence[float], *,
+def project(points: list[CurvePoint], fit: CurveFit, per_class: Sequence[float], *,
             current_per_class: float, seed: int = 0) -> list[Projection]:
-    """The fit at `per_class` examples per class, with a band from refits on resampled draws."""
+    """The fit at `per_class` examples per class, with a band from every shape's refits on
+    resampled draws, each blurred by how much one training set of that size differs from another."""
     rng = np.random.default_rng(seed)
     targets = np.asarray(per_class, dtype=float)
-    refits = []
+    spread = _draw_spread(points, targets)
+    predictions = []
     for _ in range(BOOTSTRAP):
         means = np.array([np.mean(rng.choice(p.accuracies, size=len(p.accuracies))) for p in points])
-        refits.append(fit_power_law(points, means=means)(targets))
-    low, high = np.percentile(np.array(refits), BAND, axis=0)
-    return [Projection(float(t / current_per_class), float(t), float(fit(t)), float(lo), float(hi))
-            for t, lo, hi in zip(targets, low, high)]
+        for shape in fit_curve(points, means=means).shapes():
+            predictions.append(shape(targets) + rng.normal(0.0, spread))
+    low, high = np.clip(np.percentile(np.array(predictions), BAND, axis=0), 0.0, 1.0)
+    expected = fit(targets)
+    return [Projection(float(t / current_per_class), float(t), float(a), float(min(lo, a)), float(max(hi, a)))
+            for t, a, lo, hi in zip(targets, expected, low, high)]
+
+
+def _draw_spread(points: list[CurvePoint], targets: np.ndarray) -> np.ndarray:
+    """The standard deviation of accuracy between training sets of the target size: the spread
+    measured at the largest size, shrinking as 1/sqrt(n) (the spread of an average over n examples)."""
+    last = points[-1]
+    return last.std * np.sqrt(last.per_class / targets)
 
 
 def _class_gains(points: list[CurvePoint]) -> list[ClassGain]:

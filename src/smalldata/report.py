@@ -123,7 +123,7 @@ def plot_curve(curve: LearningCurve, ax) -> None:
                 fmt="o", capsize=3, label="measured (mean ± std over draws)")
     if curve.fit is not None:
         grid = np.geomspace(1, max(p.per_class for p in curve.projections), 200)
-        ax.plot(grid, 100 * curve.fit(grid), label="fitted power law")
+        ax.plot(grid, 100 * curve.fit(grid), label="fitted curve (mean of three shapes)")
         targets = [p.per_class for p in curve.projections]
         ax.fill_between(targets, [100 * p.low for p in curve.projections], [100 * p.high for p in curve.projections],
                         alpha=0.25, label="80% band of the extrapolation")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import io
 import zipfile
-from pathlib import Path
+from pathlib import Path as FilePath
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -47,6 +49,7 @@ def session(request: Request):
 
 
 Keyed = [Depends(require_key)]
+Id = Annotated[int, Path(ge=1, le=2**53, description="a row id")]  # bounded: a huge number is a 422, not a database overflow
 router = APIRouter(prefix="/api")
 
 
@@ -69,7 +72,7 @@ def list_projects(db=Depends(session)):
 
 
 @router.get("/projects/{project_id}", response_model=ProjectOut, tags=["projects"])
-def get_project(project_id: int, db=Depends(session)):
+def get_project(project_id: Id, db=Depends(session)):
     return project_out(db, find(db, Project, project_id))
 
 
@@ -103,7 +106,7 @@ def problems(counts: dict[str, int]) -> list[str]:
 
 @router.post("/projects/{project_id}/examples/images", status_code=201, response_model=Added, dependencies=Keyed,
              tags=["examples"])
-def add_images(project_id: int, request: Request, label: str = Form(...), files: list[UploadFile] = File(...),
+def add_images(project_id: Id, request: Request, label: str = Form(...), files: list[UploadFile] = File(...),
                db=Depends(session)):
     """Several images of one class (multipart: `label` and one or more `files`)."""
     service = state(request)
@@ -126,7 +129,7 @@ def add_images(project_id: int, request: Request, label: str = Form(...), files:
 
 @router.post("/projects/{project_id}/examples/zip", status_code=201, response_model=Added, dependencies=Keyed,
              tags=["examples"])
-def add_zip(project_id: int, request: Request, file: UploadFile = File(...), db=Depends(session)):
+def add_zip(project_id: Id, request: Request, file: UploadFile = File(...), db=Depends(session)):
     """A zip of class folders: CLASS/IMAGE (any folders above the class folders are ignored)."""
     service = state(request)
     project = find(db, Project, project_id, modality="image")
@@ -136,7 +139,7 @@ def add_zip(project_id: int, request: Request, file: UploadFile = File(...), db=
 
 @router.post("/projects/{project_id}/examples/texts", status_code=201, response_model=Added, dependencies=Keyed,
              tags=["examples"])
-def add_texts(project_id: int, body: TextsIn, request: Request, db=Depends(session)):
+def add_texts(project_id: Id, body: TextsIn, request: Request, db=Depends(session)):
     service = state(request)
     project = find(db, Project, project_id, modality="text")
     if len(body.examples) > service.limits.max_rows:
@@ -147,7 +150,7 @@ def add_texts(project_id: int, body: TextsIn, request: Request, db=Depends(sessi
 
 @router.post("/projects/{project_id}/examples/csv", status_code=201, response_model=Added, dependencies=Keyed,
              tags=["examples"])
-def add_csv(project_id: int, request: Request, file: UploadFile = File(...), db=Depends(session)):
+def add_csv(project_id: Id, request: Request, file: UploadFile = File(...), db=Depends(session)):
     """A CSV or TSV with a header naming the columns `text` and `label`."""
     service = state(request)
     project = find(db, Project, project_id, modality="text")
@@ -190,7 +193,7 @@ def store(db, project: Project, rows, rejected: list[Rejected], blobs) -> Added:
 
 
 @router.get("/projects/{project_id}/examples", response_model=list[ExampleOut], tags=["examples"])
-def list_examples(project_id: int, label: str | None = None, offset: int = Query(0, ge=0),
+def list_examples(project_id: Id, label: str | None = None, offset: int = Query(0, ge=0),
                   limit: int = Query(100, ge=1, le=1000), db=Depends(session)):
     find(db, Project, project_id)
     query = select(Example).where(Example.project_id == project_id)
@@ -200,13 +203,13 @@ def list_examples(project_id: int, label: str | None = None, offset: int = Query
 
 
 @router.get("/examples/{example_id}", response_model=ExampleOut, tags=["examples"])
-def get_example(example_id: int, db=Depends(session)):
+def get_example(example_id: Id, db=Depends(session)):
     return find(db, Example, example_id)
 
 
 @router.get("/examples/{example_id}/content", tags=["examples"],
             responses={200: {"content": {"image/*": {}, "text/plain": {}}}})
-def example_content(example_id: int, request: Request, db=Depends(session)):
+def example_content(example_id: Id, request: Request, db=Depends(session)):
     """The image's bytes (or the text), for thumbnails on the page."""
     example = find(db, Example, example_id)
     if example.blob is None:
@@ -217,7 +220,7 @@ def example_content(example_id: int, request: Request, db=Depends(session)):
 
 
 @router.patch("/examples/{example_id}", response_model=ExampleOut, dependencies=Keyed, tags=["examples"])
-def relabel(example_id: int, body: Relabel, request: Request, db=Depends(session)):
+def relabel(example_id: Id, body: Relabel, request: Request, db=Depends(session)):
     example = find(db, Example, example_id)
     example.label = check_label(body.label, state(request).limits)
     db.commit()
@@ -225,7 +228,7 @@ def relabel(example_id: int, body: Relabel, request: Request, db=Depends(session
 
 
 @router.delete("/examples/{example_id}", status_code=204, dependencies=Keyed, tags=["examples"])
-def delete_example(example_id: int, db=Depends(session)):
+def delete_example(example_id: Id, db=Depends(session)):
     """Removes the example from the project; versions trained on it keep their own folders."""
     db.delete(find(db, Example, example_id))
     db.commit()
@@ -235,7 +238,7 @@ def delete_example(example_id: int, db=Depends(session)):
 # --------------------------------------------------------------------------------------- jobs
 
 @router.post("/projects/{project_id}/jobs", status_code=202, response_model=JobOut, dependencies=Keyed, tags=["jobs"])
-def start_training(project_id: int, request: Request, db=Depends(session)):
+def start_training(project_id: Id, request: Request, db=Depends(session)):
     """Queue a training job on the project's examples as they are now; poll GET /api/jobs/{id}."""
     project = find(db, Project, project_id)
     if db.scalars(select(Job.id).where(Job.project_id == project_id, Job.state.in_(UNFINISHED))).first():
@@ -255,18 +258,18 @@ def start_training(project_id: int, request: Request, db=Depends(session)):
 
 
 @router.get("/projects/{project_id}/jobs", response_model=list[JobOut], tags=["jobs"])
-def list_jobs(project_id: int, db=Depends(session)):
+def list_jobs(project_id: Id, db=Depends(session)):
     find(db, Project, project_id)
     return db.scalars(select(Job).where(Job.project_id == project_id).order_by(Job.id.desc())).all()
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, tags=["jobs"])
-def get_job(job_id: int, db=Depends(session)):
+def get_job(job_id: Id, db=Depends(session)):
     return find(db, Job, job_id)
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=202, response_model=JobOut, dependencies=Keyed, tags=["jobs"])
-def cancel_job(job_id: int, request: Request, db=Depends(session)):
+def cancel_job(job_id: Id, request: Request, db=Depends(session)):
     """Stop a queued or running job; its state turns to "cancelled" within a moment."""
     job = find(db, Job, job_id)
     if job.state not in UNFINISHED:
@@ -278,7 +281,7 @@ def cancel_job(job_id: int, request: Request, db=Depends(session)):
 # ----------------------------------------------------------------------------------- versions
 
 @router.get("/projects/{project_id}/versions", response_model=list[VersionOut], tags=["versions"])
-def list_versions(project_id: int, db=Depends(session)):
+def list_versions(project_id: Id, db=Depends(session)):
     project = find(db, Project, project_id)
     versions = db.scalars(select(ModelVersion).where(ModelVersion.project_id == project_id)
                           .order_by(ModelVersion.number.desc())).all()
@@ -286,13 +289,13 @@ def list_versions(project_id: int, db=Depends(session)):
 
 
 @router.get("/versions/{version_id}", response_model=VersionOut, tags=["versions"])
-def get_version(version_id: int, db=Depends(session)):
+def get_version(version_id: Id, db=Depends(session)):
     version = find(db, ModelVersion, version_id)
     return version_out(version, db.get(Project, version.project_id))
 
 
 @router.post("/versions/{version_id}/activate", response_model=VersionOut, dependencies=Keyed, tags=["versions"])
-def activate(version_id: int, db=Depends(session)):
+def activate(version_id: Id, db=Depends(session)):
     """Make this version the one that answers the project's predictions (the folder stays as it is)."""
     version = find(db, ModelVersion, version_id)
     project = db.get(Project, version.project_id)
@@ -302,7 +305,7 @@ def activate(version_id: int, db=Depends(session)):
 
 
 @router.get("/versions/{version_id}/download", tags=["versions"], responses={200: {"content": {"application/zip": {}}}})
-def download(version_id: int, request: Request, db=Depends(session)):
+def download(version_id: Id, request: Request, db=Depends(session)):
     """The model folder as a zip: unzip it and use it with `smalldata predict` or `smalldata serve --model`."""
     version = find(db, ModelVersion, version_id)
     folder = state(request).data_dir / version.folder
@@ -316,11 +319,11 @@ def download(version_id: int, request: Request, db=Depends(session)):
 
 
 @router.get("/versions/{version_id}/report", response_class=HTMLResponse, tags=["versions"])
-def report(version_id: int, request: Request, db=Depends(session)):
+def report(version_id: Id, request: Request, db=Depends(session)):
     version = find(db, ModelVersion, version_id)
     if version.report is None:
         raise HTTPException(404, "the report of this version is not written yet: try again in a moment")
-    path = state(request).data_dir / "reports" / Path(version.report).name
+    path = state(request).data_dir / "reports" / FilePath(version.report).name
     return HTMLResponse(path.read_text(encoding="utf-8"))
 
 
@@ -333,7 +336,7 @@ def version_out(version: ModelVersion, project: Project) -> VersionOut:
 # ------------------------------------------------------------------------------------ predict
 
 @router.post("/projects/{project_id}/predict/images", response_model=Predictions, dependencies=Keyed, tags=["predict"])
-def predict_images(project_id: int, request: Request, files: list[UploadFile] = File(...), db=Depends(session)):
+def predict_images(project_id: Id, request: Request, files: list[UploadFile] = File(...), db=Depends(session)):
     """Label one or more images (multipart `files`) with the project's active version."""
     service = state(request)
     version, predictor = active_predictor(db, service, project_id, "image")
@@ -341,13 +344,13 @@ def predict_images(project_id: int, request: Request, files: list[UploadFile] = 
 
 
 @router.post("/projects/{project_id}/predict/texts", response_model=Predictions, dependencies=Keyed, tags=["predict"])
-def predict_texts(project_id: int, body: PredictTexts, request: Request, db=Depends(session)):
+def predict_texts(project_id: Id, body: PredictTexts, request: Request, db=Depends(session)):
     service = state(request)
     version, predictor = active_predictor(db, service, project_id, "text")
     return Predictions(version_id=version.id, predictions=predict_strings(service, predictor, body.texts))
 
 
-def active_predictor(db, service, project_id: int, modality: str):
+def active_predictor(db, service, project_id: Id, modality: str):
     project = find(db, Project, project_id, modality=modality)
     if project.active_version_id is None:
         raise HTTPException(409, "this project has no trained model yet: add examples and train first")

@@ -9,6 +9,7 @@ the library's embeddings reads these unchanged.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import warnings
@@ -23,11 +24,11 @@ from smalldata.backbones import TextBackbone, cache_dir, cache_name, cpu_threads
 class OnnxTextEncoder:
     def __init__(self, backbone: TextBackbone):
         self.backbone = backbone
-        encoder = backbone.encoder()
-        self.max_length = int(encoder.max_seq_length)
-        self.path = cache_dir() / "onnx" / f"{cache_name(backbone)}-text.onnx"
-        if not self.path.exists():
-            _export(encoder, self.path)
+        self.path = exported(backbone)
+        # The encoder's own truncation, read from its folder: serving needs neither torch nor
+        # sentence-transformers once the graph is exported (the training worker exports it).
+        config = json.loads((Path(backbone.model_dir()) / "sentence_bert_config.json").read_text())
+        self.max_length = int(config["max_seq_length"])
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_file(str(Path(backbone.model_dir()) / "tokenizer.json"))
@@ -50,6 +51,14 @@ class OnnxTextEncoder:
             "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
         }
         return self.session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
+
+
+def exported(backbone: TextBackbone) -> Path:
+    """The backbone's ONNX graph, exported on first use."""
+    path = cache_dir() / "onnx" / f"{cache_name(backbone)}-text.onnx"
+    if not path.exists():
+        _export(backbone.encoder(), path)
+    return path
 
 
 def _export(encoder, path: Path) -> None:

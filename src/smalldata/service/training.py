@@ -24,6 +24,20 @@ def fit(dataset: Dataset, progress: Progress) -> Model:
     return train(dataset, evaluate=True, curve=False, seed=0, progress=progress)
 
 
+def prepare_serving(model: Model) -> None:
+    """Export what predictions will run (here, where torch is loaded anyway), so the service
+    answers its first request without exporting anything."""
+    from smalldata.backbones import REGISTRY, ImageBackbone, TextBackbone, get_backbone
+    from smalldata.service.fast_text import exported
+
+    if model.features in REGISTRY:
+        backbone = get_backbone(model.features)
+        if isinstance(backbone, TextBackbone):
+            exported(backbone)
+        elif isinstance(backbone, ImageBackbone):
+            backbone.onnx_path()
+
+
 def check_trainable(dataset: Dataset) -> None:
     """Raise DataError (with what to do) when training would fail on these examples."""
     require_evaluable(dataset, drop_small_classes=False)

@@ -84,6 +84,7 @@ def _train(conn, job_id: int, spec: dict, training) -> None:
     progress = PipeProgress(lambda stage, done, total: conn.send(("progress", job_id, stage, done, total)))
     model = training.fit(dataset, progress)
     model.save(spec["out_dir"])
+    training.prepare_serving(model)
     conn.send(("model", job_id, training.summarize(model, dataset)))
     try:
         conn.send(("report", job_id, training.report_findings(model, dataset, spec["ids"], spec["report_path"])))

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from smalldata.backbones import TextBackbone, get_backbone
+from smalldata.backbones import ImageBackbone, TextBackbone, get_backbone
 from smalldata.model import RAW_TEXT, Model
+from smalldata.service.batching import Batcher
 from smalldata.service.fast_text import text_encoder
 
 KEPT_MODELS = 8
@@ -32,6 +33,10 @@ class Predictor:
     def images(self, images: list[bytes]) -> np.ndarray:
         """Probabilities for images already checked by `uploads.check_image`."""
         backbone = get_backbone(self.model.features)
+        if isinstance(backbone, ImageBackbone):
+            # Decoded outside the batcher (Pillow releases the GIL), so decoding overlaps the network.
+            pixels = list(backbone.pixels([io.BytesIO(data) for data in images]))
+            return self.model.proba_of_features(network(backbone)(pixels))
         return self.model.proba_of_features(backbone.embed_batch([io.BytesIO(data) for data in images]))
 
     def texts(self, texts: list[str]) -> np.ndarray:
@@ -39,7 +44,7 @@ class Predictor:
             return self.model.proba_of_features(list(texts))
         backbone = get_backbone(self.model.features)
         if isinstance(backbone, TextBackbone):
-            return self.model.proba_of_features(text_encoder(backbone).embed(texts))
+            return self.model.proba_of_features(network(backbone)(texts))
         return self.model.proba_of_features(backbone.embed_batch(texts))
 
     def warm_up(self) -> None:
@@ -52,6 +57,24 @@ class Predictor:
             buffer = io.BytesIO()
             Image.new("RGB", (64, 64), (128, 128, 128)).save(buffer, format="PNG")
             self.images([buffer.getvalue()])
+
+
+_networks: dict[str, Batcher] = {}
+_networks_lock = threading.Lock()
+
+
+def network(backbone) -> Batcher:
+    """The backbone's network behind one batcher per process, shared by every model that uses it."""
+    with _networks_lock:
+        if backbone.name not in _networks:
+            if isinstance(backbone, TextBackbone):
+                encoder = text_encoder(backbone)
+                _networks[backbone.name] = Batcher(encoder.embed, name=f"net-{backbone.name}")
+            else:
+                backbone.session()  # load before the first request needs it
+                _networks[backbone.name] = Batcher(lambda pixels: backbone.embed_pixels(np.stack(pixels)),
+                                                   max_batch=16, name=f"net-{backbone.name}")
+        return _networks[backbone.name]
 
 
 def answers(classes: list[str], proba: np.ndarray) -> list[dict]:

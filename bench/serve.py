@@ -72,6 +72,11 @@ class Server:
     def get(self, path):
         return httpx.get(self.url + path, timeout=30).json()
 
+    def wait_for_report(self, version_id: int) -> None:
+        deadline = time.monotonic() + 120
+        while not self.get(f"/api/versions/{version_id}")["report_ready"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+
     def train(self, project_id: int) -> tuple[float, dict]:
         """Seconds from pressing Train to a served version (job succeeded and a prediction answered)."""
         start = time.perf_counter()
@@ -104,11 +109,11 @@ def bench_train(data: Path) -> dict:
         assert len(added["added"]) == n == 120, added["rejected"]
         first, job = server.train(project["id"])
         version = server.get(f"/api/versions/{job['version_id']}")["summary"]
+        server.wait_for_report(job["version_id"])  # the service idle again, as a user adding examples would find it
         extra = [file for folder in sorted((FLOWERS / "train").iterdir())[:10] for file in sorted(folder.iterdir())[10:11]]
         for file in extra:
             server.post(f"/api/projects/{project['id']}/examples/images", data={"label": file.parent.name},
                         files={"files": (file.name, file.read_bytes(), "image/jpeg")})
-        time.sleep(5)  # let the first version's report finish, so the retrain does not queue behind it
         again, job2 = server.train(project["id"])
         version2 = server.get(f"/api/versions/{job2['version_id']}")["summary"]
         return {"train_to_served_s": first, "n_examples": version["n_examples"], "chosen": version["chosen"],
@@ -172,9 +177,9 @@ def bench_predict(data: Path) -> dict:
         texts = server.post("/api/projects", json={"name": "sst2", "modality": "text"})
         server.post(f"/api/projects/{texts['id']}/examples/texts",
                     json={"examples": [{"text": t, "label": l} for t, l in sst2_texts("train", 16)]})
-        server.train(images["id"])
-        server.train(texts["id"])
-        time.sleep(8)  # reports are written after the model is served: let them finish first
+        for project in (images, texts):
+            _, job = server.train(project["id"])
+            server.wait_for_report(job["version_id"])  # reports are written after the model is served
         test_image = sorted((FLOWERS / "test" / "daisy").iterdir())[0].read_bytes()
         test_texts = [t for t, _ in sst2_texts("test", 100)]
         counter = iter(range(10**9))

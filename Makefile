@@ -3,10 +3,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+# The service's tests run a throwaway PostgreSQL cluster and drive Chromium (Debian's packages).
+POSTGRES := /usr/lib/postgresql
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: setup demo test bench
 
-setup: $(VENV)/.installed $(FASHION_MNIST)
+setup: $(VENV)/.installed $(FASHION_MNIST) $(POSTGRES) $(CHROMIUM)
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,6 +21,14 @@ $(VENV)/.installed: pyproject.toml
 $(FASHION_MNIST):
 	$(SUDO) apt-get update -q
 	$(SUDO) apt-get install -y -q dataset-fashion-mnist
+
+$(POSTGRES):
+	$(SUDO) apt-get update -q
+	$(SUDO) apt-get install -y -q postgresql
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	$(SUDO) apt-get install -y -q chromium
 
 demo: setup
 	$(PY) -m smalldata.demo

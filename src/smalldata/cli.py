@@ -220,6 +220,55 @@ def suggest(
     out.print(f"written to [bold]{written}[/]: label them, add them to the training data, train again")
 
 
+DataDir = typer.Option(Path("smalldata-data"), "--data", help="The service's data folder: database (SQLite), uploads, model versions.")
+DbUrl = typer.Option(None, "--db", help="A database URL instead of SQLite in --data, e.g. postgresql+psycopg://user@host/db.")
+
+
+@app.command()
+def serve(
+    data_dir: Path = DataDir,
+    db: Optional[str] = DbUrl,
+    model_dir: Optional[Path] = typer.Option(None, "--model", help="Serve only this model folder, read-only: predictions, no projects."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (the default answers this machine only)."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    threads: int = typer.Option(32, help="Requests handled at once (a thread each)."),
+) -> None:
+    """Start the web page and the REST API (OpenAPI at /docs): upload examples, train, predict."""
+    import uvicorn
+
+    from smalldata.service import create_app
+
+    if model_dir is not None and not (model_dir / "model.json").exists():
+        _fail(ModelFolderError(f"{model_dir} is not a smalldata model folder (no model.json)"))
+
+    application = create_app(data_dir, db_url=db, model_dir=model_dir, threads=threads)
+    err.print(f"smalldata serving on http://{host}:{port}/ (API description: http://{host}:{port}/docs); "
+              "writes and predictions need a key from `smalldata api-key create`")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+api_key_app = typer.Typer(no_args_is_help=True, help="API keys for the service's writes and predictions.")
+app.add_typer(api_key_app, name="api-key")
+
+
+@api_key_app.command("create")
+def api_key_create(
+    data_dir: Path = DataDir,
+    db: Optional[str] = DbUrl,
+    name: str = typer.Option("", help="A note on who or what the key is for."),
+) -> None:
+    """Make a new API key and print it once (only its hash is stored)."""
+    from smalldata.service import auth
+    from smalldata.service.storage import database_url, make_engine, session_factory
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(database_url(data_dir, db))
+    key = auth.create_key(session_factory(engine), name)
+    engine.dispose()
+    print(key)
+    err.print("this key is shown once: keep it; send it as the X-API-Key header")
+
+
 def _prediction_inputs(model: Model, inputs: list[str], file: Optional[Path], text_column: str) -> list:
     if model.modality == "text":
         texts = list(inputs)

@@ -55,7 +55,11 @@ class Model:
 
     def predict_proba(self, inputs: Sequence, *, progress: Progress = QUIET) -> np.ndarray:
         """Class probabilities, one row per input (image paths or texts), columns in `classes` order."""
-        proba = self.estimator.predict_proba(self.features_of(inputs, progress))
+        return self.proba_of_features(self.features_of(inputs, progress))
+
+    def proba_of_features(self, features) -> np.ndarray:
+        """`predict_proba` from features already computed (embeddings, or texts for RAW_TEXT heads)."""
+        proba = self.estimator.predict_proba(features)
         order = [list(self.estimator.classes_).index(label) for label in self.classes]
         return np.asarray(proba)[:, order]
 

@@ -1,0 +1,409 @@
+"""The REST API over projects, examples, training jobs, model versions and predictions.
+
+Reads are open; every write and every prediction needs an API key (`require_key`). Endpoints are
+plain functions (FastAPI runs them in its thread pool), so a long request never blocks another.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path as FilePath
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from smalldata.data import DataError, Dataset
+from smalldata.features import hash_bytes
+from smalldata.service import auth
+from smalldata.service.blobs import sha256
+from smalldata.service.predictor import answers
+from smalldata.service.schemas import (Added, ExampleOut, JobOut, PredictTexts, Predictions, ProjectIn, ProjectOut,
+                                       Relabel, TextsIn, VersionOut)
+from smalldata.service.storage import UNFINISHED, Example, Job, ModelVersion, Project
+from smalldata.service.training import check_trainable
+from smalldata.service.uploads import Rejected, UploadError, check_image, check_label, check_text, read_csv, read_zip
+
+
+def state(request: Request):
+    return request.app.state.service
+
+
+def require_key(request: Request) -> None:
+    service = state(request)
+    key = auth.key_from_headers(request.headers)
+    if key is None:
+        raise HTTPException(401, "an API key is needed: send it as 'X-API-Key: KEY' (make one with `smalldata api-key create`)",
+                            headers={"WWW-Authenticate": "Bearer"})
+    if not service.key_is_valid(key):
+        raise HTTPException(403, "this API key is not known here: make one with `smalldata api-key create`")
+
+
+def session(request: Request):
+    with state(request).sessions() as db:
+        yield db
+
+
+Keyed = [Depends(require_key)]
+Id = Annotated[int, Path(ge=1, le=2**53, description="a row id")]  # bounded: a huge number is a 422, not a database overflow
+router = APIRouter(prefix="/api")
+
+
+# ----------------------------------------------------------------------------------- projects
+
+@router.post("/projects", status_code=201, response_model=ProjectOut, dependencies=Keyed, tags=["projects"])
+def create_project(body: ProjectIn, request: Request, db=Depends(session)):
+    name = "".join(ch for ch in body.name if ch.isprintable()).strip()
+    if not name:
+        raise HTTPException(422, "the project name is empty: give it a name")
+    project = Project(name=name, modality=body.modality)
+    db.add(project)
+    db.commit()
+    return project_out(db, project)
+
+
+@router.get("/projects", response_model=list[ProjectOut], tags=["projects"])
+def list_projects(db=Depends(session)):
+    return [project_out(db, p) for p in db.scalars(select(Project).order_by(Project.id)).all()]
+
+
+@router.get("/projects/{project_id}", response_model=ProjectOut, tags=["projects"])
+def get_project(project_id: Id, db=Depends(session)):
+    return project_out(db, find(db, Project, project_id))
+
+
+def project_out(db, project: Project) -> ProjectOut:
+    counts = dict(db.execute(select(Example.label, func.count()).where(Example.project_id == project.id)
+                             .group_by(Example.label).order_by(Example.label)).all())
+    active = db.get(ModelVersion, project.active_version_id) if project.active_version_id else None
+    job = db.scalars(select(Job).where(Job.project_id == project.id).order_by(Job.id.desc()).limit(1)).first()
+    return ProjectOut(id=project.id, name=project.name, modality=project.modality, created=project.created,
+                      n_examples=sum(counts.values()), counts=counts, problems=problems(counts),
+                      active_version=version_out(active, project) if active else None,
+                      latest_job=JobOut.model_validate(job, from_attributes=True) if job else None)
+
+
+def problems(counts: dict[str, int]) -> list[str]:
+    """What stops training or weakens it, in words, before anything is trained."""
+    found = []
+    if len(counts) < 2:
+        found.append(f"{len(counts)} class so far: a classifier needs examples of at least 2 classes")
+    for label, n in counts.items():
+        if n < 2:
+            found.append(f"class {label!r} has {n} example: cross-validation needs at least 2 per class")
+        elif n < 5:
+            found.append(f"class {label!r} has only {n} examples: accuracy estimates will be rough; 10 or more per class are better")
+    if counts and max(counts.values()) >= 5 * max(1, min(counts.values())):
+        found.append("the classes are very unbalanced (one has 5x the examples of another): the small ones will be predicted less often")
+    return found
+
+
+# ----------------------------------------------------------------------------------- examples
+
+@router.post("/projects/{project_id}/examples/images", status_code=201, response_model=Added, dependencies=Keyed,
+             tags=["examples"])
+def add_images(project_id: Id, request: Request, label: str = Form(...), files: list[UploadFile] = File(...),
+               db=Depends(session)):
+    """Several images of one class (multipart: `label` and one or more `files`)."""
+    service = state(request)
+    project = find(db, Project, project_id, modality="image")
+    label = check_label(label, service.limits)
+    if len(files) > service.limits.max_files:
+        raise UploadError(413, f"{len(files)} files in one request, more than the {service.limits.max_files} allowed")
+    items, rejected = [], []
+    for upload in files:
+        data = upload.file.read(service.limits.max_file_bytes + 1)
+        name = display_name(upload.filename)
+        try:
+            check_image(data, service.limits)
+        except UploadError as error:
+            rejected.append(Rejected(name, error.message))
+            continue
+        items.append((label, name, data))
+    return store_images(db, service, project, items, rejected)
+
+
+@router.post("/projects/{project_id}/examples/zip", status_code=201, response_model=Added, dependencies=Keyed,
+             tags=["examples"])
+def add_zip(project_id: Id, request: Request, file: UploadFile = File(...), db=Depends(session)):
+    """A zip of class folders: CLASS/IMAGE (any folders above the class folders are ignored)."""
+    service = state(request)
+    project = find(db, Project, project_id, modality="image")
+    items, rejected = read_zip(file.file.read(service.limits.max_request_bytes + 1), service.limits)
+    return store_images(db, service, project, items, rejected)
+
+
+@router.post("/projects/{project_id}/examples/texts", status_code=201, response_model=Added, dependencies=Keyed,
+             tags=["examples"])
+def add_texts(project_id: Id, body: TextsIn, request: Request, db=Depends(session)):
+    service = state(request)
+    project = find(db, Project, project_id, modality="text")
+    if len(body.examples) > service.limits.max_rows:
+        raise UploadError(413, f"{len(body.examples)} texts in one request, more than the {service.limits.max_rows} allowed")
+    items = [(check_text(e.text, service.limits), check_label(e.label, service.limits)) for e in body.examples]
+    return store_texts(db, project, items, [])
+
+
+@router.post("/projects/{project_id}/examples/csv", status_code=201, response_model=Added, dependencies=Keyed,
+             tags=["examples"])
+def add_csv(project_id: Id, request: Request, file: UploadFile = File(...), db=Depends(session)):
+    """A CSV or TSV with a header naming the columns `text` and `label`."""
+    service = state(request)
+    project = find(db, Project, project_id, modality="text")
+    items, rejected = read_csv(file.file.read(service.limits.max_request_bytes + 1), service.limits)
+    return store_texts(db, project, items, rejected)
+
+
+def store_images(db, service, project: Project, items, rejected: list[Rejected]) -> Added:
+    rows = []
+    for label, name, data in items:
+        digest = sha256(data)
+        rows.append((Example(project_id=project.id, label=label, content_hash=digest, embed_key=hash_bytes(data),
+                             blob=digest, filename=name), data))
+    return store(db, project, rows, rejected, service.blobs)
+
+
+def store_texts(db, project: Project, items, rejected: list[Rejected]) -> Added:
+    rows = [(Example(project_id=project.id, label=label, content_hash=sha256(text.encode("utf-8")),
+                     embed_key=hash_bytes(text.encode("utf-8")), text=text), None) for text, label in items]
+    return store(db, project, rows, rejected, None)
+
+
+def store(db, project: Project, rows, rejected: list[Rejected], blobs) -> Added:
+    """Add the new examples; one whose content the project has already is left out and said so."""
+    known = dict(db.execute(select(Example.content_hash, Example.label).where(Example.project_id == project.id)).all())
+    added = []
+    for example, data in rows:
+        name = example.filename or short(example.text)
+        if example.content_hash in known:
+            rejected.append(Rejected(name, f"already in the project (labeled {known[example.content_hash]!r}): relabel that one instead"))
+            continue
+        if data is not None:
+            blobs.put(data)  # before the row: a row never points at a missing file
+        known[example.content_hash] = example.label
+        db.add(example)
+        added.append(example)
+    db.commit()
+    return Added(added=[ExampleOut.model_validate(e, from_attributes=True) for e in added],
+                 rejected=[{"name": r.name, "reason": r.reason} for r in rejected])
+
+
+@router.get("/projects/{project_id}/examples", response_model=list[ExampleOut], tags=["examples"])
+def list_examples(project_id: Id, label: str | None = None, offset: int = Query(0, ge=0),
+                  limit: int = Query(100, ge=1, le=1000), db=Depends(session)):
+    find(db, Project, project_id)
+    query = select(Example).where(Example.project_id == project_id)
+    if label is not None:
+        query = query.where(Example.label == label)
+    return db.scalars(query.order_by(Example.id).offset(offset).limit(limit)).all()
+
+
+@router.get("/examples/{example_id}", response_model=ExampleOut, tags=["examples"])
+def get_example(example_id: Id, db=Depends(session)):
+    return find(db, Example, example_id)
+
+
+@router.get("/examples/{example_id}/content", tags=["examples"],
+            responses={200: {"content": {"image/*": {}, "text/plain": {}}}})
+def example_content(example_id: Id, request: Request, db=Depends(session)):
+    """The image's bytes (or the text), for thumbnails on the page."""
+    example = find(db, Example, example_id)
+    if example.blob is None:
+        return Response(example.text, media_type="text/plain; charset=utf-8")
+    data = state(request).blobs.read(example.blob)
+    return Response(data, media_type=image_type(data), headers={"Cache-Control": "max-age=86400, immutable",
+                                                                "X-Content-Type-Options": "nosniff"})
+
+
+@router.patch("/examples/{example_id}", response_model=ExampleOut, dependencies=Keyed, tags=["examples"])
+def relabel(example_id: Id, body: Relabel, request: Request, db=Depends(session)):
+    example = find(db, Example, example_id)
+    example.label = check_label(body.label, state(request).limits)
+    db.commit()
+    return example
+
+
+@router.delete("/examples/{example_id}", status_code=204, dependencies=Keyed, tags=["examples"])
+def delete_example(example_id: Id, db=Depends(session)):
+    """Removes the example from the project; versions trained on it keep their own folders."""
+    db.delete(find(db, Example, example_id))
+    db.commit()
+    return Response(status_code=204)
+
+
+# --------------------------------------------------------------------------------------- jobs
+
+@router.post("/projects/{project_id}/jobs", status_code=202, response_model=JobOut, dependencies=Keyed, tags=["jobs"])
+def start_training(project_id: Id, request: Request, db=Depends(session)):
+    """Queue a training job on the project's examples as they are now; poll GET /api/jobs/{id}."""
+    project = find(db, Project, project_id)
+    if db.scalars(select(Job.id).where(Job.project_id == project_id, Job.state.in_(UNFINISHED))).first():
+        raise HTTPException(409, "a training job of this project is already queued or running: wait for it or cancel it")
+    rows = db.execute(select(Example.id, Example.label, Example.embed_key).where(Example.project_id == project_id)).all()
+    if not rows:
+        raise HTTPException(422, "the project has no examples yet: add some of at least 2 classes")
+    check_trainable(Dataset([r.id for r in rows], [r.label for r in rows], project.modality, [r.embed_key for r in rows]))
+    job = Job(project_id=project_id, n_examples=len(rows))
+    try:
+        db.add(job)
+        db.commit()
+    except IntegrityError as error:
+        raise HTTPException(409, "the project changed while the job was being made: try again") from error
+    state(request).runner.submit()
+    return job
+
+
+@router.get("/projects/{project_id}/jobs", response_model=list[JobOut], tags=["jobs"])
+def list_jobs(project_id: Id, db=Depends(session)):
+    find(db, Project, project_id)
+    return db.scalars(select(Job).where(Job.project_id == project_id).order_by(Job.id.desc())).all()
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, tags=["jobs"])
+def get_job(job_id: Id, db=Depends(session)):
+    return find(db, Job, job_id)
+
+
+@router.post("/jobs/{job_id}/cancel", status_code=202, response_model=JobOut, dependencies=Keyed, tags=["jobs"])
+def cancel_job(job_id: Id, request: Request, db=Depends(session)):
+    """Stop a queued or running job; its state turns to "cancelled" within a moment."""
+    job = find(db, Job, job_id)
+    if job.state not in UNFINISHED:
+        raise HTTPException(409, f"job {job_id} has already {job.state}: nothing to cancel")
+    state(request).runner.cancel(job_id)
+    return job
+
+
+# ----------------------------------------------------------------------------------- versions
+
+@router.get("/projects/{project_id}/versions", response_model=list[VersionOut], tags=["versions"])
+def list_versions(project_id: Id, db=Depends(session)):
+    project = find(db, Project, project_id)
+    versions = db.scalars(select(ModelVersion).where(ModelVersion.project_id == project_id)
+                          .order_by(ModelVersion.number.desc())).all()
+    return [version_out(v, project) for v in versions]
+
+
+@router.get("/versions/{version_id}", response_model=VersionOut, tags=["versions"])
+def get_version(version_id: Id, db=Depends(session)):
+    version = find(db, ModelVersion, version_id)
+    return version_out(version, db.get(Project, version.project_id))
+
+
+@router.post("/versions/{version_id}/activate", response_model=VersionOut, dependencies=Keyed, tags=["versions"])
+def activate(version_id: Id, db=Depends(session)):
+    """Make this version the one that answers the project's predictions (the folder stays as it is)."""
+    version = find(db, ModelVersion, version_id)
+    project = db.get(Project, version.project_id)
+    project.active_version_id = version.id
+    db.commit()
+    return version_out(version, project)
+
+
+@router.get("/versions/{version_id}/download", tags=["versions"], responses={200: {"content": {"application/zip": {}}}})
+def download(version_id: Id, request: Request, db=Depends(session)):
+    """The model folder as a zip: unzip it and use it with `smalldata predict` or `smalldata serve --model`."""
+    version = find(db, ModelVersion, version_id)
+    folder = state(request).data_dir / version.folder
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted(folder.iterdir()):
+            archive.write(file, f"model-v{version.number}/{file.name}")
+    name = f"project{version.project_id}-model-v{version.number}.zip"
+    return Response(buffer.getvalue(), media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.get("/versions/{version_id}/report", response_class=HTMLResponse, tags=["versions"])
+def report(version_id: Id, request: Request, db=Depends(session)):
+    version = find(db, ModelVersion, version_id)
+    if version.report is None:
+        raise HTTPException(404, "the report of this version is not written yet: try again in a moment")
+    path = state(request).data_dir / "reports" / FilePath(version.report).name
+    return HTMLResponse(path.read_text(encoding="utf-8"))
+
+
+def version_out(version: ModelVersion, project: Project) -> VersionOut:
+    return VersionOut(id=version.id, project_id=version.project_id, number=version.number, job_id=version.job_id,
+                      active=project.active_version_id == version.id, summary=version.summary,
+                      findings=version.findings, report_ready=version.report is not None, created=version.created)
+
+
+# ------------------------------------------------------------------------------------ predict
+
+@router.post("/projects/{project_id}/predict/images", response_model=Predictions, dependencies=Keyed, tags=["predict"])
+def predict_images(project_id: Id, request: Request, files: list[UploadFile] = File(...), db=Depends(session)):
+    """Label one or more images (multipart `files`) with the project's active version."""
+    service = state(request)
+    version, predictor = active_predictor(db, service, project_id, "image")
+    return Predictions(version_id=version.id, predictions=predict_uploads(service, predictor, files))
+
+
+@router.post("/projects/{project_id}/predict/texts", response_model=Predictions, dependencies=Keyed, tags=["predict"])
+def predict_texts(project_id: Id, body: PredictTexts, request: Request, db=Depends(session)):
+    service = state(request)
+    version, predictor = active_predictor(db, service, project_id, "text")
+    return Predictions(version_id=version.id, predictions=predict_strings(service, predictor, body.texts))
+
+
+def active_predictor(db, service, project_id: Id, modality: str):
+    project = find(db, Project, project_id, modality=modality)
+    if project.active_version_id is None:
+        raise HTTPException(409, "this project has no trained model yet: add examples and train first")
+    version = db.get(ModelVersion, project.active_version_id)
+    return version, service.predictors.get(service.data_dir / version.folder)
+
+
+def predict_uploads(service, predictor, files: list[UploadFile]) -> list[dict]:
+    if len(files) > service.limits.max_predict_batch:
+        raise UploadError(413, f"{len(files)} images in one request, more than the {service.limits.max_predict_batch} allowed")
+    images = []
+    for upload in files:
+        data = upload.file.read(service.limits.max_file_bytes + 1)
+        try:
+            check_image(data, service.limits)
+        except UploadError as error:
+            raise UploadError(error.status, f"{display_name(upload.filename)}: {error.message}") from error
+        images.append(data)
+    return answers(predictor.classes, predictor.images(images))
+
+
+def predict_strings(service, predictor, texts: list[str]) -> list[dict]:
+    if len(texts) > service.limits.max_predict_batch:
+        raise UploadError(413, f"{len(texts)} texts in one request, more than the {service.limits.max_predict_batch} allowed")
+    return answers(predictor.classes, predictor.texts([check_text(t, service.limits) for t in texts]))
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+def find(db, table, row_id: int, *, modality: str | None = None):
+    row = db.get(table, row_id)
+    what = table.__name__.replace("ModelVersion", "model version").lower()
+    if row is None:
+        raise HTTPException(404, f"no {what} {row_id}")
+    if modality is not None and row.modality != modality:
+        raise HTTPException(422, f"project {row_id} holds {row.modality}s, not {modality}s")
+    return row
+
+
+def display_name(name: str | None) -> str:
+    """A file name to show, never to open: its last part, printable, at most 255 characters."""
+    base = (name or "upload").replace("\\", "/").rsplit("/", 1)[-1]
+    return "".join(ch for ch in base if ch.isprintable())[:255] or "upload"
+
+
+def short(text: str | None, width: int = 60) -> str:
+    text = text or ""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def image_type(data: bytes) -> str:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return Image.MIME.get(image.format, "application/octet-stream")
+

@@ -1,0 +1,171 @@
+"""The app factory: `create_app(data_dir)` for the full service, `create_app(model_dir=DIR)` to serve
+one saved model folder read-only (predict only).
+
+The lifespan opens the database, fails jobs a crash left running, starts the training worker, and
+stops it again on shutdown. Every error a request can cause is answered as JSON ``{"detail": ...}``
+with a 4xx status; only a bug gives a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, FastAPI, File, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from smalldata.data import DataError
+from smalldata.model import Model, ModelFolderError
+from smalldata.service import api, auth
+from smalldata.service.blobs import BlobStore
+from smalldata.service.predictor import Predictor, Predictors, answers
+from smalldata.service.schemas import PredictTexts, Predictions
+from smalldata.service.storage import database_url, fail_interrupted_jobs, make_engine, session_factory
+from smalldata.service.uploads import Limits, UploadError
+from smalldata.service.worker import JobRunner
+
+log = logging.getLogger("smalldata.service")
+STATIC = resources.files("smalldata.service") / "static"
+
+
+@dataclass
+class ServiceState:
+    data_dir: Path
+    limits: Limits
+    sessions: object = None
+    blobs: BlobStore | None = None
+    runner: JobRunner | None = None
+    predictors: Predictors = field(default_factory=Predictors)
+    model: Predictor | None = None  # --model mode: the one model served
+    _keys: set[str] = field(default_factory=set)
+    _keys_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def key_is_valid(self, key: str) -> bool:
+        # Keys cannot be revoked while the service runs, so a key once found stays valid: this
+        # keeps a database round trip off every prediction.
+        digest = auth.digest(key)
+        with self._keys_lock:
+            if digest in self._keys:
+                return True
+        if auth.is_valid(self.sessions, key):
+            with self._keys_lock:
+                self._keys.add(digest)
+            return True
+        return False
+
+
+def create_app(data_dir: str | Path = "smalldata-data", *, db_url: str | None = None, model_dir: str | Path | None = None,
+               limits: Limits = Limits(), start_worker: bool = True, threads: int | None = None) -> FastAPI:
+    """`threads`: how many requests run at once (FastAPI runs plain endpoints in threads; 40 by default)."""
+    service = ServiceState(Path(data_dir), limits)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if threads:
+            import anyio.to_thread
+
+            anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        service.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(database_url(service.data_dir, db_url))
+        service.sessions = session_factory(engine)
+        if model_dir is not None:
+            service.model = Predictor(Model.load(model_dir))
+            service.model.warm_up()
+        else:
+            service.blobs = BlobStore(service.data_dir / "blobs")
+            failed = fail_interrupted_jobs(service.sessions)
+            if failed:
+                log.warning("%d training job(s) were running when the service stopped; marked failed", failed)
+            service.runner = JobRunner(service.sessions, service.data_dir, service.blobs)
+            if start_worker:
+                service.runner.start()
+        try:
+            yield
+        finally:
+            if service.runner is not None and start_worker:
+                service.runner.stop()
+            engine.dispose()
+
+    app = FastAPI(title="smalldata", version="1", lifespan=lifespan, max_body_size=limits.max_request_bytes,
+                  description="Few-shot image and text classification: upload examples, train, predict. "
+                              "Writes and predictions need an API key (`smalldata api-key create`) in the "
+                              "`X-API-Key` header.")
+    app.state.service = service
+    add_error_handlers(app)
+    app.include_router(api.router if model_dir is None else model_router())
+    app.add_api_route("/api/health", lambda: {"status": "ok", "mode": "model" if model_dir else "projects"},
+                      methods=["GET"], tags=["health"])
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    app.add_api_route("/", lambda: FileResponse(str(STATIC / "index.html")), methods=["GET"], include_in_schema=False)
+    return app
+
+
+def model_router() -> APIRouter:
+    """Predict-only routes over the one model folder given with --model."""
+    router = APIRouter(prefix="/api", tags=["predict"])
+    keyed = [Depends(api.require_key)]
+
+    @router.get("/model")
+    def model_info(request: Request):
+        model = api.state(request).model.model
+        return {"labels": model.classes, "modality": model.modality, "head": model.head_name,
+                "features": model.features, "cross_validation": model.comparison.to_dict() if model.comparison else None}
+
+    @router.post("/predict/images", response_model=Predictions, dependencies=keyed)
+    def predict_images(request: Request, files: list[UploadFile] = File(...)):
+        service = api.state(request)
+        require_modality(service, "image")
+        return Predictions(version_id=None, predictions=api.predict_uploads(service, service.model, files))
+
+    @router.post("/predict/texts", response_model=Predictions, dependencies=keyed)
+    def predict_texts(body: PredictTexts, request: Request):
+        service = api.state(request)
+        require_modality(service, "text")
+        return Predictions(version_id=None, predictions=api.predict_strings(service, service.model, body.texts))
+
+    return router
+
+
+def require_modality(service: ServiceState, modality: str) -> None:
+    if service.model.model.modality != modality:
+        raise UploadError(422, f"this model classifies {service.model.model.modality}s, not {modality}s")
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    def detail(status: int, message, headers=None) -> JSONResponse:
+        return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+    @app.exception_handler(UploadError)
+    async def upload_error(_request, error: UploadError):
+        return detail(error.status, error.message)
+
+    @app.exception_handler(DataError)
+    async def data_error(_request, error: DataError):
+        return detail(422, str(error))
+
+    @app.exception_handler(ModelFolderError)
+    async def model_folder_error(_request, error: ModelFolderError):
+        return detail(409, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request, error: RequestValidationError):
+        # The default answer, without echoing the whole input back (it may be a large upload).
+        problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                    for e in error.errors()]
+        return detail(422, problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request, error: StarletteHTTPException):
+        return detail(error.status_code, error.detail, getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request, error: Exception):
+        log.exception("unexpected error", exc_info=error)
+        return detail(500, "internal error: the service has a bug; nothing stored was changed by this request")

@@ -1,0 +1,105 @@
+"""Sentence embeddings for serving: the text backbone exported to ONNX and run with ONNX Runtime.
+
+Answering one text, sentence-transformers in eager PyTorch spends most of its ~25 ms in Python
+and dispatch overhead; the same network under ONNX Runtime with the Rust tokenizer takes about
+half (BENCHMARKS.md). The vectors are the library's own (mean pooling over the attention mask,
+L2-normalised), equal within 1e-4 (tests/test_service_fast_text.py), so a head trained on
+the library's embeddings reads these unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from smalldata.backbones import TextBackbone, cache_dir, cache_name, cpu_threads
+
+
+class OnnxTextEncoder:
+    def __init__(self, backbone: TextBackbone):
+        self.backbone = backbone
+        self.path = exported(backbone)
+        # The encoder's own truncation, read from its folder: serving needs neither torch nor
+        # sentence-transformers once the graph is exported (the training worker exports it).
+        config = json.loads((Path(backbone.model_dir()) / "sentence_bert_config.json").read_text())
+        self.max_length = int(config["max_seq_length"])
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(Path(backbone.model_dir()) / "tokenizer.json"))
+        self.tokenizer.enable_truncation(self.max_length)
+        self.tokenizer.enable_padding()
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = cpu_threads()
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self._inputs = {i.name for i in self.session.get_inputs()}
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch(list(texts))
+        feeds = {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+        }
+        return self.session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
+
+
+def exported(backbone: TextBackbone) -> Path:
+    """The backbone's ONNX graph, exported on first use."""
+    path = cache_dir() / "onnx" / f"{cache_name(backbone)}-text.onnx"
+    if not path.exists():
+        _export(backbone.encoder(), path)
+    return path
+
+
+def _export(encoder, path: Path) -> None:
+    """The transformer, mean pooling and normalisation as one ONNX graph (written atomically)."""
+    import torch
+
+    transformer = encoder[0].auto_model.eval()
+
+    class Pooled(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            tokens = self.net(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+            mean = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(mean, p=2, dim=1)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    dummy = torch.ones(1, 8, dtype=torch.int64)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Pooled(transformer), (dummy, dummy, torch.zeros_like(dummy)), str(partial),
+            input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["embedding"],
+            dynamic_axes={name: {0: "batch", 1: "tokens"} for name in ("input_ids", "attention_mask", "token_type_ids")}
+            | {"embedding": {0: "batch"}},
+            opset_version=17, dynamo=False,
+        )
+    partial.replace(path)
+
+
+_encoders: dict[str, OnnxTextEncoder] = {}
+_lock = threading.Lock()
+
+
+def text_encoder(backbone: TextBackbone) -> OnnxTextEncoder:
+    with _lock:  # requests arrive on many threads; export and load once
+        if backbone.name not in _encoders:
+            _encoders[backbone.name] = OnnxTextEncoder(backbone)
+        return _encoders[backbone.name]

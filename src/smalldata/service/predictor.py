@@ -1,0 +1,107 @@
+"""A model folder ready to answer requests: image bytes or texts in, class probabilities out.
+
+Images are decoded from memory (no file is written); texts go through the ONNX text encoder.
+Loaded models are kept by folder, a few at a time: versions are immutable, so a folder's model
+never goes stale.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from smalldata.backbones import ImageBackbone, TextBackbone, get_backbone
+from smalldata.model import RAW_TEXT, Model
+from smalldata.service.batching import Batcher
+from smalldata.service.fast_text import text_encoder
+
+KEPT_MODELS = 8
+
+
+class Predictor:
+    def __init__(self, model: Model):
+        self.model = model
+
+    @property
+    def classes(self) -> list[str]:
+        return self.model.classes
+
+    def images(self, images: list[bytes]) -> np.ndarray:
+        """Probabilities for images already checked by `uploads.check_image`."""
+        backbone = get_backbone(self.model.features)
+        if isinstance(backbone, ImageBackbone):
+            # Decoded outside the batcher (Pillow releases the GIL), so decoding overlaps the network.
+            pixels = list(backbone.pixels([io.BytesIO(data) for data in images]))
+            return self.model.proba_of_features(network(backbone)(pixels))
+        return self.model.proba_of_features(backbone.embed_batch([io.BytesIO(data) for data in images]))
+
+    def texts(self, texts: list[str]) -> np.ndarray:
+        if self.model.features == RAW_TEXT:
+            return self.model.proba_of_features(list(texts))
+        backbone = get_backbone(self.model.features)
+        if isinstance(backbone, TextBackbone):
+            return self.model.proba_of_features(network(backbone)(texts))
+        return self.model.proba_of_features(backbone.embed_batch(texts))
+
+    def warm_up(self) -> None:
+        """Load the backbone and run it once, so the first request does not pay for it."""
+        if self.model.modality == "text":
+            self.texts(["warm up"])
+        else:
+            from PIL import Image
+
+            buffer = io.BytesIO()
+            Image.new("RGB", (64, 64), (128, 128, 128)).save(buffer, format="PNG")
+            self.images([buffer.getvalue()])
+
+
+_networks: dict[str, Batcher] = {}
+_networks_lock = threading.Lock()
+
+
+def network(backbone) -> Batcher:
+    """The backbone's network behind one batcher per process, shared by every model that uses it."""
+    with _networks_lock:
+        if backbone.name not in _networks:
+            if isinstance(backbone, TextBackbone):
+                encoder = text_encoder(backbone)
+                _networks[backbone.name] = Batcher(encoder.embed, name=f"net-{backbone.name}")
+            else:
+                backbone.session()  # load before the first request needs it
+                _networks[backbone.name] = Batcher(lambda pixels: backbone.embed_pixels(np.stack(pixels)),
+                                                   max_batch=16, name=f"net-{backbone.name}")
+        return _networks[backbone.name]
+
+
+def answers(classes: list[str], proba: np.ndarray) -> list[dict]:
+    """One answer per input: the label, and every class's probability, most probable first."""
+    results = []
+    for row in proba:
+        order = np.argsort(row)[::-1]
+        results.append({"label": classes[order[0]],
+                        "probabilities": {classes[i]: round(float(row[i]), 4) for i in order}})
+    return results
+
+
+class Predictors:
+    """Loaded models by folder, the least recently used dropped past `KEPT_MODELS`."""
+
+    def __init__(self):
+        self._loaded: OrderedDict[Path, Predictor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, folder: Path) -> Predictor:
+        with self._lock:
+            if folder in self._loaded:
+                self._loaded.move_to_end(folder)
+                return self._loaded[folder]
+        predictor = Predictor(Model.load(folder))  # outside the lock: loading takes a moment
+        with self._lock:
+            self._loaded[folder] = predictor
+            while len(self._loaded) > KEPT_MODELS:
+                self._loaded.popitem(last=False)
+        return predictor

@@ -1,0 +1,98 @@
+"""The API's request and response bodies (Pydantic): what /docs shows and what requests are checked against."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ProjectIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    modality: Literal["image", "text"]
+
+
+class TextExample(BaseModel):
+    text: str = Field(min_length=1)
+    label: str = Field(min_length=1)
+
+
+class TextsIn(BaseModel):
+    examples: list[TextExample] = Field(min_length=1)
+
+
+class Relabel(BaseModel):
+    label: str = Field(min_length=1)
+
+
+class PredictTexts(BaseModel):
+    texts: list[str] = Field(min_length=1)
+
+
+class RejectedOut(BaseModel):
+    name: str
+    reason: str
+
+
+class ExampleOut(BaseModel):
+    id: int
+    project_id: int
+    label: str
+    text: str | None
+    filename: str | None
+    created: datetime
+
+
+class Added(BaseModel):
+    added: list[ExampleOut]
+    rejected: list[RejectedOut]
+
+
+class JobOut(BaseModel):
+    id: int
+    project_id: int
+    state: str
+    stage: str
+    done: int
+    total: int
+    error: str | None
+    n_examples: int
+    version_id: int | None
+    created: datetime
+    started: datetime | None
+    finished: datetime | None
+
+
+class VersionOut(BaseModel):
+    id: int
+    project_id: int
+    number: int
+    job_id: int
+    active: bool
+    summary: dict
+    findings: dict | None
+    report_ready: bool
+    created: datetime
+
+
+class ProjectOut(BaseModel):
+    id: int
+    name: str
+    modality: str
+    created: datetime
+    n_examples: int
+    counts: dict[str, int]
+    problems: list[str]
+    active_version: VersionOut | None
+    latest_job: JobOut | None
+
+
+class Prediction(BaseModel):
+    label: str
+    probabilities: dict[str, float]
+
+
+class Predictions(BaseModel):
+    version_id: int | None
+    predictions: list[Prediction]

@@ -1,0 +1,346 @@
+// The smalldata page: plain JavaScript over the REST API (no build step). The API key stays in
+// sessionStorage: it is gone when the tab closes.
+"use strict";
+
+const $ = (selector) => document.querySelector(selector);
+const state = { mode: "projects", project: null, polling: null };
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return node;
+}
+
+const pct = (x) => `${(100 * x).toFixed(1)}%`;
+
+function say(text, isError = true) {
+  const box = $("#message");
+  box.textContent = text;
+  box.className = isError ? "error" : "note";
+  box.hidden = !text;
+}
+
+async function api(path, options = {}) {
+  const headers = options.headers || {};
+  const key = sessionStorage.getItem("smalldata-key");
+  if (key) headers["X-API-Key"] = key;
+  if (options.json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(options.json);
+  }
+  const response = await fetch(path, { ...options, headers });
+  const type = response.headers.get("content-type") || "";
+  const body = type.includes("json") ? await response.json() : await response.text();
+  if (!response.ok) {
+    const detail = body && body.detail !== undefined ? body.detail : body;
+    throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+  }
+  return body;
+}
+
+async function guarded(action) {
+  try {
+    say("");
+    await action();
+  } catch (error) {
+    say(error.message);
+  }
+}
+
+// ------------------------------------------------------------------------------- projects list
+
+async function showProjects() {
+  $("#projects-view").hidden = false;
+  const list = $("#project-list");
+  list.replaceChildren();
+  for (const project of await api("/api/projects")) {
+    list.append(el("li", {}, el("a", { href: `#project-${project.id}` }, project.name),
+      ` (${project.modality}s, ${project.n_examples} examples${project.active_version ? ", trained" : ""})`));
+  }
+  if (!list.children.length) list.append(el("li", {}, "No project yet: create one below."));
+}
+
+async function createProject(event) {
+  event.preventDefault();
+  const modality = document.querySelector("input[name=modality]:checked").value;
+  const project = await api("/api/projects", { method: "POST", json: { name: $("#project-name").value, modality } });
+  location.hash = `#project-${project.id}`;
+}
+
+// ------------------------------------------------------------------------------------ project
+
+async function showProject(id) {
+  const project = await api(`/api/projects/${id}`);
+  state.project = project;
+  $("#project-view").hidden = false;
+  document.body.dataset.modality = project.modality;
+  $("#project-title").textContent = `${project.name} (${project.modality}s)`;
+  const counts = $("#counts tbody");
+  counts.replaceChildren(...Object.entries(project.counts).map(([label, n]) => el("tr", {}, el("td", {}, label), el("td", {}, n))));
+  if (!counts.children.length) counts.append(el("tr", {}, el("td", { colspan: 2 }, "no examples yet")));
+  $("#problems").replaceChildren(...project.problems.map((p) => el("li", {}, p)));
+  showJob(project.latest_job);
+  await showResult(project.active_version);
+  await showVersions();
+  if (project.latest_job && ["queued", "running"].includes(project.latest_job.state)) poll(project.latest_job.id);
+}
+
+function showRejected(result) {
+  const n = result.added.length;
+  say(`added ${n} example${n === 1 ? "" : "s"}` + (result.rejected.length ? `; ${result.rejected.length} left out (below)` : ""), false);
+  $("#rejected").replaceChildren(...result.rejected.map((r) => el("li", {}, `${r.name}: ${r.reason}`)));
+}
+
+async function upload(path, form) {
+  const result = await api(path, { method: "POST", body: form });
+  await showProject(state.project.id);
+  showRejected(result);
+}
+
+let dropped = [];
+function imageFiles() {
+  return dropped.length ? dropped : Array.from($("#image-files").files);
+}
+
+async function addImages(event) {
+  event.preventDefault();
+  const files = imageFiles();
+  if (!files.length) throw new Error("choose or drop some images first");
+  const form = new FormData();
+  form.append("label", $("#image-label").value);
+  for (const file of files) form.append("files", file);
+  await upload(`/api/projects/${state.project.id}/examples/images`, form);
+  dropped = [];
+  $("#image-files").value = "";
+  $("#drop").firstChild.textContent = "Drop images here, or ";
+}
+
+async function addFile(event, input, kind) {
+  event.preventDefault();
+  if (!$(input).files.length) throw new Error("choose a file first");
+  const form = new FormData();
+  form.append("file", $(input).files[0]);
+  await upload(`/api/projects/${state.project.id}/examples/${kind}`, form);
+  $(input).value = "";
+}
+
+async function addText(event) {
+  event.preventDefault();
+  const result = await api(`/api/projects/${state.project.id}/examples/texts`, {
+    method: "POST", json: { examples: [{ text: $("#text-input").value, label: $("#text-label").value }] } });
+  $("#text-input").value = "";
+  await showProject(state.project.id);
+  showRejected(result);
+}
+
+// -------------------------------------------------------------------------------------- jobs
+
+async function train() {
+  const job = await api(`/api/projects/${state.project.id}/jobs`, { method: "POST" });
+  showJob(job);
+  poll(job.id);
+}
+
+function showJob(job) {
+  const bar = $("#job-progress");
+  const running = job && ["queued", "running"].includes(job.state);
+  $("#cancel").hidden = !running;
+  $("#train").disabled = running;
+  if (!job) { $("#job").textContent = "Not trained yet."; bar.hidden = true; return; }
+  let text = `Job ${job.id}: ${job.state}. ${job.stage}`;
+  if (job.total) text += ` (${job.done} of ${job.total})`;
+  if (job.error) text += ` Error: ${job.error}`;
+  $("#job").textContent = text;
+  bar.hidden = !running || !job.total;
+  if (job.total) bar.value = job.done / job.total;
+  $("#cancel").onclick = () => guarded(async () => showJob(await api(`/api/jobs/${job.id}/cancel`, { method: "POST" })));
+}
+
+function poll(jobId) {
+  clearInterval(state.polling);
+  state.polling = setInterval(async () => {
+    try {
+      const job = await api(`/api/jobs/${jobId}`);
+      showJob(job);
+      const reportPending = job.state === "succeeded" && !job.stage.includes("report is ready") && !job.stage.includes("could not");
+      if (!["queued", "running"].includes(job.state) && !reportPending) {
+        clearInterval(state.polling);
+        await showProject(state.project.id);
+      } else if (job.state === "succeeded" && !$("#result").dataset.version) {
+        await showProject(state.project.id);  // the model is served: show it while the report is written
+      }
+    } catch (error) {
+      say(error.message);
+    }
+  }, 700);
+}
+
+// ----------------------------------------------------------------------------------- results
+
+async function showResult(version) {
+  const section = $("#result");
+  section.hidden = !version;
+  $("#try").hidden = !version;
+  if (!version) { delete section.dataset.version; return; }
+  section.dataset.version = version.id;
+  const s = version.summary;
+  let text = `Version ${version.number}: ${s.chosen} on ${s.features}, ${pct(s.accuracy.mean)} ± ${pct(s.accuracy.std)} cross-validated accuracy (${s.protocol}, ${s.n_examples} examples)`;
+  if (s.baseline) {
+    const gain = 100 * (s.accuracy.mean - s.baseline.mean);
+    text += `; the baseline (${s.baseline.name}) scores ${pct(s.baseline.mean)} ± ${pct(s.baseline.std)}, ${gain >= 0 ? "+" : ""}${gain.toFixed(1)} points.`;
+  }
+  $("#accuracy").textContent = text;
+  $("#candidates tbody").replaceChildren(...s.candidates.map((c) => el("tr", {},
+    el("td", {}, c.name + (c.name === s.chosen ? " (chosen)" : "")), el("td", {}, pct(c.mean)), el("td", {}, `±${pct(c.std)}`))));
+  $("#confusion-source").textContent = `(rows: true class, columns: predicted; ${s.confusion_source})`;
+  const head = el("tr", {}, el("th", { scope: "col" }, "true \\ predicted"), ...s.labels.map((l) => el("th", { scope: "col" }, l)));
+  const rows = s.confusion.map((row, i) => el("tr", {}, el("th", { scope: "row" }, s.labels[i]),
+    ...row.map((n, j) => el("td", { class: n && i !== j ? "off" : i === j ? "diag" : "" }, n))));
+  $("#confusion").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
+  $("#confused").replaceChildren(...(s.most_confused.length ? s.most_confused.slice(0, 5).map((p) =>
+    el("li", {}, `${p.true_label} taken for ${p.predicted_label}: ${p.count} times (${pct(p.rate)} of ${p.true_label})`))
+    : [el("li", {}, "none: every example was predicted right in cross-validation")]));
+  showFindings(version.findings);
+  $("#report-link").replaceChildren(version.report_ready
+    ? el("a", { href: `/api/versions/${version.id}/report`, target: "_blank" }, "Open the full report")
+    : "The report is being written…");
+  $("#download").href = `/api/versions/${version.id}/download`;
+}
+
+function exampleCard(id, caption) {
+  const modality = state.project.modality;
+  const card = el("figure", { class: "card" });
+  if (modality === "image") card.append(el("img", { src: `/api/examples/${id}/content`, alt: `example ${id}`, loading: "lazy" }));
+  else api(`/api/examples/${id}/content`).then((text) => card.prepend(el("blockquote", {}, text))).catch(() => {});
+  const relabel = el("button", { type: "button", onclick: () => guarded(async () => {
+    const label = prompt("New class for this example:");
+    if (label) { await api(`/api/examples/${id}`, { method: "PATCH", json: { label } }); say("relabeled; train again to use it", false); }
+  }) }, "Relabel");
+  const remove = el("button", { type: "button", onclick: () => guarded(async () => {
+    if (confirm("Remove this example from the project?")) {
+      await api(`/api/examples/${id}`, { method: "DELETE" }); card.remove(); say("removed; train again to use the change", false);
+    }
+  }) }, "Remove");
+  card.append(el("figcaption", {}, caption, el("br"), relabel, " ", remove));
+  return card;
+}
+
+function showFindings(findings) {
+  const box = $("#findings");
+  box.replaceChildren();
+  if (!findings) { box.append(el("p", {}, "Looking for suspect labels, outliers and near-duplicates…")); return; }
+  for (const issue of (findings.label_issues || []).slice(0, 12))
+    box.append(exampleCard(issue.example_id, `labeled ${issue.given_label}, looks like ${issue.suggested_label} (suspected label error)`));
+  for (const outlier of (findings.outliers || []).slice(0, 6))
+    box.append(exampleCard(outlier.example_id, `labeled ${outlier.label}: unlike every class (outlier)`));
+  for (const pair of (findings.near_duplicates || []).slice(0, 6))
+    box.append(exampleCard(pair.example_ids[1], `near-duplicate of example ${pair.example_ids[0]} (${pair.labels.join(" / ")})`));
+  if (!box.children.length) box.append(el("p", {}, "No suspected label errors, outliers or near-duplicates."));
+}
+
+async function showVersions() {
+  const versions = await api(`/api/projects/${state.project.id}/versions`);
+  $("#versions tbody").replaceChildren(...versions.map((v) => el("tr", {},
+    el("td", {}, `${v.number}${v.active ? " (serving)" : ""}`), el("td", {}, v.summary.n_examples),
+    el("td", {}, `${pct(v.summary.accuracy.mean)} ± ${pct(v.summary.accuracy.std)}`), el("td", {}, v.created.replace("T", " ").slice(0, 19)),
+    el("td", {}, v.active ? "" : el("button", { type: "button", onclick: () => guarded(async () => {
+      await api(`/api/versions/${v.id}/activate`, { method: "POST" }); await showProject(state.project.id);
+    }) }, "Serve this one"), " ", el("a", { href: `/api/versions/${v.id}/download` }, "download")))));
+}
+
+// ------------------------------------------------------------------------------------ predict
+
+function predictPath(kind) {
+  return state.mode === "model" ? `/api/predict/${kind}` : `/api/projects/${state.project.id}/predict/${kind}`;
+}
+
+function showPrediction(result) {
+  const prediction = result.predictions[0];
+  const rows = Object.entries(prediction.probabilities).map(([label, p]) => el("tr", {},
+    el("td", {}, label), el("td", {}, el("meter", { min: 0, max: 1, value: p }, pct(p))), el("td", {}, pct(p))));
+  $("#prediction").replaceChildren(el("p", { class: "label" }, "Prediction: ", el("strong", { id: "predicted-label" }, prediction.label)),
+    el("table", {}, el("tbody", {}, ...rows)));
+}
+
+async function tryImage(event) {
+  event.preventDefault();
+  const file = $("#try-file").files[0];
+  if (!file) throw new Error("choose an image first");
+  const form = new FormData();
+  form.append("files", file);
+  showPrediction(await api(predictPath("images"), { method: "POST", body: form }));
+  $("#prediction").prepend(el("img", { src: URL.createObjectURL(file), alt: "the image you sent", class: "tried" }));
+}
+
+async function tryText(event) {
+  event.preventDefault();
+  showPrediction(await api(predictPath("texts"), { method: "POST", json: { texts: [$("#try-input").value] } }));
+}
+
+// -------------------------------------------------------------------------------------- setup
+
+async function route() {
+  for (const id of ["#projects-view", "#project-view", "#model-view"]) $(id).hidden = true;
+  clearInterval(state.polling);
+  await guarded(async () => {
+    if (state.mode === "model") {
+      const model = await api("/api/model");
+      state.project = { modality: model.modality };
+      document.body.dataset.modality = model.modality;
+      document.body.dataset.mode = "model";
+      $("#model-view").hidden = false;
+      $("#model-info").textContent = `A ${model.modality} model (${model.head} on ${model.features}) with classes: ${model.labels.join(", ")}.`;
+      $("#project-view").hidden = false;
+      $("#try").hidden = false;
+      return;
+    }
+    const match = location.hash.match(/^#project-(\d+)$/);
+    if (match) await showProject(Number(match[1]));
+    else await showProjects();
+  });
+}
+
+function setupDrop() {
+  const zone = $("#drop");
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    dropped = Array.from(e.dataTransfer.files);
+    zone.firstChild.textContent = `${dropped.length} image(s) ready; `;
+  });
+  $("#image-files").addEventListener("change", () => {
+    dropped = [];
+    zone.firstChild.textContent = `${$("#image-files").files.length} image(s) chosen; `;
+  });
+}
+
+document.addEventListener("DOMContentLoaded", async () => {
+  const keyInput = $("#api-key");
+  keyInput.value = sessionStorage.getItem("smalldata-key") || "";
+  $("#key-state").textContent = keyInput.value ? "key set" : "no key: you can look, but not change or predict";
+  $("#key-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    sessionStorage.setItem("smalldata-key", keyInput.value.trim());
+    $("#key-state").textContent = "key set";
+  });
+  const bind = (selector, handler) => $(selector).addEventListener("submit", (e) => { e.preventDefault(); guarded(() => handler(e)); });
+  bind("#new-project", createProject);
+  bind("#add-images", addImages);
+  bind("#add-zip", (e) => addFile(e, "#zip-file", "zip"));
+  bind("#add-csv", (e) => addFile(e, "#csv-file", "csv"));
+  bind("#add-text", addText);
+  bind("#try-image", tryImage);
+  bind("#try-text", tryText);
+  $("#train").addEventListener("click", () => guarded(train));
+  setupDrop();
+  try { state.mode = (await api("/api/health")).mode; } catch (error) { say(error.message); }
+  window.addEventListener("hashchange", route);
+  await route();
+});

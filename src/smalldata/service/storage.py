@@ -1,0 +1,138 @@
+"""What the service keeps: projects, their examples, training jobs, model versions and API keys.
+
+SQLAlchemy, so the same code runs on SQLite in the data folder (the default) or on PostgreSQL
+(``--db postgresql+psycopg://...``). File contents live in the blob store; rows hold their hashes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint, create_engine, event, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+MODALITIES = ("image", "text")
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+UNFINISHED = ("queued", "running")
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)  # naive UTC: the same on SQLite and PostgreSQL
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    modality: Mapped[str] = mapped_column(String(10))
+    created: Mapped[datetime] = mapped_column(default=now)
+    active_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", use_alter=True), default=None)
+
+
+class Example(Base):
+    """One labeled image (its bytes in the blob store under `blob`) or text (in `text`)."""
+
+    __tablename__ = "examples"
+    __table_args__ = (UniqueConstraint("project_id", "content_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    label: Mapped[str] = mapped_column(String(200))
+    content_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the bytes or of the UTF-8 text
+    embed_key: Mapped[str] = mapped_column(String(32))  # the embedding cache's key for this content
+    text: Mapped[str | None] = mapped_column(Text, default=None)
+    blob: Mapped[str | None] = mapped_column(String(64), default=None)
+    filename: Mapped[str | None] = mapped_column(String(255), default=None)  # for display only, never a path
+    created: Mapped[datetime] = mapped_column(default=now)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    state: Mapped[str] = mapped_column(String(12), default="queued")
+    stage: Mapped[str] = mapped_column(String(300), default="waiting for the worker")
+    done: Mapped[int] = mapped_column(default=0)  # items done in the current stage
+    total: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    n_examples: Mapped[int] = mapped_column(default=0)
+    version_id: Mapped[int | None] = mapped_column(default=None)
+    created: Mapped[datetime] = mapped_column(default=now)
+    started: Mapped[datetime | None] = mapped_column(default=None)
+    finished: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ModelVersion(Base):
+    """An immutable trained model: its folder under models/ never changes once written."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("project_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    number: Mapped[int] = mapped_column()
+    job_id: Mapped[int] = mapped_column()
+    folder: Mapped[str] = mapped_column(String(100))  # relative to the data folder, made from ids only
+    summary: Mapped[dict] = mapped_column(JSON)  # accuracy, baseline, confusion, most confused
+    findings: Mapped[dict | None] = mapped_column(JSON, default=None)  # from the report, once it exists
+    report: Mapped[str | None] = mapped_column(String(100), default=None)  # report file, once it exists
+    created: Mapped[datetime] = mapped_column(default=now)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    digest: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the key; the key is never stored
+    created: Mapped[datetime] = mapped_column(default=now)
+
+
+def database_url(data_dir: Path, url: str | None) -> str:
+    return url or f"sqlite:///{Path(data_dir).resolve() / 'smalldata.db'}"
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(connection, _record):
+            # WAL: readers do not wait for the job runner's writes; foreign keys are off by default.
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+    else:
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    Base.metadata.create_all(engine)
+    return engine
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def fail_interrupted_jobs(sessions: sessionmaker[Session]) -> int:
+    """Jobs left running by a crash or a restart: failed, with the reason. Examples and earlier
+    versions are untouched (a version only exists once its folder is complete)."""
+    with sessions.begin() as session:
+        result = session.execute(
+            update(Job).where(Job.state == "running").values(
+                state="failed", finished=now(),
+                error="the service stopped while this job ran; no example or earlier version was lost: train again")
+        )
+        return result.rowcount
+
+
+def next_version_number(session: Session, project_id: int) -> int:
+    numbers = session.scalars(select(ModelVersion.number).where(ModelVersion.project_id == project_id)).all()
+    return max(numbers, default=0) + 1

@@ -1,0 +1,88 @@
+"""What a training job does, in the worker process: the library's `train()`, a summary for the page,
+and the report's findings mapped back to example ids.
+
+This is the service's only call to `smalldata.train`: keep it so, and adapt it here when `train()`
+gains options (fine-tuning, unlabeled data, ...).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import confusion_matrix
+
+from smalldata.data import Dataset, require_evaluable
+from smalldata.explain import most_confused
+from smalldata.model import Model
+from smalldata.progress import Progress
+from smalldata.report import training_report, write_report
+from smalldata.train import train
+
+
+def fit(dataset: Dataset, progress: Progress) -> Model:
+    """Cross-validated choice of head, refit on everything. No learning curve: it costs about as
+    much as the cross-validation again, and the service retrains often (see BENCHMARKS.md)."""
+    return train(dataset, evaluate=True, curve=False, seed=0, progress=progress)
+
+
+def prepare_serving(model: Model) -> None:
+    """Export what predictions will run (here, where torch is loaded anyway), so the service
+    answers its first request without exporting anything."""
+    from smalldata.backbones import REGISTRY, ImageBackbone, TextBackbone, get_backbone
+    from smalldata.service.fast_text import exported
+
+    if model.features in REGISTRY:
+        backbone = get_backbone(model.features)
+        if isinstance(backbone, TextBackbone):
+            exported(backbone)
+        elif isinstance(backbone, ImageBackbone):
+            backbone.onnx_path()
+
+
+def check_trainable(dataset: Dataset) -> None:
+    """Raise DataError (with what to do) when training would fail on these examples."""
+    require_evaluable(dataset, drop_small_classes=False)
+
+
+def summarize(model: Model, dataset: Dataset) -> dict:
+    """What the page shows of a version: accuracy against the baseline with its spread, the
+    out-of-fold confusion matrix and the most confused pairs."""
+    comparison = model.comparison
+    chosen, baseline = comparison.chosen, comparison.baseline
+    probabilities = np.asarray(comparison.out_of_fold[chosen.name])
+    predicted = [model.classes[i] for i in probabilities.argmax(axis=1)]
+    confusion = confusion_matrix(dataset.labels, predicted, labels=model.classes).tolist()
+    return {
+        "modality": model.modality,
+        "labels": model.classes,
+        "counts": dataset.counts(),
+        "n_examples": len(dataset),
+        "chosen": chosen.name,
+        "features": model.features,
+        "accuracy": {"mean": chosen.mean, "std": chosen.std, "standard_error": chosen.standard_error},
+        "baseline": {"name": baseline.name, "mean": baseline.mean, "std": baseline.std} if baseline else None,
+        "protocol": comparison.to_dict()["protocol"],
+        "candidates": [{"name": s.name, "mean": s.mean, "std": s.std, "is_baseline": s.is_baseline}
+                       for s in comparison.scores],
+        "confusion": confusion,
+        "confusion_source": "cross-validation (out-of-fold)",
+        "most_confused": most_confused(confusion, model.classes).to_dict()["pairs"],
+    }
+
+
+def report_findings(model: Model, dataset: Dataset, example_ids: list[int], path) -> dict:
+    """Write the HTML report to `path`; return its findings with example ids in place of paths."""
+    report = training_report(model, dataset)
+    write_report(report, path)
+    findings = {}
+    if "label_issues" in report.findings:
+        findings["label_issues"] = [
+            {"example_id": example_ids[i.index], "given_label": i.given_label, "suggested_label": i.suggested_label,
+             "given_probability": i.given_probability} for i in report.findings["label_issues"].issues]
+    findings["near_duplicates"] = [
+        {"example_ids": [example_ids[p.first_index], example_ids[p.second_index]],
+         "labels": [p.first_label, p.second_label], "similarity": p.similarity}
+        for p in report.findings["near_duplicates"].pairs]
+    findings["outliers"] = [
+        {"example_id": example_ids[o.index], "label": o.label, "nearest_class": o.nearest_class, "score": o.score}
+        for o in report.findings["outliers"].outliers]
+    return findings

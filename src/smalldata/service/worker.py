@@ -1,0 +1,293 @@
+"""Training jobs, one at a time, in a worker process; never inside a request.
+
+The worker is started once (spawn) and kept: backbones it loaded stay loaded, so a retrain pays
+only for what is new. The job runner, a thread of the service, takes the oldest queued job from
+the database, hands the worker a snapshot of the project's examples, and records what comes back.
+Cancelling kills the worker and starts a fresh one; a worker that dies fails its job. A version
+exists only once its folder is complete (written under a temporary name, then renamed), so
+neither a crash nor a cancel can leave half a model or touch an earlier one.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import threading
+import time
+from multiprocessing.connection import wait
+from pathlib import Path
+
+from rich.text import Text
+from sqlalchemy import select
+
+from smalldata.progress import Progress
+from smalldata.service.storage import Example, Job, ModelVersion, Project, next_version_number, now
+
+log = logging.getLogger("smalldata.service")
+PROGRESS_EVERY_S = 0.25  # at most this often a progress message crosses to the service
+
+
+# ----------------------------------------------------------------------------- in the worker
+
+class _PipeTask:
+    def __init__(self, send, description: str, total: int):
+        self._send, self._description, self._total, self._done, self._last = send, description, total, 0, 0.0
+
+    def advance(self, amount: int = 1) -> None:
+        self._done += amount
+        if time.monotonic() - self._last >= PROGRESS_EVERY_S or self._done >= self._total:
+            self._last = time.monotonic()
+            self._send(self._description, self._done, self._total)
+
+    def done(self) -> None:
+        self._send(self._description, self._total, self._total)
+
+
+class PipeProgress(Progress):
+    """The library's progress reports, sent to the service instead of drawn as bars."""
+
+    def __init__(self, send):
+        super().__init__(enabled=False)
+        self._send = send
+
+    def task(self, description: str, total: int) -> _PipeTask:
+        self._send(description, 0, total)
+        return _PipeTask(self._send, description, total)
+
+    def log(self, message: str) -> None:
+        self._send(Text.from_markup(message).plain, 0, 0)
+
+
+def worker_main(conn) -> None:
+    """The worker process: train each job it is sent until it is sent None."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from smalldata.service import training  # imported here: the service process never loads torch for training
+
+    while True:
+        message = conn.recv()
+        if message is None:
+            return
+        job_id, spec = message
+        try:
+            _train(conn, job_id, spec, training)
+        except Exception as error:  # any failure is the job's, reported with its message; the worker lives on
+            conn.send(("failed", job_id, f"{type(error).__name__}: {error}"))
+
+
+def _train(conn, job_id: int, spec: dict, training) -> None:
+    from smalldata.data import Dataset
+
+    inputs = [Path(p) for p in spec["inputs"]] if spec["modality"] == "image" else spec["inputs"]
+    dataset = Dataset(inputs, spec["labels"], spec["modality"], spec["keys"], source=spec["source"])
+    progress = PipeProgress(lambda stage, done, total: conn.send(("progress", job_id, stage, done, total)))
+    model = training.fit(dataset, progress)
+    model.save(spec["out_dir"])
+    training.prepare_serving(model)
+    conn.send(("model", job_id, training.summarize(model, dataset)))
+    try:
+        conn.send(("report", job_id, training.report_findings(model, dataset, spec["ids"], spec["report_path"])))
+    except Exception as error:  # the model is served already; a report that fails only says so
+        conn.send(("report_failed", job_id, f"{type(error).__name__}: {error}"))
+
+
+# ---------------------------------------------------------------------------- in the service
+
+class JobRunner:
+    def __init__(self, sessions, data_dir: Path, blobs):
+        self.sessions, self.data_dir, self.blobs = sessions, Path(data_dir), blobs
+        self.partial_dir = self.data_dir / "models" / ".partial"
+        self.reports_dir = self.data_dir / "reports"
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._cancel: set[int] = set()
+        self._lock = threading.Lock()
+        self._process = self._conn = None
+        self._thread = threading.Thread(target=self._loop, name="smalldata-jobs", daemon=True)
+
+    # --- life cycle
+    def start(self) -> None:
+        shutil.rmtree(self.partial_dir, ignore_errors=True)  # left by a crash: never a version
+        self.partial_dir.mkdir(parents=True, exist_ok=True)
+        self.reports_dir.mkdir(parents=True, exist_ok=True)
+        self._start_worker()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+        self._stop_worker(graceful=True)
+
+    @property
+    def worker_pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def _start_worker(self) -> None:
+        context = multiprocessing.get_context("spawn")  # fork would copy the service's threads and sockets
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=worker_main, args=(child,), name="smalldata-trainer", daemon=True)
+        self._process.start()
+        child.close()
+
+    def _stop_worker(self, *, graceful: bool) -> None:
+        process, conn = self._process, self._conn
+        if process is None:
+            return
+        if graceful and process.is_alive():
+            try:
+                conn.send(None)
+                process.join(timeout=5)
+            except (OSError, EOFError):
+                pass
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=5)
+        conn.close()
+        self._process = self._conn = None
+
+    # --- requests from the API
+    def submit(self) -> None:
+        self._wake.set()
+
+    def cancel(self, job_id: int) -> None:
+        with self._lock:
+            self._cancel.add(job_id)
+        self._wake.set()
+
+    # --- the runner thread
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                claimed = self._claim_next()
+                if claimed is None:
+                    self._wake.wait(timeout=1.0)
+                    self._wake.clear()
+                    continue
+                self._run(*claimed)
+            except Exception:  # the runner must outlive any one job (e.g. the database away for a moment)
+                log.exception("job runner error")
+                time.sleep(1.0)
+
+    def _claim_next(self):
+        with self.sessions.begin() as session:
+            self._cancel_queued(session)
+            job = session.scalars(select(Job).where(Job.state == "queued").order_by(Job.id).limit(1)).first()
+            if job is None:
+                return None
+            project = session.get(Project, job.project_id)
+            examples = session.scalars(select(Example).where(Example.project_id == job.project_id).order_by(Example.id)).all()
+            spec = {
+                "modality": project.modality,
+                "inputs": [str(self.blobs.path(e.blob)) if e.blob else e.text for e in examples],
+                "labels": [e.label for e in examples],
+                "keys": [e.embed_key for e in examples],
+                "ids": [e.id for e in examples],
+                "source": f"smalldata serve: project {project.id} ({project.name})",
+                "out_dir": str(self.partial_dir / f"job-{job.id}"),
+                "report_path": str(self.reports_dir / f"job-{job.id}.html"),
+            }
+            job.state, job.started, job.n_examples, job.stage = "running", now(), len(examples), "starting"
+            return job.id, job.project_id, spec
+
+    def _cancel_queued(self, session) -> None:
+        with self._lock:
+            wanted, self._cancel = set(self._cancel), set()
+        for job_id in wanted:
+            job = session.get(Job, job_id)
+            if job is not None and job.state == "queued":
+                job.state, job.finished, job.stage = "cancelled", now(), "cancelled before it started"
+            elif job is not None and job.state == "running":
+                with self._lock:
+                    self._cancel.add(job_id)  # the running job's own loop acts on it
+
+    def _run(self, job_id: int, project_id: int, spec: dict) -> None:
+        if self._process is None or not self._process.is_alive():
+            self._stop_worker(graceful=False)
+            self._start_worker()
+        self._conn.send((job_id, spec))
+        serving = False  # the model is in place; only the report is still being written
+        while True:
+            ready = wait([self._conn, self._process.sentinel], timeout=0.2)
+            with self._lock:
+                cancelled = job_id in self._cancel
+                self._cancel.discard(job_id)
+            if cancelled and not serving:
+                self._restart_worker()
+                self._finish(job_id, "cancelled", "cancelled; the worker was stopped and a fresh one started")
+                shutil.rmtree(spec["out_dir"], ignore_errors=True)
+                return
+            if self._conn in ready:
+                try:
+                    message = self._conn.recv()
+                except (EOFError, OSError):
+                    message = ("died", job_id)
+            elif self._process.sentinel in ready:
+                message = ("died", job_id)
+            else:
+                continue
+            kind = message[0]
+            if kind == "progress":
+                self._progress(job_id, *message[2:])
+            elif kind == "model":
+                self._add_version(job_id, project_id, spec, message[2])
+                serving = True
+            elif kind in ("report", "report_failed"):
+                self._add_report(job_id, spec, message[2] if kind == "report" else None)
+                return
+            elif kind == "failed":
+                self._finish(job_id, "failed", message[2])
+                shutil.rmtree(spec["out_dir"], ignore_errors=True)
+                return
+            elif kind == "died":
+                code = self._process.exitcode
+                self._restart_worker()
+                if not serving:
+                    self._finish(job_id, "failed", f"the training worker stopped unexpectedly (exit code {code}); "
+                                 "no example or earlier version was lost: train again")
+                    shutil.rmtree(spec["out_dir"], ignore_errors=True)
+                return
+
+    def _restart_worker(self) -> None:
+        self._stop_worker(graceful=False)
+        self._start_worker()
+
+    def _progress(self, job_id: int, stage: str, done: int, total: int) -> None:
+        with self.sessions.begin() as session:
+            job = session.get(Job, job_id)
+            job.stage, job.done, job.total = stage[:300], done, total
+
+    def _finish(self, job_id: int, state: str, message: str) -> None:
+        with self.sessions.begin() as session:
+            job = session.get(Job, job_id)
+            job.state, job.finished = state, now()
+            if state == "failed":
+                job.error = message
+            job.stage = message[:300]
+
+    def _add_version(self, job_id: int, project_id: int, spec: dict, summary: dict) -> None:
+        """Rename the finished folder into place, then record it; the new version answers predictions."""
+        with self.sessions.begin() as session:
+            number = next_version_number(session, project_id)
+            folder = f"models/{project_id}/{number}"
+            target = self.data_dir / folder
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(spec["out_dir"], target)
+            version = ModelVersion(project_id=project_id, number=number, job_id=job_id, folder=folder, summary=summary)
+            session.add(version)
+            session.flush()
+            session.get(Project, project_id).active_version_id = version.id
+            job = session.get(Job, job_id)
+            job.state, job.finished, job.version_id = "succeeded", now(), version.id
+            job.stage = f"version {number} is served; writing its report"
+            job.done = job.total = 0
+
+    def _add_report(self, job_id: int, spec: dict, findings: dict | None) -> None:
+        with self.sessions.begin() as session:
+            job = session.get(Job, job_id)
+            version = session.get(ModelVersion, job.version_id)
+            if findings is not None:
+                version.findings, version.report = findings, Path(spec["report_path"]).name
+                job.stage = f"version {version.number} is served; its report is ready"
+            else:
+                job.stage = f"version {version.number} is served; its report could not be written"

@@ -1,0 +1,340 @@
+"""Every endpoint, and every kind of bad input, against SQLite and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import struct
+import zipfile
+import zlib
+
+import pytest
+
+from tests.service.conftest import fresh_database, png_bytes, start_service
+
+
+def folder_digest(folder) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+# --------------------------------------------------------------------------- keys and basics
+
+def test_health_and_openapi_describe_every_endpoint(service):
+    assert service.client.get("/api/health").json() == {"status": "ok", "mode": "projects"}
+    paths = service.client.get("/openapi.json").json()["paths"]
+    for path in ("/api/projects", "/api/projects/{project_id}/examples/images", "/api/projects/{project_id}/examples/zip",
+                 "/api/projects/{project_id}/examples/csv", "/api/projects/{project_id}/examples/texts",
+                 "/api/examples/{example_id}", "/api/projects/{project_id}/jobs", "/api/jobs/{job_id}/cancel",
+                 "/api/versions/{version_id}/activate", "/api/versions/{version_id}/download",
+                 "/api/projects/{project_id}/predict/images", "/api/projects/{project_id}/predict/texts"):
+        assert path in paths
+    assert service.client.get("/docs").status_code == 200
+    page = service.client.get("/")
+    assert page.status_code == 200 and "<title>smalldata</title>" in page.text
+    assert service.client.get("/static/app.js").status_code == 200
+
+
+def test_writes_and_predictions_need_a_known_key(service, text_project):
+    body = {"name": "x", "modality": "text"}
+    missing = service.client.post("/api/projects", json=body)
+    assert missing.status_code == 401 and "api-key create" in missing.json()["detail"]
+    assert service.client.post("/api/projects", json=body, headers={"X-API-Key": "sd_wrong"}).status_code == 403
+    bearer = service.client.post("/api/projects", json=body, headers={"Authorization": f"Bearer {service.key}"})
+    assert bearer.status_code == 201
+    predict = f"/api/projects/{text_project['id']}/predict/texts"
+    assert service.client.post(predict, json={"texts": ["rain"]}).status_code == 401
+    assert service.client.get("/api/projects").status_code == 200  # reads are open
+
+
+def test_project_create_list_get_and_bad_input(service):
+    made = service.post("/api/projects", json={"name": "  flowers ", "modality": "image"})
+    assert made.status_code == 201
+    project = made.json()
+    assert project["name"] == "flowers" and project["n_examples"] == 0 and project["active_version"] is None
+    assert "at least 2 classes" in project["problems"][0]
+    assert project["id"] in [p["id"] for p in service.client.get("/api/projects").json()]
+    assert service.client.get(f"/api/projects/{project['id']}").json()["name"] == "flowers"
+    assert service.post("/api/projects", json={"name": "x", "modality": "audio"}).status_code == 422
+    assert service.post("/api/projects", json={"name": "\n", "modality": "text"}).status_code == 422
+    assert service.post("/api/projects", content=b"{not json", headers={"Content-Type": "application/json"}).status_code == 422
+    assert service.client.get("/api/projects/999999").status_code == 404
+    assert service.client.get("/api/projects/abc").status_code == 422
+    assert service.client.get("/api/projects/99999999999999999999999").status_code == 422
+
+
+# ------------------------------------------------------------------------------- text examples
+
+def test_text_examples_add_list_relabel_delete(service):
+    pid = service.post("/api/projects", json={"name": "t", "modality": "text"}).json()["id"]
+    added = service.post(f"/api/projects/{pid}/examples/texts", json={"examples": [
+        {"text": "Goal!", "label": "sport"}, {"text": "Add salt", "label": "cooking"}, {"text": "Goal!", "label": "x"}]})
+    assert added.status_code == 201
+    body = added.json()
+    assert len(body["added"]) == 2 and "already in the project" in body["rejected"][0]["reason"]
+    listed = service.client.get(f"/api/projects/{pid}/examples").json()
+    assert [e["text"] for e in listed] == ["Goal!", "Add salt"]
+    assert service.client.get(f"/api/projects/{pid}/examples", params={"label": "sport"}).json()[0]["text"] == "Goal!"
+    first = listed[0]["id"]
+    assert service.client.patch(f"/api/examples/{first}", json={"label": "football"},
+                                headers=service.headers).json()["label"] == "football"
+    assert service.client.get(f"/api/examples/{first}/content").text == "Goal!"
+    assert service.client.patch(f"/api/examples/{first}", json={"label": "a\x00b"}, headers=service.headers).status_code == 422
+    assert service.client.patch(f"/api/examples/{first}", json={"label": "x" * 101}, headers=service.headers).status_code == 422
+    assert service.client.delete(f"/api/examples/{first}", headers=service.headers).status_code == 204
+    assert service.client.get(f"/api/examples/{first}").status_code == 404
+    assert service.client.delete(f"/api/examples/{first}", headers=service.headers).status_code == 404
+    counts = service.client.get(f"/api/projects/{pid}").json()["counts"]
+    assert counts == {"cooking": 1}
+
+
+def test_bad_csv_and_text_inputs_get_clear_4xx(service):
+    pid = service.post("/api/projects", json={"name": "t", "modality": "text"}).json()["id"]
+    csv = f"/api/projects/{pid}/examples/csv"
+    binary = service.post(csv, files={"file": ("a.csv", b"\x89PNG\x00\x00\xff\xfe", "text/csv")})
+    assert binary.status_code == 415
+    no_header = service.post(csv, files={"file": ("a.csv", b"words,more\nhello,there\n", "text/csv")})
+    assert no_header.status_code == 422 and "'text' and 'label'" in no_header.json()["detail"]
+    rows = "text,label\n" + "".join(f"t{i},a\n" for i in range(101))
+    assert service.post(csv, files={"file": ("a.csv", rows.encode(), "text/csv")}).status_code == 413
+    partial = service.post(csv, files={"file": ("a.csv", b"text,label\nfine,a\n,b\nno label,\n" + b"x" * 600 + b",a\n", "text/csv")})
+    assert partial.status_code == 201
+    reasons = [r["reason"] for r in partial.json()["rejected"]]
+    assert len(partial.json()["added"]) == 1 and len(reasons) == 3 and any("longer than 500" in r for r in reasons)
+    texts = f"/api/projects/{pid}/examples/texts"
+    assert service.post(texts, json={"examples": []}).status_code == 422
+    assert service.post(texts, json={"examples": [{"text": "x" * 501, "label": "a"}]}).status_code == 413
+    assert service.post(texts, json={"wrong": 1}).status_code == 422
+    assert service.post(csv).status_code == 422  # no file at all
+    images = service.post(f"/api/projects/{pid}/examples/images", data={"label": "a"},
+                          files={"files": ("a.png", b"x", "image/png")})
+    assert images.status_code == 422 and "holds texts" in images.json()["detail"]
+
+
+# ------------------------------------------------------------------------------ image examples
+
+def test_images_are_checked_by_content_not_by_name(service, fashion_pngs):
+    from PIL import Image
+
+    pid = service.post("/api/projects", json={"name": "clothes", "modality": "image"}).json()["id"]
+    url = f"/api/projects/{pid}/examples/images"
+    files = [("files", (f"t{i}.png", data, "image/png")) for i, data in enumerate(fashion_pngs["trouser"][:3])]
+    files += [("files", ("fake.png", b"this is text, not a PNG", "image/png")),
+              ("files", ("empty.jpg", b"", "image/jpeg")),
+              ("files", ("truncated.png", fashion_pngs["bag"][0][:200], "image/png")),
+              ("files", ("../../etc/passwd.png", png_bytes(Image.new("RGB", (8, 8), "red")), "image/png"))]
+    result = service.post(url, data={"label": "trouser"}, files=files)
+    assert result.status_code == 201, result.text
+    body = result.json()
+    assert len(body["added"]) == 4 and body["added"][3]["filename"] == "passwd.png"
+    reasons = {r["name"]: r["reason"] for r in body["rejected"]}
+    assert "not a readable image" in reasons["fake.png"] and reasons["empty.jpg"] == "the file is empty"
+    assert "not a readable image" in reasons["truncated.png"]
+    # stored by content hash, never under a name from the request
+    stored = [p.name for p in (service.state.data_dir / "blobs").rglob("*") if p.is_file()]
+    assert stored and all(len(name) == 64 for name in stored) and "passwd.png" not in stored
+    content = service.client.get(f"/api/examples/{body['added'][0]['id']}/content")
+    assert content.headers["content-type"] == "image/png" and content.content == fashion_pngs["trouser"][0]
+    assert service.post(url, data={"label": " "}, files=files[:1]).status_code == 422
+    too_many = [("files", (f"{i}.png", b"x", "image/png")) for i in range(41)]
+    assert service.post(url, data={"label": "a"}, files=too_many).status_code == 413
+    assert service.post(url, data={"label": "a"}).status_code == 422  # no files
+
+
+def _png_header_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims a huge image: a decompression bomb."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bombs_and_oversized_bodies_are_refused(service, text_project):
+    pid = service.post("/api/projects", json={"name": "bombs", "modality": "image"}).json()["id"]
+    url = f"/api/projects/{pid}/examples/images"
+    for width, height in ((5000, 5000), (100_000, 100_000)):  # over our limit; over Pillow's own bomb limit
+        result = service.post(url, data={"label": "a"}, files={"files": ("b.png", _png_header_claiming(width, height), "image/png")})
+        assert result.status_code == 201 and result.json()["added"] == []
+        assert "pixels" in result.json()["rejected"][0]["reason"] or "bomb" in result.json()["rejected"][0]["reason"]
+    body = service.post(url, data={"label": "a"}, files={"files": ("big.png", os.urandom(3 * 2**20), "image/png")})
+    assert body.status_code == 413
+    long = service.post(f"/api/projects/{text_project['id']}/predict/texts", json={"texts": ["x" * 3 * 2**20]})
+    assert long.status_code == 413
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_zip_of_class_folders_and_unsafe_or_bomb_zips(service, fashion_pngs):
+    pid = service.post("/api/projects", json={"name": "zip", "modality": "image"}).json()["id"]
+    url = f"/api/projects/{pid}/examples/zip"
+    good = _zip({"clothes/bag/1.png": fashion_pngs["bag"][0], "clothes/bag/2.png": fashion_pngs["bag"][1],
+                 "clothes/sneaker/1.png": fashion_pngs["sneaker"][0], "__MACOSX/bag/._1.png": b"junk",
+                 "loose.png": fashion_pngs["bag"][2], "clothes/sneaker/notes.txt": b"hello"})
+    result = service.post(url, files={"file": ("c.zip", good, "application/zip")})
+    assert result.status_code == 201, result.text
+    assert sorted(e["label"] for e in result.json()["added"]) == ["bag", "bag", "sneaker"]
+    assert {r["name"] for r in result.json()["rejected"]} == {"loose.png", "clothes/sneaker/notes.txt"}
+    unsafe = _zip({"../bag/1.png": fashion_pngs["bag"][3]})
+    assert service.post(url, files={"file": ("u.zip", unsafe, "application/zip")}).status_code == 422
+    absolute = _zip({"/tmp/bag/1.png": fashion_pngs["bag"][3]})
+    assert service.post(url, files={"file": ("a.zip", absolute, "application/zip")}).status_code == 422
+    buffer = io.BytesIO()  # 5 MiB of zeros compress to a few KB: over the 4 MiB unpacked limit
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("bag/zeros.png", b"\x00" * 5 * 2**20)
+    bomb = service.post(url, files={"file": ("bomb.zip", buffer.getvalue(), "application/zip")})
+    assert bomb.status_code == 413 and "unpacks to more" in bomb.json()["detail"]
+    many = _zip({f"bag/{i}.png": b"x" for i in range(41)})
+    assert service.post(url, files={"file": ("m.zip", many, "application/zip")}).status_code == 413
+    assert service.post(url, files={"file": ("n.zip", b"PK not really", "application/zip")}).status_code == 415
+
+
+# ------------------------------------------------------------------------ training and versions
+
+def test_training_refuses_what_cannot_be_trained(service):
+    pid = service.post("/api/projects", json={"name": "small", "modality": "text"}).json()["id"]
+    assert service.post(f"/api/projects/{pid}/jobs").status_code == 422  # no examples
+    service.post(f"/api/projects/{pid}/examples/texts", json={"examples": [
+        {"text": "a", "label": "x"}, {"text": "b", "label": "x"}, {"text": "c", "label": "y"}]})
+    refused = service.post(f"/api/projects/{pid}/jobs")
+    assert refused.status_code == 422 and "at least 2" in refused.json()["detail"]
+    no_model = service.post(f"/api/projects/{pid}/predict/texts", json={"texts": ["a"]})
+    assert no_model.status_code == 409 and "train first" in no_model.json()["detail"]
+
+
+def test_trained_project_predicts_and_shows_its_result(service, text_project):
+    pid = text_project["id"]
+    project = service.client.get(f"/api/projects/{pid}").json()
+    version = project["active_version"]
+    summary = version["summary"]
+    assert summary["n_examples"] == 24 and summary["baseline"]["name"].startswith("baseline")
+    assert 0 <= summary["accuracy"]["std"] and summary["accuracy"]["mean"] >= 0.8
+    assert len(summary["confusion"]) == 3 and sum(map(sum, summary["confusion"])) == 24
+    assert version["report_ready"] and set(version["findings"]) >= {"outliers", "near_duplicates", "label_issues"}
+    report = service.client.get(f"/api/versions/{version['id']}/report")
+    assert report.status_code == 200 and "<html" in report.text.lower()
+    texts = ["The referee showed a red card to the defender.", "Stir in the flour and butter.",
+             "Expect drizzle and grey skies all day."]
+    answer = service.post(f"/api/projects/{pid}/predict/texts", json={"texts": texts})
+    assert answer.status_code == 200
+    predictions = answer.json()["predictions"]
+    assert [p["label"] for p in predictions] == ["sport", "cooking", "weather"]
+    assert abs(sum(predictions[0]["probabilities"].values()) - 1) < 1e-3
+    assert service.post(f"/api/projects/{pid}/predict/texts", json={"texts": []}).status_code == 422
+    assert service.post(f"/api/projects/{pid}/predict/texts", json={"texts": ["  "]}).status_code == 422
+    assert service.post(f"/api/projects/{pid}/predict/texts", json={"texts": ["a"] * 9}).status_code == 413
+    assert service.post(f"/api/projects/{pid}/predict/images", files={"files": ("a.png", b"x", "image/png")}).status_code == 422
+
+
+def test_download_gives_a_model_folder_that_loads(service, text_project, tmp_path):
+    from smalldata.model import Model
+
+    version = service.client.get(f"/api/projects/{text_project['id']}/versions").json()[-1]
+    download = service.client.get(f"/api/versions/{version['id']}/download")
+    assert download.status_code == 200 and download.headers["content-type"] == "application/zip"
+    zipfile.ZipFile(io.BytesIO(download.content)).extractall(tmp_path)
+    model = Model.load(tmp_path / f"model-v{version['number']}")
+    assert model.classes == ["cooking", "sport", "weather"] and model.head_name == version["summary"]["chosen"]
+    assert service.client.get("/api/versions/424242/download").status_code == 404
+
+
+def test_retraining_makes_a_new_version_and_keeps_the_old_one(service, text_project):
+    pid = text_project["id"]
+    first = service.client.get(f"/api/projects/{pid}/versions").json()[-1]
+    first_folder = service.state.data_dir / f"models/{pid}/{first['number']}"
+    before = folder_digest(first_folder)
+    service.post(f"/api/projects/{pid}/examples/texts", json={"examples": [
+        {"text": "Snow is forecast for the hills.", "label": "weather"},
+        {"text": "The striker scored twice.", "label": "sport"}]})
+    job = service.post(f"/api/projects/{pid}/jobs").json()
+    assert service.post(f"/api/projects/{pid}/jobs").status_code == 409  # one job per project at a time
+    assert service.wait(job["id"])["state"] == "succeeded"
+    versions = service.client.get(f"/api/projects/{pid}/versions").json()
+    assert [v["number"] for v in versions][:2] == [first["number"] + 1, first["number"]]
+    assert versions[0]["active"] and versions[0]["summary"]["n_examples"] == 26
+    assert folder_digest(first_folder) == before  # immutable
+    again = service.client.post(f"/api/versions/{first['id']}/activate", headers=service.headers)
+    assert again.status_code == 200 and again.json()["active"]
+    answer = service.post(f"/api/projects/{pid}/predict/texts", json={"texts": ["A sunny day"]}).json()
+    assert answer["version_id"] == first["id"]
+    service.client.post(f"/api/versions/{versions[0]['id']}/activate", headers=service.headers)
+    assert service.client.post(f"/api/versions/{first['id']}/activate").status_code == 401
+
+
+def test_cancel_stops_the_worker_and_the_next_job_still_runs(service, text_project, backend):
+    if backend is not None:
+        pytest.skip("the worker does not touch the database: once, on SQLite, is enough")
+    pid = text_project["id"]
+    old_pid = service.state.runner.worker_pid
+    job = service.post(f"/api/projects/{pid}/jobs").json()
+    cancelled = service.post(f"/api/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 202
+    assert service.wait(job["id"])["state"] == "cancelled"
+    assert service.post(f"/api/jobs/{job['id']}/cancel").status_code == 409
+    assert service.post("/api/jobs/999999/cancel").status_code == 404
+    jobs = service.client.get(f"/api/projects/{pid}/jobs").json()
+    assert jobs[0]["id"] == job["id"] and jobs[0]["version_id"] is None
+    if service.state.runner.worker_pid != old_pid:  # cancelled while running: a fresh worker replaced it
+        assert service.state.runner.worker_pid is not None
+
+
+def test_a_worker_crash_fails_the_job_and_loses_nothing(service, text_project, backend):
+    if backend is not None:
+        pytest.skip("the worker does not touch the database: once, on SQLite, is enough")
+    import signal
+
+    pid = text_project["id"]
+    versions_before = service.client.get(f"/api/projects/{pid}/versions").json()
+    examples_before = service.client.get(f"/api/projects/{pid}/examples").json()
+    job = service.post(f"/api/projects/{pid}/jobs").json()
+    for _ in range(200):
+        if service.client.get(f"/api/jobs/{job['id']}").json()["state"] == "running":
+            break
+        import time
+        time.sleep(0.05)
+    os.kill(service.state.runner.worker_pid, signal.SIGKILL)
+    failed = service.wait(job["id"])
+    assert failed["state"] == "failed" and "stopped unexpectedly" in failed["error"]
+    assert service.client.get(f"/api/projects/{pid}/versions").json() == versions_before
+    assert service.client.get(f"/api/projects/{pid}/examples").json() == examples_before
+    answer = service.post(f"/api/projects/{pid}/predict/texts", json={"texts": ["Rain again"]})
+    assert answer.status_code == 200  # the active version still serves
+
+
+def test_a_restart_marks_running_jobs_failed(backend, tmp_path, request):
+    from smalldata.service.storage import Job, Project
+
+    db = None if backend is None else fresh_database(request.getfixturevalue("postgres_server"))
+    first = start_service(tmp_path, db, start_worker=False)
+    with first.state.sessions.begin() as session:
+        project = Project(name="p", modality="text")
+        session.add(project)
+        session.flush()
+        job = Job(project_id=project.id, state="running", stage="embedding")
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    first.client.__exit__(None, None, None)
+    second = start_service(tmp_path, db, start_worker=False)
+    job = second.client.get(f"/api/jobs/{job_id}").json()
+    assert job["state"] == "failed" and "service stopped" in job["error"]
+    second.client.__exit__(None, None, None)
+
+
+def test_an_unexpected_error_is_json_and_says_nothing_changed(service, monkeypatch):
+    from smalldata.service import api
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(api, "project_out", broken)
+    from fastapi.testclient import TestClient
+
+    client = TestClient(service.app, raise_server_exceptions=False)
+    answer = client.get("/api/projects")
+    assert answer.status_code == 500 and "nothing stored was changed" in answer.json()["detail"]

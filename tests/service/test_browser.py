@@ -1,0 +1,99 @@
+"""The web page in a real browser (Debian's Chromium, driven by Playwright) against a real server on
+loopback: create a project, upload images of three classes, train, try a new image."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+
+import httpx2 as httpx
+import pytest
+
+from tests.service.conftest import missing
+
+CHROMIUM = "/usr/bin/chromium"
+# No sandbox (tests run as root in CI), and nothing that would reach for the network.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory):
+    import uvicorn
+
+    from smalldata.service import auth, create_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = create_app(tmp_path_factory.mktemp("live"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the server did not start"
+    yield f"http://127.0.0.1:{port}", auth.create_key(app.state.service.sessions, "browser test")
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (os.path.exists(CHROMIUM) and shutil.which("chromium")):
+        missing("Chromium (Debian's chromium package)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("Playwright (pip install -e '.[dev]')")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.mark.slow
+def test_create_upload_train_and_try_an_image_in_the_browser(live_server, browser, fashion_pngs, tmp_path):
+    from playwright.sync_api import expect
+
+    url, key = live_server
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(url)
+    page.fill("#api-key", key)
+    page.click("#key-form button")
+    page.fill("#project-name", "clothes")
+    page.check("input[name=modality][value=image]")
+    page.click("#new-project button")
+    expect(page.locator("#project-title")).to_have_text("clothes (images)")
+    for label, pngs in fashion_pngs.items():
+        page.fill("#image-label", label)
+        page.set_input_files("#image-files", [{"name": f"{label}{i}.png", "mimeType": "image/png", "buffer": data}
+                                              for i, data in enumerate(pngs[:8])])
+        page.click("#add-images button")
+        expect(page.locator("#counts")).to_contain_text(label)
+    expect(page.locator("#message")).to_contain_text("added 8 examples")
+    page.click("#train")
+    expect(page.locator("#try")).to_be_visible(timeout=180_000)
+    expect(page.locator("#accuracy")).to_contain_text("cross-validated accuracy")
+    expect(page.locator("#confusion")).to_contain_text("sneaker")
+    page.set_input_files("#try-file", {"name": "new.png", "mimeType": "image/png", "buffer": fashion_pngs["bag"][-1]})
+    page.click("#try-image button")
+    expect(page.locator("#predicted-label")).to_have_text("bag")
+    expect(page.locator("#report-link a")).to_be_visible(timeout=60_000)
+    if os.environ.get("SMALLDATA_SCREENSHOT"):
+        page.screenshot(path=os.environ["SMALLDATA_SCREENSHOT"], full_page=True)
+    assert not errors, errors
+
+    # The same project through the REST API of the running server: an image batch in one request.
+    files = [("files", (f"{name}.png", pngs[-2], "image/png")) for name, pngs in fashion_pngs.items()]
+    projects = httpx.get(f"{url}/api/projects").json()
+    answer = httpx.post(f"{url}/api/projects/{projects[0]['id']}/predict/images", files=files,
+                        headers={"X-API-Key": key})
+    assert answer.status_code == 200
+    assert [p["label"] for p in answer.json()["predictions"]] == list(fashion_pngs)

@@ -1,0 +1,77 @@
+"""`smalldata serve --model DIR` (read-only, predict only), the ONNX text encoder, and the CLI commands."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from smalldata.cli import app as cli
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def image_model_dir(fashion_folder, tmp_path_factory):
+    import smalldata
+
+    model = smalldata.train(smalldata.load_dataset(fashion_folder), evaluate=False)  # no CV: fast
+    return model.save(tmp_path_factory.mktemp("image-model") / "model")
+
+
+@pytest.fixture(scope="module")
+def model_service(image_model_dir, tmp_path_factory):
+    from tests.service.conftest import start_service
+
+    running = start_service(tmp_path_factory.mktemp("model-mode"), None, model_dir=image_model_dir)
+    yield running
+    running.client.__exit__(None, None, None)
+
+
+def test_model_mode_predicts_images_and_nothing_else(model_service, fashion_pngs):
+    client = model_service.client
+    assert client.get("/api/health").json()["mode"] == "model"
+    assert client.get("/api/model").json()["labels"] == ["bag", "sneaker", "trouser"]
+    files = [("files", (f"{name}.png", pngs[-1], "image/png")) for name, pngs in fashion_pngs.items()]
+    answer = model_service.post("/api/predict/images", files=files)
+    assert answer.status_code == 200, answer.text
+    assert [p["label"] for p in answer.json()["predictions"]] == list(fashion_pngs)
+    assert client.post("/api/predict/images", files=files).status_code == 401
+    bad = model_service.post("/api/predict/images", files={"files": ("x.png", b"GIF89a nope", "image/png")})
+    assert bad.status_code == 415 and "x.png" in bad.json()["detail"]
+    assert model_service.post("/api/predict/texts", json={"texts": ["hi"]}).status_code == 422
+    # read-only: no project routes at all
+    assert model_service.post("/api/projects", json={"name": "x", "modality": "text"}).status_code in (404, 405)
+    assert client.get("/api/projects").status_code == 404
+    assert "/api/projects" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_onnx_text_encoder_gives_the_librarys_vectors():
+    from smalldata.backbones import get_backbone
+    from smalldata.service.fast_text import text_encoder
+
+    backbone = get_backbone("all-MiniLM-L6-v2")
+    texts = ["The referee showed a red card.", "a", "Stir in the flour and butter, then bake for twenty minutes. " * 40]
+    fast = text_encoder(backbone).embed(texts)
+    assert fast.shape == (3, 384)
+    assert np.abs(fast - backbone.embed_batch(texts)).max() < 1e-4  # long text: truncated the same way too
+
+
+def test_api_key_create_prints_a_key_that_the_service_accepts(tmp_path):
+    from smalldata.service import auth
+    from smalldata.service.storage import database_url, make_engine, session_factory
+
+    result = runner.invoke(cli, ["api-key", "create", "--data", str(tmp_path), "--name", "ci"])
+    assert result.exit_code == 0, result.output
+    key = result.stdout.strip().splitlines()[0]
+    assert key.startswith("sd_") and len(key) > 40
+    engine = make_engine(database_url(tmp_path, None))
+    sessions = session_factory(engine)
+    assert auth.is_valid(sessions, key) and not auth.is_valid(sessions, key + "x")
+    engine.dispose()
+    assert key not in (tmp_path / "smalldata.db").read_bytes().decode("latin-1")  # only its hash is stored
+
+
+def test_serve_refuses_a_folder_that_is_no_model(tmp_path):
+    result = runner.invoke(cli, ["serve", "--model", str(tmp_path)])
+    assert result.exit_code == 2 and "not a smalldata model folder" in result.output

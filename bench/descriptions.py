@@ -1,15 +1,18 @@
 """Class descriptions for the description benchmark: each data set's label names, lightly expanded by hand.
 
-Written once from the label names alone (not tuned on test accuracy), as a user would write them.
+Written from the label names, as a user would write them; never compared on test data.
 """
 
+# Worded like the questions they describe. A first, plainer wording ("a thing, such as an animal,
+# food ...") matched 42.8% of 2000 training questions to the right type, this one 50.3%: compared on
+# the training split only, never on the test split.
 TREC6 = {
-    "abbreviation": "abbreviation: what an abbreviation or acronym stands for",
-    "description": "description: a definition, an explanation, a reason or a manner",
-    "entity": "entity: a thing, such as an animal, food, product, film, colour or event",
-    "human": "human: a person or a group of people",
-    "location": "location: a place, such as a city, country or mountain",
-    "numeric": "numeric: a number, a date, an amount or a quantity",
+    "abbreviation": "abbreviation: what does this abbreviation or acronym stand for",
+    "description": "description: what is it, how or why: a definition or an explanation",
+    "entity": "entity: which thing, animal, food, film, product or event",
+    "human": "human: who is the person or the group of people",
+    "location": "location: where is the place, city or country",
+    "numeric": "numeric: how many, how much, when, what year or what number",
 }
 
 AGNEWS = {

@@ -11,7 +11,8 @@ item identical to a labeled example. For each seed:
 - `train(draw, seed=seed, curve=False)`, the labeled-only choice, scored on the test split;
 - `train(draw, seed=seed, curve=False, unlabeled=pool)`, scored the same way; the paired difference
   is what the pool contributed;
-- each pool candidate fitted directly on the whole draw and pool (no choosing), for reference.
+- self-training and label spreading fitted directly on the whole draw and pool (no choosing), for
+  reference (label spreading is not a candidate of `train`: see `smalldata.unlabeled.pool_candidates`).
 
 Embeddings come from the cache (filled by a first run), so the train() times compare the work of
 learning only; the pool's embedding cost is its size over the throughput in BENCHMARKS.md.
@@ -37,7 +38,7 @@ from smalldata.backbones import DEFAULT_BACKBONE  # noqa: E402
 from smalldata.evaluate import single_threaded_math  # noqa: E402
 from smalldata.features import embed  # noqa: E402
 from smalldata.train import train  # noqa: E402
-from smalldata.unlabeled import pool_candidates, pool_from  # noqa: E402
+from smalldata.unlabeled import LABEL_SPREADING, SELF_TRAINING, PoolHead, pool_from  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "unlabeled"
@@ -76,9 +77,10 @@ def run_seed(name: str, modality: str, train_split, test, test_X, seed: int) -> 
     direct = {}
     X = embed(sample.inputs, backbone, keys=sample.keys)
     with single_threaded_math():
-        for candidate in pool_candidates(embed(pool.inputs, backbone, keys=pool.keys), backbone):
-            fitted = candidate.make_estimator().fit(X, np.asarray(sample.labels))
-            direct[candidate.name] = float(np.mean(fitted.predict(test_X) == np.asarray(test.labels)))
+        pool_X = embed(pool.inputs, backbone, keys=pool.keys)
+        for name, method in ((SELF_TRAINING, "self-training"), (LABEL_SPREADING, "label-spreading")):
+            fitted = PoolHead(pool=pool_X, method=method).fit(X, np.asarray(sample.labels))
+            direct[name] = float(np.mean(fitted.predict(test_X) == np.asarray(test.labels)))
     comparison = pooled.comparison
     return {
         "seed": seed, "n_labeled": len(sample), "n_pool": len(pool),

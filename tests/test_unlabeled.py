@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 import smalldata
 from smalldata.cli import app
 from smalldata.heads import logistic_regression_head
-from smalldata.unlabeled import LABEL_SPREADING, SELF_TRAINING, PoolHead, load_pool, most_confident_per_class, pool_from
+from smalldata.unlabeled import SELF_TRAINING, PoolHead, load_pool, most_confident_per_class, pool_from
 
 # Unlabeled texts on the three topics of tests/data/topics.csv, written for these tests.
 POOL = [
@@ -75,11 +75,11 @@ def test_the_pool_never_holds_a_labeled_example(topics, tmp_path):
 def test_train_judges_pool_candidates_on_the_same_folds_and_saves_a_plain_model(topics, tmp_path):
     model = smalldata.train(topics, unlabeled=pool_from(POOL, topics), curve=False)
     comparison = model.comparison
-    assert {SELF_TRAINING, LABEL_SPREADING} <= {s.name for s in comparison.scores}
-    assert comparison.informed == [SELF_TRAINING, LABEL_SPREADING]
+    assert SELF_TRAINING in {s.name for s in comparison.scores}
+    assert comparison.informed == [SELF_TRAINING]
     assert len({len(s.fold_accuracies) for s in comparison.scores}) == 1
     contributions = comparison.to_dict()["contributions"]
-    assert set(contributions) == {SELF_TRAINING, LABEL_SPREADING}
+    assert set(contributions) == {SELF_TRAINING}
     mean, std = comparison.gain(SELF_TRAINING)
     assert contributions[SELF_TRAINING]["mean_points"] == pytest.approx(100 * mean) and std >= 0
     assert model.data["unlabeled"]["n_examples"] == len(POOL)

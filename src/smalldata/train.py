@@ -67,7 +67,8 @@ def train(
 
     `unlabeled` (a `Pool`, see `smalldata.unlabeled.load_pool`) and `descriptions` (label ->
     what the class means, texts only) add candidates that use them; each is kept only as
-    `Comparison.chosen` says, and `Model.contributions` says what it added in points.
+    `Comparison.chosen` says; ``model.comparison.to_dict()["contributions"]`` says what each added,
+    in points. Without evaluation the pool is not used (nothing could show that it helps).
 
     With ``evaluate=False`` nothing is cross-validated (possible from 1 example per class): the
     default head (logistic regression on embeddings, or with descriptions the described head) is
@@ -82,8 +83,8 @@ def train(
         raise DataError("a classifier needs at least 2 classes: add examples of another class")
     options = candidates(dataset.modality, backbone)
     # Extra knowledge (an unlabeled pool, class descriptions) comes in as more candidates on the same folds.
-    informed = informed_candidates(dataset, backbone, unlabeled=unlabeled, descriptions=descriptions,
-                                   progress=progress)
+    informed = informed_candidates(dataset, backbone, unlabeled=unlabeled if evaluate else None,
+                                   descriptions=descriptions, progress=progress)
     if not evaluate:
         options = [c for c in options if c.name == DEFAULT_HEAD]
         # Without folds nothing can be judged; descriptions, when given, are the user's own prior knowledge.

@@ -1,6 +1,6 @@
 """Learning from unlabeled examples: pseudo-labels from a pool, then logistic regression on both.
 
-Two ways of labeling the pool, each a candidate judged on the same folds as every other head:
+Two ways of labeling the pool (self-training is the candidate `train` offers; see `pool_candidates`):
 
 - self-training (Yarowsky 1995; class-balanced as in Zou et al. 2018, "Unsupervised domain
   adaptation ... via class-balanced self-training"): fit on the labeled examples, label the pool,
@@ -160,15 +160,19 @@ LABEL_SPREADING = "label spreading: logistic regression + unlabeled pool"
 
 
 def pool_candidates(pool_embeddings: np.ndarray, backbone: str) -> list[Candidate]:
-    """The two ways of learning from the pool, as candidates on `backbone`'s embeddings."""
+    """How the pool is learned from, as candidates on `backbone`'s embeddings: self-training.
+
+    Label spreading (`PoolHead(method="label-spreading")`) is not offered: on the benchmark it was
+    never better than self-training by more than noise, was far worse where neighbours in embedding
+    space share a topic rather than a class (trec6 question types: -6 points on the test split), and
+    there cross-validation on the few labels chose it anyway (BENCHMARKS.md): one more candidate
+    that the folds cannot judge is one more chance to pick a lucky one.
+    """
     n = len(pool_embeddings)
     return [
         Candidate(SELF_TRAINING, backbone, lambda: PoolHead(pool=pool_embeddings, method="self-training"),
                   f"logistic regression, refit {ROUNDS} times on its own most confident labels for the "
                   f"{n} unlabeled examples (per class, its most confident half)"),
-        Candidate(LABEL_SPREADING, backbone, lambda: PoolHead(pool=pool_embeddings, method="label-spreading"),
-                  f"labels spread over the {NEIGHBOURS}-nearest-neighbour graph of labeled and {n} unlabeled "
-                  "examples, then logistic regression on both (per class, the most confident half)"),
     ]
 
 

@@ -154,10 +154,9 @@ def informed_choice(comparison: Comparison, labeled: Sequence[CandidateScore]) -
     description adds information the labels lack, and published results (and BENCHMARKS.md) show it
     helps far more often than it hurts. So the burden of proof is reversed: the informed candidate
     is the null hypothesis, rejected only when the same folds, compared pairwise (which cancels the
-    folds' shared difficulty), show it worse at the conventional two standard errors. The folds are
-    balanced draws of the labels, while a pool has the real class mixture; self-training adapts to
-    that mixture and is scored down for it on the folds (trec6: -7 points on the folds, +11 on the
-    test split), so a one-standard-error bar rejected it where it helped most (BENCHMARKS.md).
+    folds' shared difficulty), show it worse at the conventional two standard errors. A
+    one-standard-error bar rejected self-training where it helped most (trec6: -7 points on the
+    folds of the few labels, +11 on the test split; BENCHMARKS.md).
     """
     if not comparison.informed:
         return None

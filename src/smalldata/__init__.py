@@ -11,6 +11,8 @@ from smalldata.data import DataError, Dataset, load_dataset, load_image_folder, 
 from smalldata.evaluate import Comparison, TestResult
 from smalldata.model import Model, ModelFolderError
 from smalldata.train import train
+from smalldata.describe import zero_shot_model
+from smalldata.unlabeled import load_pool, pool_from
 
 __all__ = [
     "Comparison",
@@ -23,4 +25,7 @@ __all__ = [
     "load_image_folder",
     "load_text_csv",
     "train",
+    "load_pool",
+    "pool_from",
+    "zero_shot_model",
 ]

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from smalldata.curve import LearningCurve
 from smalldata.data import DataError, Dataset, load_dataset, read_texts
-from smalldata.evaluate import Comparison, TestResult
+from smalldata.evaluate import INFORMED_RULE, Comparison, TestResult
 from smalldata.model import Model, ModelFolderError
 from smalldata.progress import Progress
 from smalldata.report import test_report, training_report, write_report
@@ -21,6 +21,8 @@ from smalldata.suggest import load_unlabeled, write_suggestions
 from smalldata.suggest import suggest as rank_unlabeled
 from smalldata.train import DEFAULT_HEAD, curve_of
 from smalldata.train import train as train_model
+from smalldata.describe import parse_descriptions, zero_shot_model
+from smalldata.unlabeled import load_pool
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Few-shot image and text classification: train, evaluate, predict, on a CPU and offline.")
@@ -45,7 +47,7 @@ def _fail(error: Exception) -> None:
 
 @app.command()
 def train(
-    data: Path = typer.Argument(..., help="A folder of class subfolders of images, or a CSV/TSV of texts."),
+    data: Optional[Path] = typer.Argument(None, help="A folder of class subfolders of images, or a CSV/TSV of texts (texts: may be left out when --describe gives every class)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Model folder to write."),
     backbone: Optional[str] = typer.Option(None, help="Backbone name (default: efficientnet-lite0 for images, all-MiniLM-L6-v2 for texts)."),
     label_from_name: Optional[str] = LabelFromName,
@@ -56,17 +58,36 @@ def train(
     curve: bool = typer.Option(True, "--curve/--no-curve", help="Draw the chosen head's learning curve: how much more data would help."),
     report: Optional[Path] = ReportFile,
     seed: int = typer.Option(0, help="Seed for the cross-validation folds."),
+    unlabeled: Optional[Path] = typer.Option(None, "--unlabeled", help="Unlabeled examples to learn from too: a folder of images, or a CSV/TSV (text column) or .txt (one a line) of texts."),
+    describe: list[str] = typer.Option([], "--describe", help="What a class means, as LABEL=description (texts; repeatable), e.g. \"Sci/Tech=science and technology news\"."),
+    describe_file: Optional[Path] = typer.Option(None, "--describe-file", help="A file of LABEL=description lines."),
+    describe_names: bool = typer.Option(False, "--describe-names", help="Use the class names themselves as descriptions (for classes --describe leaves out too)."),
     quiet: bool = Quiet,
     as_json: bool = AsJson,
 ) -> None:
-    """Read DATA, measure a baseline and heads on a pretrained backbone, keep the best, save it."""
+    """Read DATA, measure a baseline and heads on a pretrained backbone, keep the best, save it.
+
+    With --unlabeled and --describe, candidates that also learn from unlabeled examples or from what
+    the classes mean are judged on the same folds; the output says what each contributed."""
     progress = Progress(enabled=not (quiet or as_json), console=err)
     try:
+        descriptions = parse_descriptions(describe, describe_file) if (describe or describe_file or describe_names) else None
+        if data is None:
+            if not descriptions:
+                raise DataError("give DATA (labeled examples), or describe every class with --describe to train from descriptions alone")
+            model = zero_shot_model(descriptions, backbone=backbone)
+            model.save(out_dir)
+            _print_zero_shot(model, out_dir, as_json, quiet)
+            return
         dataset = load_dataset(data, label_from_name=label_from_name, text_column=text_column, label_column=label_column)
+        pool = load_pool(unlabeled, dataset, text_column=text_column) if unlabeled is not None else None
         if not (quiet or as_json):
             _print_dataset(dataset)
+            if pool is not None:
+                out.print(f"{len(pool)} unlabeled {pool.modality}s from {pool.source} ({len(pool.skipped)} left out: "
+                          "unreadable, duplicates, or identical to a labeled example)")
         model = train_model(dataset, backbone=backbone, evaluate=evaluate, drop_small_classes=drop_small_classes,
-                            curve=curve, seed=seed, progress=progress)
+                            curve=curve, seed=seed, unlabeled=pool, descriptions=descriptions, progress=progress)
         model.save(out_dir)
         if report is not None:
             write_report(training_report(model, dataset, progress=progress), report)
@@ -80,6 +101,7 @@ def train(
     elif not quiet:
         if model.comparison:
             _print_comparison(model.comparison)
+            _print_contributions(model.comparison)
         if model.curve:
             _print_curve(model.curve)
         out.print(f"chose [bold]{model.head_name}[/]; model saved to [bold]{out_dir}[/]")
@@ -329,7 +351,30 @@ def _print_comparison(comparison: Comparison) -> None:
         table.add_row(name, f"{100 * score.mean:.1f}%", f"±{100 * score.std:.1f}",
                       f"±{100 * score.standard_error:.1f}", delta)
     out.print(table)
-    out.print("chosen: the simplest head whose mean accuracy is within one standard error of the best mean")
+    rule = "chosen: the simplest head whose mean accuracy is within one standard error of the best mean"
+    out.print(rule + (f"; then {INFORMED_RULE}" if comparison.informed else ""))
+
+
+def _print_contributions(comparison: Comparison) -> None:
+    """What the unlabeled pool and the descriptions added: paired per-fold differences, in points."""
+    if not comparison.informed:
+        return
+    contributions = comparison.to_dict()["contributions"]
+    table = Table("candidate", "gain over labeled-only choice", "spread (std over folds)", "kept?",
+                  title="what the extra knowledge contributed (accuracy points, paired on the same folds)")
+    for name, found in contributions.items():
+        table.add_row(name, f"{found['mean_points']:+.1f} points over {found['over']}", f"±{found['std_points']:.1f}",
+                      "yes" if comparison.chosen.name == name else "no")
+    out.print(table)
+
+
+def _print_zero_shot(model: Model, out_dir: Path, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        print(json.dumps({"model": str(out_dir), "chosen": model.head_name, "cross_validation": None,
+                          "learning_curve": None, "data": model.data}))
+    elif not quiet:
+        out.print(f"no examples: a text is given the class whose description it is nearest to "
+                  f"({len(model.classes)} classes); model saved to [bold]{out_dir}[/]")
 
 
 def _print_curve(curve: LearningCurve) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from smalldata.backbones import REGISTRY, get_backbone
 from smalldata.curve import LearningCurve
+from smalldata.describe import DescribedHead
 from smalldata.evaluate import Comparison, TestResult, score
 from smalldata.features import embed
 from smalldata.heads import LinearHead
@@ -100,6 +101,13 @@ class Model:
                       str(folder / "head.safetensors"))
             return {"name": self.head_name, "kind": "linear-head", "file": "head.safetensors",
                     "params": self.estimator.get_params(), "classes": self.estimator.classes_.tolist()}
+        if isinstance(self.estimator, DescribedHead):
+            from safetensors.numpy import save_file
+
+            save_file({k: np.ascontiguousarray(v) for k, v in self.estimator.state().items()},
+                      str(folder / "head.safetensors"))
+            return {"name": self.head_name, "kind": "described-head", "file": "head.safetensors",
+                    "params": self.estimator.saved_params(), "classes": self.estimator.classes_.tolist()}
         import skops.io
 
         skops.io.dump(self.estimator, folder / "head.skops")
@@ -151,6 +159,11 @@ def _load_head(folder: Path, head: dict):
 
         params = {k: v for k, v in head["params"].items() if k in LinearHead().get_params()}
         return LinearHead.from_state(params, head["classes"], load_file(str(file)))
+    if head["kind"] == "described-head":
+        from safetensors.numpy import load_file
+
+        params = {k: v for k, v in head["params"].items() if k in DescribedHead().get_params()}
+        return DescribedHead.from_state(params, head["classes"], load_file(str(file)))
     if head["kind"] == "scikit-learn":
         import skops.io
 

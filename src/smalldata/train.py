@@ -8,6 +8,7 @@ on every example.
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Mapping
 
 import numpy as np
 from sklearn.base import clone
@@ -21,6 +22,8 @@ from smalldata.features import embed
 from smalldata.heads import LinearHead, logistic_regression_head
 from smalldata.model import RAW_TEXT, Model
 from smalldata.progress import QUIET, Progress
+from smalldata.describe import DESCRIBED_HEAD, described_candidate
+from smalldata.unlabeled import Pool, PoolHead, pool_candidates
 
 IMAGE_BASELINE_FEATURES = "colour-texture-stats"
 DEFAULT_HEAD = "logistic-regression"
@@ -55,13 +58,21 @@ def train(
     drop_small_classes: bool = False,
     curve: bool = True,
     seed: int = 0,
+    unlabeled: Pool | None = None,
+    descriptions: Mapping[str, str] | None = None,
     progress: Progress = QUIET,
 ) -> Model:
     """Cross-validate every candidate on the same folds, refit the chosen one on all of `dataset`,
     and (``curve=True``) draw its learning curve to say how much more data would help.
 
+    `unlabeled` (a `Pool`, see `smalldata.unlabeled.load_pool`) and `descriptions` (label ->
+    what the class means, texts only) add candidates that use them; each is kept only as
+    `Comparison.chosen` says; ``model.comparison.to_dict()["contributions"]`` says what each added,
+    in points. Without evaluation the pool is not used (nothing could show that it helps).
+
     With ``evaluate=False`` nothing is cross-validated (possible from 1 example per class): the
-    default head (logistic regression on embeddings) is fit, and the model carries no accuracy estimate.
+    default head (logistic regression on embeddings, or with descriptions the described head) is
+    fit, and the model carries no accuracy estimate.
     """
     backbone = backbone or DEFAULT_BACKBONE[dataset.modality]
     if get_backbone(backbone).modality != dataset.modality:
@@ -71,18 +82,28 @@ def train(
     elif len(dataset.classes) < 2:
         raise DataError("a classifier needs at least 2 classes: add examples of another class")
     options = candidates(dataset.modality, backbone)
+    # Extra knowledge (an unlabeled pool, class descriptions) comes in as more candidates on the same folds.
+    informed = informed_candidates(dataset, backbone, unlabeled=unlabeled if evaluate else None,
+                                   descriptions=descriptions, progress=progress)
     if not evaluate:
         options = [c for c in options if c.name == DEFAULT_HEAD]
+        # Without folds nothing can be judged; descriptions, when given, are the user's own prior knowledge.
+        options = [c for c in informed if c.name == DESCRIBED_HEAD] or options
+    else:
+        options += informed
     features = {name: _features(dataset, name, progress) for name in {c.features for c in options}}
     comparison = None
     chosen = options[0]
     if evaluate:
         folds = cv_folds(dataset.labels, seed=seed)
-        comparison = compare(options, features, dataset.labels, folds=folds, progress=progress)
+        comparison = compare(options, features, dataset.labels, folds=folds, progress=progress,
+                             informed=[c.name for c in informed])
         chosen = next(c for c in options if c.name == comparison.chosen.name)
     progress.log(f"refitting [bold]{chosen.name}[/] on all {len(dataset)} examples")
     with single_threaded_math():
         estimator = clone(chosen.make_estimator()).fit(features[chosen.features], np.asarray(dataset.labels))
+    if isinstance(estimator, PoolHead):
+        estimator = estimator.head_  # the pool is needed to fit, not to predict: save the plain LR
     drawn = None
     if evaluate and curve:
         drawn = learning_curve(features[chosen.features], dataset.labels, chosen.make_estimator,
@@ -94,9 +115,24 @@ def train(
         head_name=chosen.name,
         estimator=estimator,
         comparison=comparison,
-        data=summary(dataset),
+        data={**summary(dataset), **informed_summary(unlabeled, descriptions)},
         curve=drawn,
     )
+
+
+def informed_candidates(dataset: Dataset, backbone: str, *, unlabeled: Pool | None,
+                        descriptions: Mapping[str, str] | None, progress: Progress) -> list[Candidate]:
+    """Candidates that use an unlabeled pool or class descriptions (none when neither is given)."""
+    found = []
+    if unlabeled is not None:
+        if unlabeled.modality != dataset.modality:
+            raise DataError(f"the labeled data are {dataset.modality}s but the unlabeled pool holds {unlabeled.modality}s")
+        found += pool_candidates(embed(unlabeled.inputs, backbone, keys=unlabeled.keys, progress=progress), backbone)
+    if descriptions is not None:
+        if dataset.modality != "text":
+            raise DataError("class descriptions work for texts only (they are embedded with the sentence encoder)")
+        found.append(described_candidate(descriptions, dataset.classes, backbone))
+    return found
 
 
 def curve_of(
@@ -122,6 +158,16 @@ def _features(dataset: Dataset, name: str, progress: Progress):
     if name == RAW_TEXT:
         return list(dataset.inputs)
     return embed(dataset.inputs, name, keys=dataset.keys, progress=progress)
+
+
+def informed_summary(unlabeled: Pool | None, descriptions: Mapping[str, str] | None) -> dict:
+    """For model.json: the pool that was offered (size, what was left out) and the descriptions given."""
+    found = {}
+    if unlabeled is not None:
+        found["unlabeled"] = unlabeled.summary()
+    if descriptions is not None:
+        found["descriptions"] = dict(descriptions)
+    return found
 
 
 def summary(dataset: Dataset) -> dict:

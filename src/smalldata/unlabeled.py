@@ -1,0 +1,201 @@
+"""Learning from unlabeled examples: pseudo-labels from a pool, then logistic regression on both.
+
+Two ways of labeling the pool (self-training is the candidate `train` offers; see `pool_candidates`):
+
+- self-training (Yarowsky 1995; class-balanced as in Zou et al. 2018, "Unsupervised domain
+  adaptation ... via class-balanced self-training"): fit on the labeled examples, label the pool,
+  keep of each class's pseudo-labels only its most confident share, refit, and repeat with a larger
+  share (1/6, 1/3, then 1/2). A threshold per class stops the easiest class from swallowing the pool;
+- label spreading over the embedding graph (Zhou et al. 2004, scikit-learn's `LabelSpreading`):
+  labels flow along the 20-nearest-neighbour graph of labeled and unlabeled examples together, so
+  a pool example is labeled by the dense region it sits in, not by a linear boundary; the same
+  most confident half of each class is kept.
+
+Either way the classifier that is saved is plain logistic regression fitted on the labeled examples
+plus the kept pseudo-labels: the pool is needed to fit, not to predict.
+
+Honesty: the pool never holds a scored example. `load_pool` drops pool items whose content is
+identical to a labeled example, and in cross-validation a head sees only its training fold's labels
+and the pool, never the test fold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+
+from smalldata.data import DataError, Dataset, Skipped
+from smalldata.evaluate import Candidate
+from smalldata.features import content_key
+
+METHODS = ("self-training", "label-spreading")
+KEPT_SHARE = 0.5  # of each class's pseudo-labels, the confident half is kept (Zou et al. grow to 50%)
+ROUNDS = 3  # self-training rounds, the kept share growing linearly to KEPT_SHARE
+NEIGHBOURS = 20  # of the graph label spreading runs on
+SPREADING_ALPHA = 0.2  # how much of its label a labeled example may give up to its neighbours
+
+
+@dataclass
+class Pool:
+    """Unlabeled inputs for training, with their content hashes and what was left out, with why."""
+
+    inputs: list
+    keys: list[str]
+    modality: str
+    source: str = ""
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def summary(self) -> dict:
+        return {"source": self.source, "n_examples": len(self), "skipped": [asdict(s) for s in self.skipped]}
+
+
+def load_pool(path: str | Path, labeled: Dataset, *, text_column: str = "text") -> Pool:
+    """Unlabeled images (a folder, searched recursively) or texts (CSV/TSV column, or .txt lines) for
+    training on `labeled`: unreadable items, duplicates, and copies of labeled examples are left out."""
+    from smalldata.suggest import load_unlabeled
+
+    read = load_unlabeled(path, text_column=text_column)
+    if read.modality != labeled.modality:
+        raise DataError(f"the labeled data are {labeled.modality}s, but the unlabeled pool {path} holds "
+                        f"{read.modality}s: give unlabeled {labeled.modality}s")
+    return pool_from(read.inputs, labeled, modality=read.modality, source=str(path), skipped=list(read.skipped))
+
+
+def pool_from(inputs: Sequence, labeled: Dataset, *, modality: str | None = None, source: str = "",
+              skipped: list[Skipped] | None = None) -> Pool:
+    """A pool from inputs in memory; items identical to a labeled example are dropped (by content hash),
+    so no example that cross-validation scores is ever in the pool."""
+    known = set(labeled.keys)
+    kept, keys, skipped = [], [], list(skipped or [])
+    for item in inputs:
+        key = content_key(item)
+        if key in known:
+            skipped.append(Skipped(_short(item), "identical to a labeled example"))
+        else:
+            known.add(key)
+            kept.append(item)
+            keys.append(key)
+    if not kept:
+        raise DataError(f"no unlabeled examples left in {source or 'the pool'}: every one was unreadable, "
+                        "a duplicate, or identical to a labeled example")
+    return Pool(kept, keys, modality or labeled.modality, source, skipped)
+
+
+def _short(item) -> str:
+    text = str(item)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class PoolHead(ClassifierMixin, BaseEstimator):
+    """Logistic regression on the labeled examples plus pseudo-labeled examples of `pool` (embeddings).
+
+    method="self-training" or "label-spreading" (see the module's notes). `head_` is the fitted
+    logistic regression; `pseudo_labels_` and `pseudo_indices_` say which pool rows it was given.
+    """
+
+    def __init__(self, *, pool=None, method: str = "self-training", kept_share: float = KEPT_SHARE,
+                 rounds: int = ROUNDS, neighbours: int = NEIGHBOURS, C: float = 1.0):
+        self.pool = pool
+        self.method = method
+        self.kept_share = kept_share
+        self.rounds = rounds
+        self.neighbours = neighbours
+        self.C = C
+
+    def fit(self, X, y):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
+        X, y = np.asarray(X, dtype=np.float32), np.asarray(y)
+        pool = np.asarray(self.pool, dtype=np.float32)
+        if self.method == "self-training":
+            indices, labels = self._self_train(X, y, pool)
+        else:
+            indices, labels = self._spread(X, y, pool)
+        self.pseudo_indices_, self.pseudo_labels_ = indices, labels
+        self.head_ = self._logistic(np.vstack([X, pool[indices]]), np.concatenate([y, labels]))
+        self.classes_ = self.head_.classes_
+        return self
+
+    def _logistic(self, X, y) -> LogisticRegression:
+        return LogisticRegression(C=self.C, max_iter=3000).fit(X, y)
+
+    def _self_train(self, X, y, pool):
+        indices, labels = np.zeros(0, dtype=np.int64), y[:0]
+        for round_ in range(1, self.rounds + 1):
+            head = self._logistic(np.vstack([X, pool[indices]]), np.concatenate([y, labels]))
+            share = self.kept_share * round_ / self.rounds
+            indices, labels = most_confident_per_class(head.predict_proba(pool), head.classes_, share)
+        return indices, labels
+
+    def _spread(self, X, y, pool):
+        from sklearn.semi_supervised import LabelSpreading
+
+        classes, targets = np.unique(y, return_inverse=True)
+        both = _unit(np.vstack([X, pool]))
+        unlabeled = np.full(len(pool), -1)
+        spreading = LabelSpreading(kernel="knn", n_neighbors=min(self.neighbours, len(both) - 1),
+                                   alpha=SPREADING_ALPHA, max_iter=100)
+        spreading.fit(both, np.concatenate([targets, unlabeled]))
+        distributions = np.nan_to_num(spreading.label_distributions_[len(X):])
+        return most_confident_per_class(distributions, classes, self.kept_share)
+
+    def predict_proba(self, X) -> np.ndarray:
+        return self.head_.predict_proba(np.asarray(X, dtype=np.float32))
+
+    def predict(self, X) -> np.ndarray:
+        return self.head_.predict(np.asarray(X, dtype=np.float32))
+
+
+SELF_TRAINING = "self-training: logistic regression + unlabeled pool"
+LABEL_SPREADING = "label spreading: logistic regression + unlabeled pool"
+
+
+def pool_candidates(pool_embeddings: np.ndarray, backbone: str) -> list[Candidate]:
+    """How the pool is learned from, as candidates on `backbone`'s embeddings: self-training.
+
+    Label spreading (`PoolHead(method="label-spreading")`) is not offered: on the benchmark it was
+    never better than self-training by more than noise, was far worse where neighbours in embedding
+    space share a topic rather than a class (trec6 question types: -6 points on the test split), and
+    there cross-validation on the few labels chose it anyway (BENCHMARKS.md): one more candidate
+    that the folds cannot judge is one more chance to pick a lucky one.
+    """
+    n = len(pool_embeddings)
+    return [
+        Candidate(SELF_TRAINING, backbone, lambda: PoolHead(pool=pool_embeddings, method="self-training"),
+                  f"logistic regression, refit {ROUNDS} times on its own most confident labels for the "
+                  f"{n} unlabeled examples (per class, its most confident half)"),
+    ]
+
+
+def most_confident_per_class(probabilities: np.ndarray, classes: np.ndarray, share: float):
+    """(pool indices, labels): for each class, the most confident ``share`` of the pool rows
+    predicted as it.
+
+    A threshold per class, not one for all: a class the model is sure of (often the easiest or the
+    largest) would otherwise take every pseudo-label. Not the same number per class either: pools
+    are rarely balanced (clothing10's classes range from 112 to 795), and equal counts force wrong
+    labels into the rare classes (-3.5 points on clothing10, BENCHMARKS.md).
+    """
+    predicted = probabilities.argmax(axis=1)
+    confidence = probabilities.max(axis=1)
+    indices, labels = [], []
+    for c, label in enumerate(classes):
+        rows = np.flatnonzero((predicted == c) & (confidence > 0))
+        take = int(math.ceil(share * len(rows)))
+        rows = rows[np.argsort(-confidence[rows], kind="stable")][:take]
+        indices.append(rows)
+        labels.append(np.full(len(rows), label, dtype=classes.dtype))
+    return np.concatenate(indices).astype(np.int64), np.concatenate(labels)
+
+
+def _unit(X: np.ndarray) -> np.ndarray:
+    return X / (np.linalg.norm(X, axis=1, keepdims=True) + 1e-8)

@@ -7,12 +7,14 @@ on every example.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 
 import numpy as np
 from sklearn.base import clone
 
 from smalldata.backbones import DEFAULT_BACKBONE, get_backbone
+from smalldata.budget import fine_tune_step, parse_budget
 from smalldata.baselines import image_baseline, text_baseline
 from smalldata.curve import LearningCurve, learning_curve
 from smalldata.data import DataError, Dataset, require_evaluable
@@ -55,14 +57,22 @@ def train(
     drop_small_classes: bool = False,
     curve: bool = True,
     seed: int = 0,
+    budget: float | str | None = None,
+    finetune: str = "auto",
     progress: Progress = QUIET,
 ) -> Model:
     """Cross-validate every candidate on the same folds, refit the chosen one on all of `dataset`,
     and (``curve=True``) draw its learning curve to say how much more data would help.
 
+    With a time ``budget`` (seconds, or "5m"), fine-tuning the backbone is tried too when the
+    budget allows, scored on the same folds, and kept only where it beats the frozen choice by
+    more than one standard error (``finetune="always"`` keeps it regardless, "never" skips it;
+    ``budget=None`` means no fine-tuning unless "always").
+
     With ``evaluate=False`` nothing is cross-validated (possible from 1 example per class): the
     default head (logistic regression on embeddings) is fit, and the model carries no accuracy estimate.
     """
+    started = time.perf_counter()
     backbone = backbone or DEFAULT_BACKBONE[dataset.modality]
     if get_backbone(backbone).modality != dataset.modality:
         raise DataError(f"backbone {backbone!r} is for {get_backbone(backbone).modality}s, but the data are {dataset.modality}s")
@@ -80,19 +90,32 @@ def train(
         folds = cv_folds(dataset.labels, seed=seed)
         comparison = compare(options, features, dataset.labels, folds=folds, progress=progress)
         chosen = next(c for c in options if c.name == comparison.chosen.name)
-    progress.log(f"refitting [bold]{chosen.name}[/] on all {len(dataset)} examples")
-    with single_threaded_math():
-        estimator = clone(chosen.make_estimator()).fit(features[chosen.features], np.asarray(dataset.labels))
+    tuned_name, tuned, fine_tuning = None, None, None
+    seconds = parse_budget(budget)
+    if finetune == "always" or (finetune != "never" and seconds is not None):
+        frozen = next(s for s in comparison.scores if s.name == chosen.name) if comparison else None
+        tuned_name, tuned, fine_tuning = fine_tune_step(
+            dataset, backbone, folds if evaluate else None, frozen, mode=finetune, progress=progress,
+            seconds_left=(seconds or 0.0) - (time.perf_counter() - started))
+    if tuned is None:
+        progress.log(f"refitting [bold]{chosen.name}[/] on all {len(dataset)} examples")
+        with single_threaded_math():
+            estimator = clone(chosen.make_estimator()).fit(features[chosen.features], np.asarray(dataset.labels))
     drawn = None
-    if evaluate and curve:
+    if evaluate and curve and tuned is None:  # a fine-tune's curve would cost a fine-tune per point
         drawn = learning_curve(features[chosen.features], dataset.labels, chosen.make_estimator,
                                seed=seed, progress=progress)
+    if tuned is not None:
+        return Model(classes=dataset.classes, modality=dataset.modality, features=fine_tuning["features"],
+                     head_name=tuned_name, estimator=tuned, comparison=comparison, data=summary(dataset),
+                     fine_tuning=fine_tuning)
     return Model(
         classes=dataset.classes,
         modality=dataset.modality,
         features=chosen.features,
         head_name=chosen.name,
         estimator=estimator,
+        fine_tuning=fine_tuning,
         comparison=comparison,
         data=summary(dataset),
         curve=drawn,

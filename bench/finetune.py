@@ -35,7 +35,8 @@ from common import IMAGE_SETS, capped, draw, load_split, machine  # noqa: E402
 from smalldata.backbones import DEFAULT_BACKBONE  # noqa: E402
 from smalldata.evaluate import single_threaded_math  # noqa: E402
 from smalldata.features import embed  # noqa: E402
-from smalldata.train import candidates, fine_tune_candidate, train  # noqa: E402
+from smalldata.budget import fine_tune_candidate  # noqa: E402
+from smalldata.train import candidates, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "finetune"

@@ -131,7 +131,7 @@ def _decide(decision: FineTuneDecision) -> FineTuneDecision:
         return decision
     gain, error = paired_gain(decision.fold_accuracies, decision.frozen_fold_accuracies)
     decision.mean_gain, decision.gain_standard_error = round(gain, 4), round(error, 4)
-    pays = decision.folds_used >= 2 and gain > error and gain > 0
+    pays = decision.folds_used >= MIN_FOLDS and gain > error and gain > 0
     decision.kept = pays or decision.mode == "always"
     verdict = (f"{100 * gain:+.1f} points over {decision.frozen_name} on {decision.folds_used} folds "
                f"(standard error of the paired differences {100 * error:.1f})")

@@ -331,3 +331,13 @@ def suggest_lr(lrs: list[float], losses: list[float]) -> float:
     rising = np.flatnonzero(losses_arr > losses_arr[0] * 1.05)
     where = lrs[int(rising[0])] if len(rising) else lrs[-1]
     return float(where / 10)
+
+
+def find_lr(dataset, *, backbone: str = "efficientnet-lite0", steps: int = 2 * LR_FINDER_STEPS,
+            random_state: int = 0) -> LRFinderResult:
+    """The range test on a whole dataset, after the head-first step, as fine-tuning would run it."""
+    model = FineTunedImageClassifier(backbone=backbone, random_state=random_state)
+    paths = [Path(p) for p in dataset.inputs]
+    model.classes_, targets = np.unique(np.asarray(dataset.labels), return_inverse=True)
+    net, head = model._head_first(paths, targets, np.arange(len(paths)))
+    return lr_find(model, net, head, get_backbone(backbone).pixels(paths), targets, steps=steps)

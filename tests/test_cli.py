@@ -13,7 +13,7 @@ def trained(tmp_path_factory):
     from tests.conftest import DATA
 
     folder = tmp_path_factory.mktemp("cli") / "topics-model"
-    result = runner.invoke(app, ["train", str(DATA / "topics.csv"), "--out", str(folder)])
+    result = runner.invoke(app, ["train", str(DATA / "topics.csv"), "--out", str(folder), "--finetune", "never"])
     assert result.exit_code == 0, result.output
     return folder, result.output
 
@@ -75,7 +75,7 @@ def test_bad_input_exits_2_with_advice_and_keeps_an_existing_model(trained, tmp_
     before = (folder / "model.json").read_text()
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\nonly one of these,a\nand two,b\nof those,b\n")
-    result = runner.invoke(app, ["train", str(bad), "--out", str(folder)])
+    result = runner.invoke(app, ["train", str(bad), "--out", str(folder), "--finetune", "never"])
     assert result.exit_code == 2
     assert "--drop-small-classes" in result.output
     assert (folder / "model.json").read_text() == before
@@ -86,15 +86,15 @@ def test_bad_input_exits_2_with_advice_and_keeps_an_existing_model(trained, tmp_
 def test_quiet_and_json_keep_stdout_clean(tmp_path):
     from tests.conftest import DATA
 
-    quiet = runner.invoke(app, ["train", str(DATA / "topics.csv"), "--out", str(tmp_path / "q"), "--quiet"])
+    quiet = runner.invoke(app, ["train", str(DATA / "topics.csv"), "--out", str(tmp_path / "q"), "--quiet", "--finetune", "never"])
     assert quiet.exit_code == 0 and quiet.stdout == ""
-    as_json = runner.invoke(app, ["train", str(DATA / "topics.csv"), "--out", str(tmp_path / "j"), "--json"])
+    as_json = runner.invoke(app, ["train", str(DATA / "topics.csv"), "--out", str(tmp_path / "j"), "--json", "--finetune", "never"])
     assert json.loads(as_json.stdout)["chosen"] and json.loads(as_json.stdout)["learning_curve"]["points"]
 
 
 @pytest.mark.slow
 def test_image_model_from_the_command_line(fashion_folder, fashion_test_folder, tmp_path):
-    result = runner.invoke(app, ["train", str(fashion_folder), "--out", str(tmp_path / "m"), "--json"])
+    result = runner.invoke(app, ["train", str(fashion_folder), "--out", str(tmp_path / "m"), "--json", "--finetune", "never"])
     assert result.exit_code == 0, result.output
     some = sorted((fashion_test_folder / "bag").iterdir())[:2]
     predicted = runner.invoke(app, ["predict", str(tmp_path / "m"), *map(str, some), "--json"])

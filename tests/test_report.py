@@ -23,7 +23,7 @@ def mislabeled_csv(tmp_path_factory):
 def test_training_report_shows_the_comparison_curve_errors_and_the_wrong_label(mislabeled_csv, tmp_path):
     data, wrong_text = mislabeled_csv
     report = tmp_path / "train.html"
-    result = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "m"), "--report", str(report)])
+    result = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "m"), "--report", str(report), "--finetune", "never"])
     assert result.exit_code == 0, result.output
     page = report.read_text()
     for section in ("Candidates and the baseline", "How much more data would help", "Errors",
@@ -36,7 +36,7 @@ def test_training_report_shows_the_comparison_curve_errors_and_the_wrong_label(m
 
 
 def test_test_report_flags_test_examples_copied_from_training(tmp_path):
-    trained = runner.invoke(app, ["train", str(DATA / "topics.csv"), "--out", str(tmp_path / "m"), "-q", "--no-curve"])
+    trained = runner.invoke(app, ["train", str(DATA / "topics.csv"), "--out", str(tmp_path / "m"), "-q", "--no-curve", "--finetune", "never"])
     assert trained.exit_code == 0, trained.output
     report = tmp_path / "test.html"
     result = runner.invoke(app, ["evaluate", str(tmp_path / "m"), str(DATA / "topics.csv"), "--report", str(report)])

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from smalldata.budget import DEFAULT_CLI_BUDGET, parse_budget
 from smalldata.curve import LearningCurve
 from smalldata.data import DataError, Dataset, load_dataset, read_texts
 from smalldata.evaluate import INFORMED_RULE, Comparison, TestResult
@@ -62,6 +63,9 @@ def train(
     describe: list[str] = typer.Option([], "--describe", help="What a class means, as LABEL=description (texts; repeatable), e.g. \"Sci/Tech=science and technology news\"."),
     describe_file: Optional[Path] = typer.Option(None, "--describe-file", help="A file of LABEL=description lines."),
     describe_names: bool = typer.Option(False, "--describe-names", help="Use the class names themselves as descriptions (for classes --describe leaves out too)."),
+    budget: str = typer.Option(DEFAULT_CLI_BUDGET, "--budget", help="Time for the whole training, e.g. 90s, 5m, 1h: fine-tuning is tried when it fits."),
+    finetune: str = typer.Option("auto", "--finetune", help="auto: keep a fine-tune only where cross-validation says it pays; always; never."),
+    flip: bool = typer.Option(True, "--flip/--no-flip", help="Mirror training images when fine-tuning (--no-flip where a mirror image changes the label)."),
     quiet: bool = Quiet,
     as_json: bool = AsJson,
 ) -> None:
@@ -87,14 +91,15 @@ def train(
                 out.print(f"{len(pool)} unlabeled {pool.modality}s from {pool.source} ({len(pool.skipped)} left out: "
                           "unreadable, duplicates, or identical to a labeled example)")
         model = train_model(dataset, backbone=backbone, evaluate=evaluate, drop_small_classes=drop_small_classes,
-                            curve=curve, seed=seed, unlabeled=pool, descriptions=descriptions, progress=progress)
+                            curve=curve, seed=seed, unlabeled=pool, descriptions=descriptions,
+                            budget=parse_budget(budget), finetune=finetune, flip=flip, progress=progress)
         model.save(out_dir)
         if report is not None:
             write_report(training_report(model, dataset, progress=progress), report)
-    except (DataError, KeyError, RuntimeError) as error:
+    except (DataError, KeyError, RuntimeError, ValueError) as error:
         _fail(error)
     if as_json:
-        print(json.dumps({"model": str(out_dir), "chosen": model.head_name,
+        print(json.dumps({"model": str(out_dir), "chosen": model.head_name, "fine_tuning": model.fine_tuning,
                           "cross_validation": model.comparison.to_dict() if model.comparison else None,
                           "learning_curve": model.curve.to_dict() if model.curve else None,
                           "data": model.data}))
@@ -104,9 +109,46 @@ def train(
             _print_contributions(model.comparison)
         if model.curve:
             _print_curve(model.curve)
+        if model.fine_tuning:
+            out.print(f"fine-tuning: {model.fine_tuning['reason']}")
         out.print(f"chose [bold]{model.head_name}[/]; model saved to [bold]{out_dir}[/]")
         if report is not None:
             out.print(f"report: [bold]{report}[/] (and its results as JSON: {report.with_suffix('.json')})")
+
+
+@app.command("lr-find")
+def lr_find(
+    data: Path = typer.Argument(..., help="A folder of class subfolders of images."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the loss against learning rate to this PNG."),
+    backbone: str = typer.Option("efficientnet-lite0", help="Image backbone to fine-tune."),
+    steps: int = typer.Option(32, "--steps", help="Mini-batches in the range test (rates from 1e-6 to 1e-1)."),
+    label_from_name: Optional[str] = LabelFromName,
+    as_json: bool = AsJson,
+) -> None:
+    """Training loss against learning rate after the head-first step, and a suggested rate."""
+    from smalldata.finetune import find_lr
+
+    try:
+        dataset = load_dataset(data, label_from_name=label_from_name)
+        if dataset.modality != "image":
+            raise DataError("lr-find is for image fine-tuning; text fine-tuning uses a fixed rate (2e-5)")
+        result = find_lr(dataset, backbone=backbone, steps=steps)
+    except (DataError, KeyError, RuntimeError) as error:
+        _fail(error)
+    if plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure, ax = plt.subplots(figsize=(6, 4))
+        result.plot(ax)
+        figure.savefig(plot, dpi=100, bbox_inches="tight")
+    if as_json:
+        print(json.dumps(asdict(result)))
+    else:
+        out.print(f"suggested learning rate (head; earlier layers lower): [bold]{result.suggestion:.2e}[/]"
+                  + (f"; plot: {plot}" if plot else ""))
 
 
 @app.command()

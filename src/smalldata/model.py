@@ -28,6 +28,12 @@ from smalldata.progress import QUIET, Progress
 
 FORMAT_VERSION = 1
 RAW_TEXT = "text"  # the "features" of candidates that read the strings themselves (TF-IDF)
+RAW_INPUTS = "raw-images"  # the "features" of fine-tuned image models: they read the image files themselves
+# head kinds whose estimator reads and writes its own files (fine-tuned encoders): kind -> module:class
+FINE_TUNED_KINDS = {
+    "contrastive-text": "smalldata.finetune_text:ContrastiveTextClassifier",
+    "fine-tuned-image": "smalldata.finetune:FineTunedImageClassifier",
+}
 LIBRARIES = ("smalldata", "numpy", "scikit-learn", "torch", "onnxruntime", "sentence-transformers", "skops")
 
 
@@ -47,10 +53,11 @@ class Model:
     comparison: Comparison | None = None
     data: dict = field(default_factory=dict)  # what training saw: counts per class, skipped files
     curve: LearningCurve | None = None  # accuracy against examples per class, extrapolated
+    fine_tuning: dict | None = None  # what fine-tuning tried and why it was kept or not (budget.FineTuneDecision)
 
     def features_of(self, inputs: Sequence, progress: Progress = QUIET):
         inputs = [Path(item) for item in inputs] if self.modality == "image" else [str(item) for item in inputs]
-        if self.features == RAW_TEXT:
+        if self.features in (RAW_TEXT, RAW_INPUTS):
             return inputs
         return embed(inputs, self.features, progress=progress)
 
@@ -83,17 +90,20 @@ class Model:
             "modality": self.modality,
             "labels": self.classes,
             "features": self.features,
-            "preprocessing": None if self.features == RAW_TEXT else get_backbone(self.features).preprocessing,
+            "preprocessing": None if self.features in (RAW_TEXT, RAW_INPUTS) else get_backbone(self.features).preprocessing,
             "head": head,
             "cross_validation": self.comparison.to_dict() if self.comparison else None,
             "data": self.data,
             "learning_curve": self.curve.to_dict() if self.curve else None,
+            "fine_tuning": self.fine_tuning,
             "libraries": _library_versions(),
         }
         (folder / "model.json").write_text(json.dumps(description, indent=2) + "\n")
         return folder
 
     def _save_head(self, folder: Path) -> dict:
+        if hasattr(self.estimator, "save_folder"):  # a fine-tuned model writes its own tensors
+            return {"name": self.head_name, **self.estimator.save_folder(folder)}
         if isinstance(self.estimator, LinearHead):
             from safetensors.numpy import save_file
 
@@ -131,7 +141,7 @@ class Model:
                 "upgrade smalldata (pip install -U smalldata)"
             )
         features = description["features"]
-        if features != RAW_TEXT and features not in REGISTRY:
+        if features not in (RAW_TEXT, RAW_INPUTS) and features not in REGISTRY:
             raise ModelFolderError(
                 f"{folder} needs the backbone {features!r}, which is not installed here "
                 f"(installed: {', '.join(sorted(REGISTRY))}); install the smalldata version that made it"
@@ -147,6 +157,7 @@ class Model:
             comparison=Comparison.from_dict(comparison) if comparison else None,
             data=description.get("data", {}),
             curve=LearningCurve.from_dict(curve) if curve else None,
+            fine_tuning=description.get("fine_tuning"),
         )
 
 
@@ -165,16 +176,26 @@ def _load_head(folder: Path, head: dict):
         params = {k: v for k, v in head["params"].items() if k in DescribedHead().get_params()}
         return DescribedHead.from_state(params, head["classes"], load_file(str(file)))
     if head["kind"] == "scikit-learn":
-        import skops.io
+        return load_skops(file)
+    if head["kind"] in FINE_TUNED_KINDS:
+        import importlib
 
-        untrusted = skops.io.get_untrusted_types(file=file)
-        if untrusted:
-            raise ModelFolderError(
-                f"{file} contains types smalldata does not trust ({', '.join(untrusted)}); "
-                "it was not made by smalldata, so it is not loaded"
-            )
-        return skops.io.load(file)
+        module, name = FINE_TUNED_KINDS[head["kind"]].split(":")
+        return getattr(importlib.import_module(module), name).load_folder(folder, head)
     raise ModelFolderError(f"unknown head kind {head['kind']!r} in {folder / 'model.json'}")
+
+
+def load_skops(file: Path):
+    """A scikit-learn estimator from a skops file, refused if it holds any type we do not trust."""
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(file=file)
+    if untrusted:
+        raise ModelFolderError(
+            f"{file} contains types smalldata does not trust ({', '.join(untrusted)}); "
+            "it was not made by smalldata, so it is not loaded"
+        )
+    return skops.io.load(file)
 
 
 def _library_versions() -> dict[str, str]:

@@ -7,6 +7,7 @@ on every example.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from typing import Mapping
 
@@ -14,6 +15,7 @@ import numpy as np
 from sklearn.base import clone
 
 from smalldata.backbones import DEFAULT_BACKBONE, get_backbone
+from smalldata.budget import fine_tune_step, parse_budget
 from smalldata.baselines import image_baseline, text_baseline
 from smalldata.curve import LearningCurve, learning_curve
 from smalldata.data import DataError, Dataset, require_evaluable
@@ -60,6 +62,9 @@ def train(
     seed: int = 0,
     unlabeled: Pool | None = None,
     descriptions: Mapping[str, str] | None = None,
+    budget: float | str | None = None,
+    finetune: str = "auto",
+    flip: bool = True,
     progress: Progress = QUIET,
 ) -> Model:
     """Cross-validate every candidate on the same folds, refit the chosen one on all of `dataset`,
@@ -70,10 +75,17 @@ def train(
     `Comparison.chosen` says; ``model.comparison.to_dict()["contributions"]`` says what each added,
     in points. Without evaluation the pool is not used (nothing could show that it helps).
 
+    With a time ``budget`` (seconds, or "5m"), fine-tuning the backbone is tried too when the
+    budget allows, scored on the same folds, and kept only where it beats the frozen choice by
+    more than one standard error (``finetune="always"`` keeps it regardless, "never" skips it;
+    ``budget=None`` means no fine-tuning unless "always"). ``flip=False`` keeps image fine-tuning
+    from mirroring training images, where a mirror image would change the label.
+
     With ``evaluate=False`` nothing is cross-validated (possible from 1 example per class): the
     default head (logistic regression on embeddings, or with descriptions the described head) is
     fit, and the model carries no accuracy estimate.
     """
+    started = time.perf_counter()
     backbone = backbone or DEFAULT_BACKBONE[dataset.modality]
     if get_backbone(backbone).modality != dataset.modality:
         raise DataError(f"backbone {backbone!r} is for {get_backbone(backbone).modality}s, but the data are {dataset.modality}s")
@@ -99,25 +111,34 @@ def train(
         comparison = compare(options, features, dataset.labels, folds=folds, progress=progress,
                              informed=[c.name for c in informed])
         chosen = next(c for c in options if c.name == comparison.chosen.name)
-    progress.log(f"refitting [bold]{chosen.name}[/] on all {len(dataset)} examples")
-    with single_threaded_math():
-        estimator = clone(chosen.make_estimator()).fit(features[chosen.features], np.asarray(dataset.labels))
-    if isinstance(estimator, PoolHead):
-        estimator = estimator.head_  # the pool is needed to fit, not to predict: save the plain LR
+    tuned_name, tuned, fine_tuning = None, None, None
+    seconds = parse_budget(budget)
+    if finetune == "always" or (finetune != "never" and seconds is not None):
+        frozen = next(s for s in comparison.scores if s.name == chosen.name) if comparison else None
+        tuned_name, tuned, fine_tuning = fine_tune_step(
+            dataset, backbone, folds if evaluate else None, frozen, mode=finetune, flip=flip, progress=progress,
+            seconds_left=(seconds or 0.0) - (time.perf_counter() - started))
+    data = {**summary(dataset), **informed_summary(unlabeled, descriptions)}
+    if tuned is not None:  # no learning curve: it would cost a fine-tune per point
+        return Model(classes=dataset.classes, modality=dataset.modality, features=fine_tuning["features"],
+                     head_name=tuned_name, estimator=tuned, comparison=comparison, data=data, fine_tuning=fine_tuning)
+    estimator = _refit(chosen, features[chosen.features], dataset, progress)
     drawn = None
     if evaluate and curve:
         drawn = learning_curve(features[chosen.features], dataset.labels, chosen.make_estimator,
                                seed=seed, progress=progress)
-    return Model(
-        classes=dataset.classes,
-        modality=dataset.modality,
-        features=chosen.features,
-        head_name=chosen.name,
-        estimator=estimator,
-        comparison=comparison,
-        data={**summary(dataset), **informed_summary(unlabeled, descriptions)},
-        curve=drawn,
-    )
+    return Model(classes=dataset.classes, modality=dataset.modality, features=chosen.features,
+                 head_name=chosen.name, estimator=estimator, fine_tuning=fine_tuning, comparison=comparison,
+                 data=data, curve=drawn)
+
+
+def _refit(chosen: Candidate, features, dataset: Dataset, progress: Progress):
+    progress.log(f"refitting [bold]{chosen.name}[/] on all {len(dataset)} examples")
+    with single_threaded_math():
+        estimator = clone(chosen.make_estimator()).fit(features, np.asarray(dataset.labels))
+    if isinstance(estimator, PoolHead):
+        estimator = estimator.head_  # the pool is needed to fit, not to predict: save the plain LR
+    return estimator
 
 
 def informed_candidates(dataset: Dataset, backbone: str, *, unlabeled: Pool | None,

@@ -1,0 +1,164 @@
+"""Fine-tuning against frozen embeddings, and the tool's automatic choice under a time budget.
+
+    flock /tmp/smalldata-cpu.lock .venv/bin/python bench/finetune.py --sets sst2 --sizes 8 --seeds 0 1
+    flock /tmp/smalldata-cpu.lock .venv/bin/python bench/finetune.py --sets trec6 --sizes 8 --seeds 0 --auto 300
+    .venv/bin/python bench/finetune.py --report                          # table from saved results
+
+For each set, size (examples per class) and seed, the draw of `common.draw` is the whole training set:
+
+- frozen: every frozen head of `smalldata.train.candidates` fit on the draw's embeddings, scored on
+  the test split; "best frozen" is the best of them on the test split (an optimistic reference);
+- fine-tune: the fine-tune candidate (texts: `ContrastiveTextClassifier`; images:
+  `FineTunedImageClassifier`) fit on the draw, its fit wall time, its test accuracy;
+- with ``--auto SECONDS``: `smalldata.train(draw, budget=SECONDS)`, what it kept, its accuracy and
+  wall time (this is the slow part: it cross-validates the fine-tune within the budget).
+
+For texts each draw and the test split are also written to bench/results/finetune/draws/, which
+bench/setfit_reference.py (run in a separate venv with the setfit library) trains on.
+Results merge seed by seed into bench/results/finetune/SET-SIZE.json, so runs can be split up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import IMAGE_SETS, capped, draw, load_split, machine  # noqa: E402
+
+from smalldata.backbones import DEFAULT_BACKBONE  # noqa: E402
+from smalldata.evaluate import single_threaded_math  # noqa: E402
+from smalldata.features import embed  # noqa: E402
+from smalldata.budget import fine_tune_candidate  # noqa: E402
+from smalldata.train import candidates, train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "finetune"
+DRAWS = RESULTS / "draws"
+SIZES = {"image": (5, 10, 20), "text": (8, 16)}
+
+
+def accuracy(true, predicted) -> float:
+    return float(np.mean(np.asarray(true) == np.asarray(predicted)))
+
+
+def frozen_scores(sample, test, backbone: str) -> dict:
+    X, X_test = embed(sample.inputs, backbone, keys=sample.keys), embed(test.inputs, backbone, keys=test.keys)
+    scores = {}
+    with single_threaded_math():
+        for candidate in candidates(sample.modality, backbone):
+            if candidate.is_baseline:
+                continue
+            start = time.perf_counter()
+            fitted = candidate.make_estimator().fit(X, sample.labels)
+            scores[candidate.name] = {"accuracy": accuracy(test.labels, fitted.predict(X_test)),
+                                      "fit_seconds": round(time.perf_counter() - start, 2)}
+    return scores
+
+
+def run_draw(name: str, train_split, test, size: int, seed: int, backbone: str, auto: float | None) -> dict:
+    sample = draw(train_split, size, seed)
+    if sample.modality == "text":
+        save_draw(name, size, seed, sample)
+    result = {"seed": seed, "n_train": len(sample), "frozen": frozen_scores(sample, test, backbone)}
+    candidate = fine_tune_candidate(sample.modality, backbone)
+    start = time.perf_counter()
+    tuned = candidate.make_estimator().fit(list(sample.inputs), np.asarray(sample.labels))
+    fit_seconds = time.perf_counter() - start
+    result["fine_tune"] = {"name": candidate.name, "accuracy": accuracy(test.labels, tuned.predict(list(test.inputs))),
+                           "fit_seconds": round(fit_seconds, 1),
+                           # images: whether early stopping kept a tuned state, the rate used, held-out losses
+                           "epochs_kept": getattr(tuned, "epochs_kept_", None), "lr_used": getattr(tuned, "lr_used_", None),
+                           "held_out": getattr(tuned, "history_", None)}
+    print(f"{name} {size}/class seed {seed}: frozen LR {result['frozen']['logistic-regression']['accuracy']:.3f}, "
+          f"fine-tune {result['fine_tune']['accuracy']:.3f} in {fit_seconds:.0f} s", flush=True)
+    if auto:
+        start = time.perf_counter()
+        model = train(sample, seed=seed, budget=auto, curve=False)
+        wall = time.perf_counter() - start
+        result["auto"] = {"budget_seconds": auto, "chosen": model.head_name, "wall_seconds": round(wall, 1),
+                          "accuracy": model.evaluate(test).accuracy, "fine_tuning": model.fine_tuning}
+        print(f"  auto ({auto:.0f} s budget): {model.head_name} {result['auto']['accuracy']:.3f} in {wall:.0f} s", flush=True)
+    return result
+
+
+def save_draw(name: str, size: int, seed: int, sample) -> None:
+    DRAWS.mkdir(parents=True, exist_ok=True)
+    rows = {"texts": list(sample.inputs), "labels": list(sample.labels)}
+    (DRAWS / f"{name}-{size}-{seed}.json").write_text(json.dumps(rows))
+
+
+def save(name: str, size: int, draws: list[dict]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}-{size}.json"
+    previous = json.loads(path.read_text())["draws"] if path.exists() else []
+    merged = {d["seed"]: d for d in previous} | {d["seed"]: d for d in draws}
+    path.write_text(json.dumps({"set": name, "size": size, "machine": machine(),
+                                "draws": [merged[k] for k in sorted(merged)]}, indent=1))
+
+
+def report() -> str:
+    lines = ["| set | per class | draws | best frozen head | frozen LR | fine-tune | fine-tune fit s (median) | setfit library | setfit train s (median) | auto: kept (accuracy, wall s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for path in sorted(RESULTS.glob("*.json")):
+        data = json.loads(path.read_text())
+        draws = data["draws"]
+        seeds = [d["seed"] for d in draws]
+        best = np.mean([max(v["accuracy"] for v in d["frozen"].values()) for d in draws])
+        lr = np.mean([d["frozen"]["logistic-regression"]["accuracy"] for d in draws])
+        tuned = np.mean([d["fine_tune"]["accuracy"] for d in draws])
+        tuned_s = np.median([d["fine_tune"]["fit_seconds"] for d in draws])
+        setfit = _setfit(data["set"], data["size"], seeds)
+        autos = [d["auto"] for d in draws if "auto" in d]
+        auto = "; ".join(f"{a['chosen']} ({100 * a['accuracy']:.1f}, {a['wall_seconds']:.0f} s of {a['budget_seconds']:.0f})"
+                         for a in autos) or "-"
+        lines.append(f"| {data['set']} | {data['size']} | {len(draws)} | {100 * best:.1f} | {100 * lr:.1f} | "
+                     f"{100 * tuned:.1f} | {tuned_s:.0f} | {setfit} | {auto} |")
+    return "\n".join(lines)
+
+
+def _setfit(name: str, size: int, seeds: list[int]) -> str:
+    path = RESULTS / "setfit" / f"{name}-{size}.json"
+    if not path.exists():
+        return "- | -"
+    runs = {d["seed"]: d for d in json.loads(path.read_text())["draws"]}
+    same = [runs[s] for s in seeds if s in runs]
+    if not same:
+        return "- | -"
+    return (f"{100 * np.mean([r['accuracy'] for r in same]):.1f} ({len(same)} draws) | "
+            f"{np.median([r['train_seconds'] for r in same]):.0f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", nargs="+", default=["sst2", "trec6", "agnews", "flowers12", "clothing10"])
+    parser.add_argument("--sizes", nargs="+", type=int)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--auto", type=float, help="also run train(budget=AUTO seconds) on each draw")
+    parser.add_argument("--test-cap", type=int, default=1000, help="test examples per set (a fixed sample)")
+    parser.add_argument("--report", action="store_true", help="print the table from saved results only")
+    args = parser.parse_args()
+    if args.report:
+        print(report())
+        return
+    print(f"machine: {machine()}")
+    for name in args.sets:
+        modality = "image" if name in IMAGE_SETS else "text"
+        train_split, test = load_split(name, "train"), capped(load_split(name, "test"), args.test_cap)
+        if modality == "text":
+            DRAWS.mkdir(parents=True, exist_ok=True)
+            (DRAWS / f"{name}-test.json").write_text(json.dumps({"texts": list(test.inputs), "labels": list(test.labels)}))
+        for size in args.sizes or SIZES[modality]:
+            draws = [run_draw(name, train_split, test, size, seed, DEFAULT_BACKBONE[modality], args.auto)
+                     for seed in args.seeds]
+            save(name, size, draws)
+
+
+if __name__ == "__main__":
+    main()

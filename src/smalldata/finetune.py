@@ -1,0 +1,343 @@
+"""Fine-tuning EfficientNet-Lite on a few images: the fastai recipe, with care for tiny data.
+
+1. Head first: logistic regression on the frozen (cached) embeddings becomes the initial linear head,
+   so the body starts training against a head that is already good, not a random one.
+2. Then the later blocks are unfrozen with discriminative learning rates (each earlier group at a
+   third of the next one's rate), a one-cycle schedule and AdamW, on augmented crops.
+3. Batch norm keeps its pretrained statistics (eval mode): batches of 16 images from a few classes
+   give statistics far noisier than ImageNet's.
+4. Early stopping on a held-out fifth of the training images, with the head-only state as epoch 0:
+   when no epoch beats it, fine-tuning is undone and the model says so in its name.
+5. Finally logistic regression is refit on the (tuned or frozen) embeddings of every training image,
+   so the held-out fifth is not lost to the final model.
+
+The tuned body is saved as safetensors and, once loaded, runs through ONNX Runtime like the frozen
+backbones (exported the same way, cached by the weights' digest).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import train_test_split
+
+from smalldata.augment import image_augmentation
+from smalldata.backbones import PIXEL_MEAN, PIXEL_STD, cache_dir, export_pooled_features, get_backbone
+from smalldata.features import embed
+from smalldata.heads import logistic_regression_head
+
+BODY_FILE = "body.safetensors"
+HEAD_FILE = "head.skops"
+LOSSES = ("cross-entropy", "cosine", "cosine+cross-entropy")
+
+
+class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
+    """EfficientNet-Lite tuned on image files; logistic regression on its pooled features."""
+
+    def __init__(self, *, backbone: str = "efficientnet-lite0", epochs: int = 6, lr: float | str = "find",
+                 batch_size: int = 16, train_size: int = 192, unfreeze_from: int = 8,
+                 loss: str = "cross-entropy", label_smoothing: float = 0.1, flip: bool = True,
+                 tta: bool = False, random_state: int = 0):
+        self.backbone = backbone
+        self.epochs = epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.train_size = train_size
+        self.unfreeze_from = unfreeze_from
+        self.loss = loss
+        self.label_smoothing = label_smoothing
+        self.flip = flip
+        self.tta = tta
+        self.random_state = random_state
+
+    # ---- fitting -------------------------------------------------------------------------------
+    def fit(self, X, y):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, not {self.loss!r}")
+        paths = [Path(p) for p in X]
+        self.classes_, targets = np.unique(np.asarray(y), return_inverse=True)
+        pixels = get_backbone(self.backbone).pixels(paths)
+        train, held = _held_out_fifth(targets, self.random_state)
+        with torch.random.fork_rng():
+            torch.manual_seed(self.random_state)
+            self.net_, head = self._head_first(paths, targets, train)
+            self.epochs_kept_ = self._tune(self.net_, head, pixels, targets, train, held)
+        self.net_.eval()
+        self.fine_tuned_ = self.epochs_kept_ > 0
+        if not self.fine_tuned_:
+            self.net_ = None  # the frozen backbone, as cached: no tuned weights to keep
+            self.kept_name_ = f"head only on frozen {self.backbone} (early stopping undid fine-tuning)"
+        self.head_ = logistic_regression_head().fit(self.transform(paths, pixels=pixels), self.classes_[targets])
+        return self
+
+    def _head_first(self, paths, targets, train):
+        net = get_backbone(self.backbone).torch_model().eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        frozen = embed([paths[i] for i in train], self.backbone)  # the cache already holds these
+        return net, _linear_from_logistic(frozen, targets[train], len(self.classes_))
+
+    def _tuned_parameters(self, net, head, lr: float) -> list[dict]:
+        """Discriminative learning rates: head at `lr`, each earlier group of blocks at a third."""
+        blocks = list(net._blocks)[self.unfreeze_from:]
+        groups = [[head.weight, head.bias], list(net._conv_head.parameters()) + list(net._bn1.parameters())]
+        thirds = np.array_split(np.arange(len(blocks))[::-1], 2)  # later blocks first
+        groups += [[p for i in part for p in blocks[i].parameters()] for part in thirds]
+        out = []
+        for depth, params in enumerate(groups):
+            for p in params:
+                p.requires_grad_(True)
+            out.append({"params": params, "lr": lr / 3 ** max(0, depth - 1)})
+        return out
+
+    def _tune(self, net, head, pixels, targets, train, held) -> int:
+        """Train body and head; return the number of epochs whose state was kept (0: head only)."""
+        lr = self.lr if isinstance(self.lr, (int, float)) else lr_find(self, net, head, pixels[train], targets[train]).suggestion
+        self.lr_used_ = float(lr)
+        groups = self._tuned_parameters(net, head, lr)
+        optimizer = torch.optim.AdamW(groups, weight_decay=1e-2)
+        steps_per_epoch = max(1, math.ceil(len(train) / self.batch_size))
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups],
+                                                       total_steps=self.epochs * steps_per_epoch, pct_start=0.3)
+        augment = image_augmentation(self.train_size, flip=self.flip)
+        rng = np.random.default_rng(self.random_state)
+        trainable = [p for g in groups for p in g["params"]]
+        best_loss, best_state, best_epoch = self._held_loss(net, head, pixels, targets, held), None, 0
+        self.history_ = [{"epoch": 0, "held_out_loss": best_loss}]
+        for epoch in range(1, self.epochs + 1):
+            for batch in np.array_split(rng.permutation(train), steps_per_epoch):
+                images = augment(_to_float(pixels[batch]))
+                loss = self._loss(head(_pooled(net, images)), torch.from_numpy(targets[batch]))
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+            held_loss = self._held_loss(net, head, pixels, targets, held)
+            self.history_.append({"epoch": epoch, "held_out_loss": held_loss})
+            if held_loss < best_loss:
+                best_loss, best_epoch = held_loss, epoch
+                best_state = [p.detach().clone() for p in trainable]
+        for p, kept in zip(trainable, best_state or []):
+            p.data.copy_(kept)
+        return best_epoch
+
+    def _loss(self, logits, target):
+        ce = torch.nn.functional.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+        if self.loss == "cross-entropy":
+            return ce
+        one_hot = torch.nn.functional.one_hot(target, logits.shape[1]).float()
+        cosine = 1 - torch.nn.functional.cosine_similarity(logits, one_hot).mean()
+        return cosine if self.loss == "cosine" else cosine + 0.1 * ce
+
+    def _held_loss(self, net, head, pixels, targets, held) -> float:
+        if len(held) == 0:
+            return float("inf")
+        with torch.no_grad():
+            logits = head(_pooled(net, _to_float(pixels[held])))
+            return float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(targets[held])))
+
+    # ---- cost, for the time budget ------------------------------------------------------------
+    def time_step(self, X, y) -> float:
+        """Seconds one training step on a batch takes here (the second of two; the first allocates)."""
+        net = get_backbone(self.backbone).torch_model().eval()
+        head = torch.nn.Linear(1280, len(np.unique(y)))
+        for p in net.parameters():
+            p.requires_grad_(False)
+        optimizer = torch.optim.AdamW(self._tuned_parameters(net, head, 1e-4))
+        pixels = get_backbone(self.backbone).pixels([Path(p) for p in X[: self.batch_size]])
+        target = torch.from_numpy(np.unique(np.asarray(y)[: self.batch_size], return_inverse=True)[1])
+        augment = image_augmentation(self.train_size, flip=self.flip)
+        seconds = []
+        for _ in range(2):
+            start = time.perf_counter()
+            loss = self._loss(head(_pooled(net, augment(_to_float(pixels)))), target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            seconds.append(time.perf_counter() - start)
+        return seconds[-1] * self.batch_size / len(pixels)
+
+    def estimated_fit_seconds(self, step_seconds: float, n_examples: int) -> float:
+        steps = self.epochs * math.ceil(0.8 * n_examples / self.batch_size)
+        finder = LR_FINDER_STEPS if self.lr == "find" else 0
+        # held-out evaluation and final embedding: a forward pass costs about a third of a step
+        forwards = (self.epochs * 0.2 * n_examples + 2 * n_examples) / self.batch_size / 3
+        return step_seconds * (steps + finder + forwards) + 3.0  # loading the network
+
+    # ---- prediction ---------------------------------------------------------------------------
+    def transform(self, X, *, pixels: np.ndarray | None = None) -> np.ndarray:
+        """Pooled features of the tuned body (or the frozen, cached ones where tuning was undone)."""
+        paths = [Path(p) for p in X]
+        if self.net_ is None:
+            return embed(paths, self.backbone)
+        backbone = get_backbone(self.backbone)
+        out = []
+        for start in range(0, len(paths), 32):
+            chunk = pixels[start:start + 32] if pixels is not None else backbone.pixels(paths[start:start + 32])
+            out.append(self._body_features(chunk))
+        return np.concatenate(out)
+
+    def _body_features(self, pixels: np.ndarray) -> np.ndarray:
+        session = getattr(self, "session_", None)
+        if session is not None:
+            return session.run(None, {session.get_inputs()[0].name: pixels})[0]
+        with torch.no_grad():
+            return _pooled(self.net_, _to_float(pixels)).numpy()
+
+    def predict_proba(self, X) -> np.ndarray:
+        proba = self.head_.predict_proba(self.transform(X))
+        if self.tta and self.net_ is not None:  # test-time augmentation: the mirror image too
+            mirrored = get_backbone(self.backbone).pixels([Path(p) for p in X])[:, :, ::-1].copy()
+            proba = (proba + self.head_.predict_proba(self._body_features(mirrored))) / 2
+        return proba
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    # ---- model folder (no pickle) -------------------------------------------------------------
+    def save_folder(self, folder: Path) -> dict:
+        import skops.io
+        from safetensors.torch import save_file
+
+        if self.net_ is not None:
+            save_file({k: v.contiguous() for k, v in self.net_.state_dict().items()}, str(folder / BODY_FILE))
+        skops.io.dump(self.head_, folder / HEAD_FILE)
+        return {"kind": "fine-tuned-image", "file": HEAD_FILE, "body_file": BODY_FILE if self.net_ is not None else None,
+                "params": self.get_params(), "classes": self.classes_.tolist(), "epochs_kept": self.epochs_kept_,
+                "lr_used": getattr(self, "lr_used_", None), "held_out_history": getattr(self, "history_", None),
+                "preprocessing": get_backbone(self.backbone).preprocessing}
+
+    @classmethod
+    def load_folder(cls, folder: Path, head: dict) -> "FineTunedImageClassifier":
+        from safetensors.torch import load_file
+
+        from smalldata.model import load_skops
+
+        model = cls(**{k: v for k, v in head["params"].items() if k in cls().get_params()})
+        model.classes_ = np.array(head["classes"])
+        model.epochs_kept_ = head.get("epochs_kept", 0)
+        model.head_ = load_skops(folder / HEAD_FILE)
+        model.net_ = None
+        if head.get("body_file"):
+            file = folder / Path(head["body_file"]).name
+            model.net_ = get_backbone(model.backbone).torch_model().eval()
+            model.net_.load_state_dict(load_file(str(file)), strict=True)
+            model.session_ = _onnx_session(model.net_, get_backbone(model.backbone).image_size, file)
+        return model
+
+
+def _onnx_session(net, image_size: int, weights: Path):
+    """The tuned body exported to ONNX once (cached by the weights' digest) and run by ONNX Runtime."""
+    import onnxruntime as ort
+
+    digest = hashlib.sha1(weights.read_bytes()).hexdigest()[:16]
+    path = cache_dir() / "onnx" / f"fine-tuned-{digest}.onnx"
+    if not path.exists():
+        export_pooled_features(net, image_size, path)
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _held_out_fifth(targets: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified fifth for early stopping; none when a class has fewer than 3 images."""
+    indices = np.arange(len(targets))
+    if np.bincount(targets).min() < 3:
+        return indices, indices[:0]
+    train, held = train_test_split(indices, test_size=0.2, stratify=targets, random_state=seed)
+    return np.sort(train), np.sort(held)
+
+
+def _linear_from_logistic(features: np.ndarray, targets: np.ndarray, n_classes: int) -> torch.nn.Linear:
+    """A linear layer computing the same logits as logistic regression fit on `features`."""
+    fitted = logistic_regression_head().fit(features, targets)
+    weight, bias = fitted.coef_, fitted.intercept_
+    if n_classes == 2:  # binary: one weight vector; softmax over (-z/2, z/2) gives the same probability
+        weight, bias = np.vstack([-weight / 2, weight / 2]), np.array([-bias[0] / 2, bias[0] / 2])
+    layer = torch.nn.Linear(features.shape[1], n_classes)
+    layer.weight.data.copy_(torch.from_numpy(weight.astype(np.float32)))
+    layer.bias.data.copy_(torch.from_numpy(bias.astype(np.float32)))
+    return layer
+
+
+def _to_float(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in 0..1 (the augmentations' range)."""
+    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def _pooled(net, images: torch.Tensor) -> torch.Tensor:
+    """Globally pooled features, normalised as the backbone was trained ((pixel - 127) / 128)."""
+    return net.extract_features((images * 255.0 - PIXEL_MEAN) / PIXEL_STD).mean(dim=(2, 3))
+
+
+# ---- learning-rate finder ---------------------------------------------------------------------
+LR_FINDER_STEPS = 16
+
+
+@dataclass
+class LRFinderResult:
+    lrs: list[float]
+    losses: list[float]  # smoothed training loss at each rate
+    suggestion: float
+
+    def plot(self, ax):
+        ax.plot(self.lrs, self.losses)
+        ax.axvline(self.suggestion, linestyle="--", color="grey")
+        ax.set(xscale="log", xlabel="learning rate (head; earlier layers lower)", ylabel="training loss (smoothed)",
+               title=f"suggested learning rate {self.suggestion:.1e}")
+        return ax
+
+
+def lr_find(model: FineTunedImageClassifier, net, head, pixels: np.ndarray, targets: np.ndarray, *,
+            steps: int = LR_FINDER_STEPS, start: float = 1e-6, end: float = 1e-1) -> LRFinderResult:
+    """Smith's range test on copies of the network: the rate grows exponentially step by step."""
+    net, head = copy.deepcopy(net), copy.deepcopy(head)
+    groups = model._tuned_parameters(net, head, start)
+    base = [g["lr"] for g in groups]
+    optimizer = torch.optim.AdamW(groups, weight_decay=1e-2)
+    augment = image_augmentation(model.train_size, flip=model.flip)
+    rng = np.random.default_rng(model.random_state)
+    factor = (end / start) ** (1 / max(1, steps - 1))
+    lrs, losses, smooth = [], [], None
+    for step in range(steps):
+        for group, lr in zip(optimizer.param_groups, base):
+            group["lr"] = lr * factor ** step
+        batch = rng.choice(len(targets), size=min(model.batch_size, len(targets)), replace=False)
+        loss = model._loss(head(_pooled(net, augment(_to_float(pixels[batch])))), torch.from_numpy(targets[batch]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        smooth = float(loss) if smooth is None else 0.6 * smooth + 0.4 * float(loss)
+        lrs.append(start * factor ** step)
+        losses.append(smooth)
+        if smooth > 4 * min(losses):  # diverged: the rest of the range says nothing
+            break
+    return LRFinderResult(lrs, losses, suggest_lr(lrs, losses))
+
+
+def suggest_lr(lrs: list[float], losses: list[float]) -> float:
+    """The rate of steepest descent; where the loss only rises from the start (the head-first step
+    already found a minimum), a tenth of the rate at which it starts to rise."""
+    losses_arr = np.asarray(losses)
+    slopes = np.diff(losses_arr) / np.diff(np.log(lrs))
+    if len(slopes) and slopes.min() < 0 and losses_arr.argmin() > 0:
+        return float(lrs[int(slopes.argmin())])
+    rising = np.flatnonzero(losses_arr > losses_arr[0] * 1.05)
+    where = lrs[int(rising[0])] if len(rising) else lrs[-1]
+    return float(where / 10)
+
+
+def find_lr(dataset, *, backbone: str = "efficientnet-lite0", steps: int = 2 * LR_FINDER_STEPS,
+            random_state: int = 0) -> LRFinderResult:
+    """The range test on a whole dataset, after the head-first step, as fine-tuning would run it."""
+    model = FineTunedImageClassifier(backbone=backbone, random_state=random_state)
+    paths = [Path(p) for p in dataset.inputs]
+    model.classes_, targets = np.unique(np.asarray(dataset.labels), return_inverse=True)
+    net, head = model._head_first(paths, targets, np.arange(len(paths)))
+    return lr_find(model, net, head, get_backbone(backbone).pixels(paths), targets, steps=steps)

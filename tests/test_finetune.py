@@ -1,0 +1,98 @@
+"""Fine-tuning: the SetFit-style text encoder, the image recipe, the lr finder, and the budget rule."""
+
+import json
+
+import numpy as np
+import pytest
+
+import smalldata
+from smalldata.budget import FineTuneDecision, _decide, paired_gain, parse_budget
+from smalldata.finetune import FineTunedImageClassifier, suggest_lr
+from smalldata.model import Model
+
+
+def test_budgets_parse_and_bad_ones_say_how_to_write_them():
+    assert parse_budget("5m") == 300 and parse_budget("90s") == 90 and parse_budget("1.5h") == 5400
+    assert parse_budget("45") == 45 and parse_budget(None) is None
+    with pytest.raises(ValueError, match="90s, 5m or 1h"):
+        parse_budget("five minutes")
+
+
+def test_a_gain_within_one_standard_error_is_not_kept():
+    # one image better on one fold of two (20 test images each): luck, not a reason to fine-tune
+    lucky = _decide(FineTuneDecision("ft", "auto", False, "", folds_used=2, fold_accuracies=[0.95, 0.90],
+                                     frozen_fold_accuracies=[0.90, 0.90], frozen_name="lr"))
+    assert not lucky.kept and "not kept" in lucky.reason
+    steady = _decide(FineTuneDecision("ft", "auto", False, "", folds_used=4, fold_accuracies=[0.95, 0.9, 1.0, 0.95],
+                                      frozen_fold_accuracies=[0.9, 0.85, 0.9, 0.85], frozen_name="lr"))
+    gain, error = paired_gain(steady.fold_accuracies, steady.frozen_fold_accuracies)
+    assert steady.kept and gain == pytest.approx(0.075) and 0 < error < gain
+    forced = _decide(FineTuneDecision("ft", "always", False, "", folds_used=2, fold_accuracies=[0.5, 0.5],
+                                      frozen_fold_accuracies=[0.9, 0.9], frozen_name="lr"))
+    assert forced.kept and "--finetune always" in forced.reason
+
+
+def test_a_budget_too_small_for_three_folds_skips_fine_tuning_and_says_so(topics_csv):
+    model = smalldata.train(smalldata.load_dataset(topics_csv), budget="2s", curve=False)
+    assert not model.fine_tuning["kept"] and "not tried" in model.fine_tuning["reason"]
+    assert model.head_name == model.comparison.chosen.name
+
+
+@pytest.mark.slow
+def test_text_fine_tune_moves_the_encoder_and_round_trips_through_safetensors(topics_csv, tmp_path):
+    from smalldata.backbones import get_backbone
+
+    model = smalldata.train(smalldata.load_dataset(topics_csv), finetune="always", budget=0, curve=False)
+    assert model.head_name.startswith("fine-tuned: contrastive") and model.fine_tuning["kept"]
+    tuned = model.estimator
+    assert tuned.loss_curve_[-1] < tuned.loss_curve_[0]  # the triplet loss went down
+    texts = ["The referee showed a red card.", "Stir in the flour and butter.", "Expect drizzle all day."]
+    base = get_backbone("all-MiniLM-L6-v2").embed_batch(texts)
+    assert not np.allclose(tuned.transform(texts), base, atol=1e-3)  # the encoder was tuned, not frozen
+    assert model.predict(texts) == ["sport", "cooking", "weather"]
+    folder = model.save(tmp_path / "m")
+    assert (folder / "encoder.safetensors").exists()
+    assert not [p for p in folder.iterdir() if p.suffix in {".pkl", ".pickle", ".joblib", ".pt", ".bin"}]
+    assert json.loads((folder / "model.json").read_text())["head"]["kind"] == "contrastive-text"
+    assert np.allclose(Model.load(folder).predict_proba(texts), model.predict_proba(texts), atol=1e-5)
+
+
+def test_lr_suggestion_where_the_loss_falls_and_where_it_only_rises():
+    lrs = list(np.logspace(-6, -1, 11))
+    falling = [2.0, 1.9, 1.7, 1.2, 0.8, 0.6, 0.55, 0.6, 1.0, 2.0, 4.0]
+    assert lrs[2] <= suggest_lr(lrs, falling) <= lrs[4]  # where the loss drops fastest
+    rising = [0.30, 0.30, 0.30, 0.31, 0.33, 0.40, 0.8, 1.5, 3.0, 5.0, 9.0]  # after the head-first step
+    assert suggest_lr(lrs, rising) == pytest.approx(lrs[4] / 10)  # a tenth of where it rises 5%, not 1e-6
+
+
+@pytest.mark.slow
+def test_image_fine_tune_trains_keeps_its_history_and_predicts_the_same_through_onnx(fashion_folder, tmp_path):
+    dataset = smalldata.load_dataset(fashion_folder)
+    paths, labels = list(dataset.inputs), np.asarray(dataset.labels)
+    tuned = FineTunedImageClassifier(epochs=2, lr=1e-3, train_size=96).fit(paths, labels)
+    assert [h["epoch"] for h in tuned.history_] == [0, 1, 2]  # epoch 0: the head-only state
+    assert tuned.epochs_kept_ == int(np.argmin([h["held_out_loss"] for h in tuned.history_]))
+    assert np.mean(tuned.predict(paths) == labels) >= 0.9
+    folder = tmp_path / "m"
+    folder.mkdir()
+    head = tuned.save_folder(folder)
+    loaded = FineTunedImageClassifier.load_folder(folder, json.loads(json.dumps(head)))
+    assert np.allclose(loaded.predict_proba(paths[:6]), tuned.predict_proba(paths[:6]), atol=1e-4)
+    if tuned.fine_tuned_:
+        assert (folder / "body.safetensors").exists() and loaded.session_ is not None
+    else:
+        assert "early stopping undid fine-tuning" in tuned.kept_name_
+
+
+@pytest.mark.slow
+def test_lr_find_command_plots_and_suggests(fashion_folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from smalldata.cli import app
+
+    plot = tmp_path / "lr.png"
+    result = CliRunner().invoke(app, ["lr-find", str(fashion_folder), "--plot", str(plot), "--steps", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert len(found["lrs"]) == len(found["losses"]) >= 2 and 1e-7 < found["suggestion"] < 1
+    assert plot.stat().st_size > 1000

@@ -215,7 +215,7 @@ def example_content(example_id: Id, request: Request, db=Depends(session)):
     """The image's bytes (or the text), for thumbnails on the page."""
     example = find(db, Example, example_id)
     if example.blob is None:
-        return Response(example.text, media_type="text/plain; charset=utf-8")
+        return Response(example.text, media_type="text/plain; charset=utf-8", headers={"X-Content-Type-Options": "nosniff"})
     data = state(request).blobs.read(example.blob)
     return Response(data, media_type=image_type(data), headers={"Cache-Control": "max-age=86400, immutable",
                                                                 "X-Content-Type-Options": "nosniff"})

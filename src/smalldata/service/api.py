@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
 
 from smalldata.data import DataError, Dataset
@@ -33,13 +34,14 @@ def state(request: Request):
     return request.app.state.service
 
 
-def require_key(request: Request) -> None:
+async def require_key(request: Request) -> None:
+    # async, with known keys in memory: a prediction pays no thread hand-over and no database trip for it
     service = state(request)
     key = auth.key_from_headers(request.headers)
     if key is None:
         raise HTTPException(401, "an API key is needed: send it as 'X-API-Key: KEY' (make one with `smalldata api-key create`)",
                             headers={"WWW-Authenticate": "Bearer"})
-    if not service.key_is_valid(key):
+    if not (service.key_is_known(key) or await run_in_threadpool(service.key_is_valid, key)):
         raise HTTPException(403, "this API key is not known here: make one with `smalldata api-key create`")
 
 
@@ -213,7 +215,7 @@ def example_content(example_id: Id, request: Request, db=Depends(session)):
     """The image's bytes (or the text), for thumbnails on the page."""
     example = find(db, Example, example_id)
     if example.blob is None:
-        return Response(example.text, media_type="text/plain; charset=utf-8")
+        return Response(example.text, media_type="text/plain; charset=utf-8", headers={"X-Content-Type-Options": "nosniff"})
     data = state(request).blobs.read(example.blob)
     return Response(data, media_type=image_type(data), headers={"Cache-Control": "max-age=86400, immutable",
                                                                 "X-Content-Type-Options": "nosniff"})
@@ -295,12 +297,13 @@ def get_version(version_id: Id, db=Depends(session)):
 
 
 @router.post("/versions/{version_id}/activate", response_model=VersionOut, dependencies=Keyed, tags=["versions"])
-def activate(version_id: Id, db=Depends(session)):
+def activate(version_id: Id, request: Request, db=Depends(session)):
     """Make this version the one that answers the project's predictions (the folder stays as it is)."""
     version = find(db, ModelVersion, version_id)
     project = db.get(Project, version.project_id)
     project.active_version_id = version.id
     db.commit()
+    state(request).forget(project.id)
     return version_out(version, project)
 
 
@@ -336,26 +339,40 @@ def version_out(version: ModelVersion, project: Project) -> VersionOut:
 # ------------------------------------------------------------------------------------ predict
 
 @router.post("/projects/{project_id}/predict/images", response_model=Predictions, dependencies=Keyed, tags=["predict"])
-def predict_images(project_id: Id, request: Request, files: list[UploadFile] = File(...), db=Depends(session)):
+def predict_images(project_id: Id, request: Request, files: list[UploadFile] = File(...)):
     """Label one or more images (multipart `files`) with the project's active version."""
     service = state(request)
-    version, predictor = active_predictor(db, service, project_id, "image")
-    return Predictions(version_id=version.id, predictions=predict_uploads(service, predictor, files))
+    version_id, predictor, _ = active_predictor(service, project_id, "image")
+    return Predictions(version_id=version_id, predictions=predict_uploads(service, predictor, files))
 
 
 @router.post("/projects/{project_id}/predict/texts", response_model=Predictions, dependencies=Keyed, tags=["predict"])
-def predict_texts(project_id: Id, body: PredictTexts, request: Request, db=Depends(session)):
+async def predict_texts(project_id: Id, body: PredictTexts, request: Request):
+    """Label one or more texts with the project's active version."""
     service = state(request)
-    version, predictor = active_predictor(db, service, project_id, "text")
-    return Predictions(version_id=version.id, predictions=predict_strings(service, predictor, body.texts))
+    found = service.active.get(project_id)
+    if found is None or found[2] != "text":
+        found = await run_in_threadpool(active_predictor, service, project_id, "text")
+    version_id, predictor = found[0], found[1]
+    texts = check_batch(service, body.texts)
+    return Predictions(version_id=version_id, predictions=answers(predictor.classes, await predictor.texts_async(texts)))
 
 
-def active_predictor(db, service, project_id: Id, modality: str):
-    project = find(db, Project, project_id, modality=modality)
-    if project.active_version_id is None:
-        raise HTTPException(409, "this project has no trained model yet: add examples and train first")
-    version = db.get(ModelVersion, project.active_version_id)
-    return version, service.predictors.get(service.data_dir / version.folder)
+def active_predictor(service, project_id: int, modality: str):
+    """(version id, predictor, modality) of the project's active version, kept in memory until a
+    version is added or activated (`ServiceState.forget`)."""
+    found = service.active.get(project_id)
+    if found is None:
+        with service.sessions() as db:
+            project = find(db, Project, project_id)
+            if project.active_version_id is None:
+                raise HTTPException(409, "this project has no trained model yet: add examples and train first")
+            version = db.get(ModelVersion, project.active_version_id)
+            found = (version.id, service.predictors.get(service.data_dir / version.folder), project.modality)
+        service.active[project_id] = found
+    if found[2] != modality:
+        raise HTTPException(422, f"project {project_id} holds {found[2]}s, not {modality}s")
+    return found
 
 
 def predict_uploads(service, predictor, files: list[UploadFile]) -> list[dict]:
@@ -373,9 +390,13 @@ def predict_uploads(service, predictor, files: list[UploadFile]) -> list[dict]:
 
 
 def predict_strings(service, predictor, texts: list[str]) -> list[dict]:
+    return answers(predictor.classes, predictor.texts(check_batch(service, texts)))
+
+
+def check_batch(service, texts: list[str]) -> list[str]:
     if len(texts) > service.limits.max_predict_batch:
         raise UploadError(413, f"{len(texts)} texts in one request, more than the {service.limits.max_predict_batch} allowed")
-    return answers(predictor.classes, predictor.texts([check_text(t, service.limits) for t in texts]))
+    return [check_text(t, service.limits) for t in texts]
 
 
 # ------------------------------------------------------------------------------------ helpers

@@ -47,6 +47,16 @@ class ServiceState:
     _keys: set[str] = field(default_factory=set)
     _keys_lock: threading.Lock = field(default_factory=threading.Lock)
 
+    active: dict = field(default_factory=dict)  # project id -> (version id, predictor, modality)
+
+    def forget(self, project_id: int) -> None:
+        """The project's active version changed: look it up again on the next prediction."""
+        self.active.pop(project_id, None)
+
+    def key_is_known(self, key: str) -> bool:
+        with self._keys_lock:
+            return auth.digest(key) in self._keys
+
     def key_is_valid(self, key: str) -> bool:
         # Keys cannot be revoked while the service runs, so a key once found stays valid: this
         # keeps a database round trip off every prediction.
@@ -83,7 +93,7 @@ def create_app(data_dir: str | Path = "smalldata-data", *, db_url: str | None = 
             failed = fail_interrupted_jobs(service.sessions)
             if failed:
                 log.warning("%d training job(s) were running when the service stopped; marked failed", failed)
-            service.runner = JobRunner(service.sessions, service.data_dir, service.blobs)
+            service.runner = JobRunner(service.sessions, service.data_dir, service.blobs, on_new_version=service.forget)
             if start_worker:
                 service.runner.start()
         try:

@@ -25,9 +25,13 @@ class Batcher:
 
     def __call__(self, items: Sequence) -> np.ndarray:
         """The network's output rows for `items`, computed together with other callers' items."""
+        return self.submit(items).result()
+
+    def submit(self, items: Sequence) -> Future:
+        """The same, as a future (an async endpoint awaits it without holding a thread)."""
         future: Future = Future()
         self._queue.put((list(items), future))
-        return future.result()
+        return future
 
     def _loop(self) -> None:
         while True:

@@ -95,8 +95,9 @@ def _train(conn, job_id: int, spec: dict, training) -> None:
 # ---------------------------------------------------------------------------- in the service
 
 class JobRunner:
-    def __init__(self, sessions, data_dir: Path, blobs):
+    def __init__(self, sessions, data_dir: Path, blobs, on_new_version=lambda project_id: None):
         self.sessions, self.data_dir, self.blobs = sessions, Path(data_dir), blobs
+        self.on_new_version = on_new_version
         self.partial_dir = self.data_dir / "models" / ".partial"
         self.reports_dir = self.data_dir / "reports"
         self._wake, self._stop = threading.Event(), threading.Event()
@@ -281,6 +282,7 @@ class JobRunner:
             job.state, job.finished, job.version_id = "succeeded", now(), version.id
             job.stage = f"version {number} is served; writing its report"
             job.done = job.total = 0
+        self.on_new_version(project_id)
 
     def _add_report(self, job_id: int, spec: dict, findings: dict | None) -> None:
         with self.sessions.begin() as session:

@@ -313,7 +313,8 @@ def lr_find(model: FineTunedImageClassifier, net, head, pixels: np.ndarray, targ
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        smooth = float(loss) if smooth is None else 0.6 * smooth + 0.4 * float(loss)
+        value = float(loss.detach())
+        smooth = value if smooth is None else 0.6 * smooth + 0.4 * value
         lrs.append(start * factor ** step)
         losses.append(smooth)
         if smooth > 4 * min(losses):  # diverged: the rest of the range says nothing

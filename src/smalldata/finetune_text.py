@@ -98,9 +98,13 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
         return time.perf_counter() - start
 
     def estimated_fit_seconds(self, step_seconds: float, n_examples: int) -> float:
-        """Training steps at the measured rate, plus loading the encoder and embedding the texts for
-        the head (each about a step's worth per 64 texts)."""
-        return step_seconds * (self.steps_per_fit(n_examples) + math.ceil(n_examples / 64) + 1)
+        """Training at the measured rate per text, plus loading the encoder and embedding the texts
+        for the head (about a step's worth per 64 texts).
+
+        Per text, not per step: a last short batch joins the one before (`_batches`), so with 25
+        texts the one step per epoch is 25 texts, not the 16 that were timed.
+        """
+        return step_seconds * (self.epochs * n_examples / self.batch_size + math.ceil(n_examples / 64) + 1)
 
     def transform(self, X) -> np.ndarray:
         """Tuned, unit-length embeddings."""

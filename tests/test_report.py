@@ -53,7 +53,7 @@ def test_leakage_is_found_when_training_read_its_file_with_other_column_names(tm
     renamed = tmp_path / "renamed.csv"
     renamed.write_text("\n".join(["sentence,topic"] + lines[1:]) + "\n")
     trained = runner.invoke(app, ["train", str(renamed), "--text-column", "sentence", "--label-column", "topic",
-                                  "--out", str(tmp_path / "m"), "-q", "--no-curve"])
+                                  "--out", str(tmp_path / "m"), "-q", "--no-curve", "--finetune", "never"])
     assert trained.exit_code == 0, trained.output
     assert json.loads((tmp_path / "m" / "model.json").read_text())["data"]["load_options"] == {
         "text_column": "sentence", "label_column": "topic"}

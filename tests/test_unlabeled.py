@@ -113,7 +113,7 @@ def test_cli_train_with_unlabeled_texts_says_what_they_contributed(tmp_path):
     pool = tmp_path / "pool.csv"
     pool.write_text("text\n" + "\n".join(POOL) + "\n")
     result = CliRunner().invoke(app, ["train", str(DATA / "topics.csv"), "--unlabeled", str(pool), "--no-curve",
-                                      "--out", str(tmp_path / "m")])
+                                      "--finetune", "never", "--out", str(tmp_path / "m")])
     assert result.exit_code == 0, result.output
     assert "18 unlabeled texts" in result.output and "what the extra knowledge contributed" in result.output
     assert "points over" in result.output

@@ -11,6 +11,7 @@ import zlib
 
 import pytest
 
+from tests.conftest import DATA
 from tests.service.conftest import fresh_database, png_bytes, start_service
 
 
@@ -338,3 +339,39 @@ def test_an_unexpected_error_is_json_and_says_nothing_changed(service, monkeypat
     client = TestClient(service.app, raise_server_exceptions=False)
     answer = client.get("/api/projects")
     assert answer.status_code == 500 and "nothing stored was changed" in answer.json()["detail"]
+
+
+# ------------------------------------------------------------------------- unlabeled examples
+
+UNLABELED = ["The referee showed a red card in the derby.", "Fans cheered as the team lifted the trophy.",
+             "Heavy rain and strong winds are expected tomorrow.", "A frost will cover the valleys overnight.",
+             "Simmer the onions slowly in butter until golden.", "Knead the dough and let it rise for an hour."]
+
+
+def test_unlabeled_texts_are_stored_checked_and_learned_from(service, backend):
+    project = service.post("/api/projects", json={"name": "pool", "modality": "text"}).json()
+    pid = project["id"]
+    csv = (DATA / "topics.csv").read_bytes()
+    assert service.post(f"/api/projects/{pid}/examples/csv", files={"file": ("t.csv", csv, "text/csv")}).status_code == 201
+    labeled_copy = (DATA / "topics.csv").read_text().splitlines()[1].rsplit(",", 1)[0]
+    added = service.post(f"/api/projects/{pid}/unlabeled/texts", json={"texts": UNLABELED + [labeled_copy]})
+    assert added.status_code == 201, added.text
+    assert added.json()["added"] == len(UNLABELED) and added.json()["n_unlabeled"] == len(UNLABELED)
+    assert [r["reason"] for r in added.json()["rejected"]] == ["already in the project"]  # a labeled one is never in the pool
+    assert service.client.get(f"/api/projects/{pid}").json()["n_unlabeled"] == len(UNLABELED)
+    # Bad input: no key, an empty text, images for a text project, no project.
+    assert service.client.post(f"/api/projects/{pid}/unlabeled/texts", json={"texts": ["x"]}).status_code == 401
+    assert service.post(f"/api/projects/{pid}/unlabeled/texts", json={"texts": ["   "]}).status_code == 422
+    assert service.post(f"/api/projects/{pid}/unlabeled/texts", json={"texts": []}).status_code == 422
+    wrong = service.post(f"/api/projects/{pid}/unlabeled/images", files=[("files", ("a.png", b"x", "image/png"))])
+    assert 400 <= wrong.status_code < 500
+    assert service.post("/api/projects/9999/unlabeled/texts", json={"texts": ["x"]}).status_code == 404
+    if backend is None:  # training is the same on both databases; once is enough for the suite's time
+        job = service.post(f"/api/projects/{pid}/jobs").json()
+        assert service.wait(job["id"], report=False)["state"] == "succeeded"
+        summary = service.client.get(f"/api/projects/{pid}").json()["active_version"]["summary"]
+        assert summary["n_unlabeled"] == len(UNLABELED)
+        assert any("self-training" in name for name in summary["contributions"])
+    assert service.client.delete(f"/api/projects/{pid}/unlabeled", headers=service.headers).status_code == 204
+    assert service.client.get(f"/api/projects/{pid}").json()["n_unlabeled"] == 0
+    assert service.client.get(f"/api/projects/{pid}").json()["n_examples"] == 24  # labeled ones untouched

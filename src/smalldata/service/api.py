@@ -14,7 +14,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from starlette.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
 
@@ -24,8 +24,8 @@ from smalldata.service import auth
 from smalldata.service.blobs import sha256
 from smalldata.service.predictor import answers
 from smalldata.service.schemas import (Added, ExampleOut, JobOut, PredictTexts, Predictions, ProjectIn, ProjectOut,
-                                       Relabel, TextsIn, VersionOut)
-from smalldata.service.storage import UNFINISHED, Example, Job, ModelVersion, Project
+                                       Relabel, TextsIn, UnlabeledAdded, UnlabeledTextsIn, VersionOut)
+from smalldata.service.storage import UNFINISHED, Example, Job, ModelVersion, Project, UnlabeledExample
 from smalldata.service.training import check_trainable
 from smalldata.service.uploads import Rejected, UploadError, check_image, check_label, check_text, read_csv, read_zip
 
@@ -84,7 +84,8 @@ def project_out(db, project: Project) -> ProjectOut:
     active = db.get(ModelVersion, project.active_version_id) if project.active_version_id else None
     job = db.scalars(select(Job).where(Job.project_id == project.id).order_by(Job.id.desc()).limit(1)).first()
     return ProjectOut(id=project.id, name=project.name, modality=project.modality, created=project.created,
-                      n_examples=sum(counts.values()), counts=counts, problems=problems(counts),
+                      n_examples=sum(counts.values()), n_unlabeled=count_unlabeled(db, project.id),
+                      counts=counts, problems=problems(counts),
                       active_version=version_out(active, project) if active else None,
                       latest_job=JobOut.model_validate(job, from_attributes=True) if job else None)
 
@@ -192,6 +193,79 @@ def store(db, project: Project, rows, rejected: list[Rejected], blobs) -> Added:
     db.commit()
     return Added(added=[ExampleOut.model_validate(e, from_attributes=True) for e in added],
                  rejected=[{"name": r.name, "reason": r.reason} for r in rejected])
+
+
+# -------------------------------------------------------------------------- unlabeled examples
+
+@router.post("/projects/{project_id}/unlabeled/images", status_code=201, response_model=UnlabeledAdded,
+             dependencies=Keyed, tags=["unlabeled"])
+def add_unlabeled_images(project_id: Id, request: Request, files: list[UploadFile] = File(...), db=Depends(session)):
+    """Images without labels (multipart `files`): training may learn from them too, and keeps what
+    they add only where cross-validation does not show harm."""
+    service = state(request)
+    project = find(db, Project, project_id, modality="image")
+    if len(files) > service.limits.max_files:
+        raise UploadError(413, f"{len(files)} files in one request, more than the {service.limits.max_files} allowed")
+    rows, rejected = [], []
+    for upload in files:
+        data = upload.file.read(service.limits.max_file_bytes + 1)
+        try:
+            check_image(data, service.limits)
+        except UploadError as error:
+            rejected.append(Rejected(display_name(upload.filename), error.message))
+            continue
+        rows.append((UnlabeledExample(project_id=project.id, content_hash=sha256(data), embed_key=hash_bytes(data),
+                                      blob=sha256(data)), data, display_name(upload.filename)))
+    return store_unlabeled(db, project, rows, rejected, service.blobs)
+
+
+@router.post("/projects/{project_id}/unlabeled/texts", status_code=201, response_model=UnlabeledAdded,
+             dependencies=Keyed, tags=["unlabeled"])
+def add_unlabeled_texts(project_id: Id, body: UnlabeledTextsIn, request: Request, db=Depends(session)):
+    service = state(request)
+    project = find(db, Project, project_id, modality="text")
+    if len(body.texts) > service.limits.max_rows:
+        raise UploadError(413, f"{len(body.texts)} texts in one request, more than the {service.limits.max_rows} allowed")
+    rows = []
+    for text in body.texts:
+        text = check_text(text, service.limits)
+        content = text.encode("utf-8")
+        rows.append((UnlabeledExample(project_id=project.id, content_hash=sha256(content),
+                                      embed_key=hash_bytes(content), text=text), None, short(text)))
+    return store_unlabeled(db, project, rows, [], None)
+
+
+def store_unlabeled(db, project: Project, rows, rejected: list[Rejected], blobs) -> UnlabeledAdded:
+    """Add what is new; a copy of a labeled or an unlabeled example already there is left out (a
+    labeled copy in the pool would be scored and learned from at once)."""
+    known = set(db.scalars(select(Example.content_hash).where(Example.project_id == project.id)).all())
+    known |= set(db.scalars(select(UnlabeledExample.content_hash).where(UnlabeledExample.project_id == project.id)).all())
+    added = 0
+    for row, data, name in rows:
+        if row.content_hash in known:
+            rejected.append(Rejected(name, "already in the project"))
+            continue
+        if data is not None:
+            blobs.put(data)  # before the row: a row never points at a missing file
+        known.add(row.content_hash)
+        db.add(row)
+        added += 1
+    db.commit()
+    return UnlabeledAdded(added=added, n_unlabeled=count_unlabeled(db, project.id),
+                          rejected=[{"name": r.name, "reason": r.reason} for r in rejected])
+
+
+def count_unlabeled(db, project_id: int) -> int:
+    return db.scalar(select(func.count()).select_from(UnlabeledExample).where(UnlabeledExample.project_id == project_id))
+
+
+@router.delete("/projects/{project_id}/unlabeled", status_code=204, dependencies=Keyed, tags=["unlabeled"])
+def delete_unlabeled(project_id: Id, db=Depends(session)):
+    """Forget every unlabeled example of the project (labeled examples and versions stay)."""
+    find(db, Project, project_id)
+    db.execute(delete(UnlabeledExample).where(UnlabeledExample.project_id == project_id))
+    db.commit()
+    return Response(status_code=204)
 
 
 @router.get("/projects/{project_id}/examples", response_model=list[ExampleOut], tags=["examples"])

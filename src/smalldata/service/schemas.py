@@ -35,6 +35,16 @@ class RejectedOut(BaseModel):
     reason: str
 
 
+class UnlabeledTextsIn(BaseModel):
+    texts: list[str] = Field(min_length=1)
+
+
+class UnlabeledAdded(BaseModel):
+    added: int
+    n_unlabeled: int
+    rejected: list[RejectedOut]
+
+
 class ExampleOut(BaseModel):
     id: int
     project_id: int
@@ -82,6 +92,7 @@ class ProjectOut(BaseModel):
     modality: str
     created: datetime
     n_examples: int
+    n_unlabeled: int = 0  # unlabeled examples training may learn from
     counts: dict[str, int]
     problems: list[str]
     active_version: VersionOut | None

@@ -53,6 +53,22 @@ class Example(Base):
     created: Mapped[datetime] = mapped_column(default=now)
 
 
+class UnlabeledExample(Base):
+    """An image or text without a label: training may learn from it (self-training on the pool),
+    never scores on it. A table of its own, so a database made before it existed only gains it."""
+
+    __tablename__ = "unlabeled_examples"
+    __table_args__ = (UniqueConstraint("project_id", "content_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    embed_key: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str | None] = mapped_column(Text, default=None)
+    blob: Mapped[str | None] = mapped_column(String(64), default=None)
+    created: Mapped[datetime] = mapped_column(default=now)
+
+
 class Job(Base):
     __tablename__ = "jobs"
 

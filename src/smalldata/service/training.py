@@ -7,6 +7,8 @@ gains options (fine-tuning, unlabeled data, ...).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
@@ -16,12 +18,28 @@ from smalldata.model import Model
 from smalldata.progress import Progress
 from smalldata.report import training_report, write_report
 from smalldata.train import train
+from smalldata.unlabeled import Pool
 
 
-def fit(dataset: Dataset, progress: Progress) -> Model:
-    """Cross-validated choice of head, refit on everything. No learning curve: it costs about as
-    much as the cross-validation again, and the service retrains often (see BENCHMARKS.md)."""
-    return train(dataset, evaluate=True, curve=False, seed=0, progress=progress)
+def fit(dataset: Dataset, progress: Progress, *, unlabeled: Pool | None = None) -> Model:
+    """Cross-validated choice of head, refit on everything; with unlabeled examples, self-training
+    on them is one more candidate on the same folds. No learning curve: it costs about as much as
+    the cross-validation again, and the service retrains often (see BENCHMARKS.md)."""
+    return train(dataset, evaluate=True, curve=False, seed=0, unlabeled=unlabeled, progress=progress)
+
+
+def unlabeled_pool(inputs: list, keys: list[str], dataset: Dataset, progress: Progress) -> Pool | None:
+    """The project's unlabeled examples less any identical to a labeled one (relabeling can make
+    one so); None when there are none left."""
+    if not inputs:
+        return None
+    inputs = [Path(p) for p in inputs] if dataset.modality == "image" else inputs
+    labeled = set(dataset.keys)
+    kept = [(item, key) for item, key in zip(inputs, keys) if key not in labeled]
+    if not kept:
+        progress.log("every unlabeled example is also a labeled one: training without a pool")
+        return None
+    return Pool([item for item, _ in kept], [key for _, key in kept], dataset.modality, "unlabeled examples of the project", [])
 
 
 def prepare_serving(model: Model) -> None:
@@ -66,6 +84,9 @@ def summarize(model: Model, dataset: Dataset) -> dict:
         "confusion": confusion,
         "confusion_source": "cross-validation (out-of-fold)",
         "most_confused": most_confused(confusion, model.classes).to_dict()["pairs"],
+        # What a candidate using the unlabeled examples added over the labeled-only choice, in points.
+        "contributions": comparison.to_dict().get("contributions", {}),
+        "n_unlabeled": model.data.get("unlabeled", {}).get("n_examples", 0),
     }
 
 

@@ -23,7 +23,7 @@ from rich.text import Text
 from sqlalchemy import select
 
 from smalldata.progress import Progress
-from smalldata.service.storage import Example, Job, ModelVersion, Project, next_version_number, now
+from smalldata.service.storage import Example, Job, ModelVersion, Project, UnlabeledExample, next_version_number, now
 
 log = logging.getLogger("smalldata.service")
 PROGRESS_EVERY_S = 0.25  # at most this often a progress message crosses to the service
@@ -82,7 +82,8 @@ def _train(conn, job_id: int, spec: dict, training) -> None:
     inputs = [Path(p) for p in spec["inputs"]] if spec["modality"] == "image" else spec["inputs"]
     dataset = Dataset(inputs, spec["labels"], spec["modality"], spec["keys"], source=spec["source"])
     progress = PipeProgress(lambda stage, done, total: conn.send(("progress", job_id, stage, done, total)))
-    model = training.fit(dataset, progress)
+    pool = training.unlabeled_pool(spec.get("unlabeled_inputs", []), spec.get("unlabeled_keys", []), dataset, progress)
+    model = training.fit(dataset, progress, unlabeled=pool)
     model.save(spec["out_dir"])
     training.prepare_serving(model)
     conn.send(("model", job_id, training.summarize(model, dataset)))
@@ -178,12 +179,16 @@ class JobRunner:
                 return None
             project = session.get(Project, job.project_id)
             examples = session.scalars(select(Example).where(Example.project_id == job.project_id).order_by(Example.id)).all()
+            unlabeled = session.scalars(select(UnlabeledExample).where(UnlabeledExample.project_id == job.project_id)
+                                        .order_by(UnlabeledExample.id)).all()
             spec = {
                 "modality": project.modality,
                 "inputs": [str(self.blobs.path(e.blob)) if e.blob else e.text for e in examples],
                 "labels": [e.label for e in examples],
                 "keys": [e.embed_key for e in examples],
                 "ids": [e.id for e in examples],
+                "unlabeled_inputs": [str(self.blobs.path(u.blob)) if u.blob else u.text for u in unlabeled],
+                "unlabeled_keys": [u.embed_key for u in unlabeled],
                 "source": f"smalldata serve: project {project.id} ({project.name})",
                 "out_dir": str(self.partial_dir / f"job-{job.id}"),
                 "report_path": str(self.reports_dir / f"job-{job.id}.html"),

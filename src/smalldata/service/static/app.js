@@ -84,6 +84,7 @@ async function showProject(id) {
   counts.replaceChildren(...Object.entries(project.counts).map(([label, n]) => el("tr", {}, el("td", {}, label), el("td", {}, n))));
   if (!counts.children.length) counts.append(el("tr", {}, el("td", { colspan: 2 }, "no examples yet")));
   $("#problems").replaceChildren(...project.problems.map((p) => el("li", {}, p)));
+  $("#unlabeled-count").textContent = `The project has ${project.n_unlabeled} unlabeled example${project.n_unlabeled === 1 ? "" : "s"}.`;
   showJob(project.latest_job);
   await showResult(project.active_version);
   await showVersions();
@@ -136,6 +137,29 @@ async function addText(event) {
   $("#text-input").value = "";
   await showProject(state.project.id);
   showRejected(result);
+}
+
+async function addUnlabeled(event) {
+  event.preventDefault();
+  const id = state.project.id;
+  let result;
+  if (state.project.modality === "image") {
+    const files = Array.from($("#unlabeled-images").files);
+    if (!files.length) throw new Error("choose some unlabeled images first");
+    const form = new FormData();
+    for (const file of files) form.append("files", file);
+    result = await api(`/api/projects/${id}/unlabeled/images`, { method: "POST", body: form });
+    $("#unlabeled-images").value = "";
+  } else {
+    const texts = $("#unlabeled-texts").value.split("\n").map((t) => t.trim()).filter(Boolean);
+    if (!texts.length) throw new Error("type some unlabeled texts first, one a line");
+    result = await api(`/api/projects/${id}/unlabeled/texts`, { method: "POST", json: { texts } });
+    $("#unlabeled-texts").value = "";
+  }
+  await showProject(id);
+  say(`added ${result.added} unlabeled example${result.added === 1 ? "" : "s"}, ${result.n_unlabeled} in all` +
+      (result.rejected.length ? `; ${result.rejected.length} left out (below)` : ""), false);
+  $("#rejected").replaceChildren(...result.rejected.map((r) => el("li", {}, `${r.name}: ${r.reason}`)));
 }
 
 // -------------------------------------------------------------------------------------- jobs
@@ -193,6 +217,9 @@ async function showResult(version) {
   if (s.baseline) {
     const gain = 100 * (s.accuracy.mean - s.baseline.mean);
     text += `; the baseline (${s.baseline.name}) scores ${pct(s.baseline.mean)} ± ${pct(s.baseline.std)}, ${gain >= 0 ? "+" : ""}${gain.toFixed(1)} points.`;
+  }
+  for (const [name, c] of Object.entries(s.contributions || {})) {
+    text += ` ${name} (from ${s.n_unlabeled} unlabeled examples): ${c.mean_points >= 0 ? "+" : ""}${c.mean_points.toFixed(1)} ± ${c.std_points.toFixed(1)} points over ${c.over} on the same folds.`;
   }
   $("#accuracy").textContent = text;
   $("#candidates tbody").replaceChildren(...s.candidates.map((c) => el("tr", {},
@@ -336,6 +363,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   bind("#add-zip", (e) => addFile(e, "#zip-file", "zip"));
   bind("#add-csv", (e) => addFile(e, "#csv-file", "csv"));
   bind("#add-text", addText);
+  bind("#add-unlabeled", addUnlabeled);
   bind("#try-image", tryImage);
   bind("#try-text", tryText);
   $("#train").addEventListener("click", () => guarded(train));

@@ -375,3 +375,14 @@ def test_unlabeled_texts_are_stored_checked_and_learned_from(service, backend):
     assert service.client.delete(f"/api/projects/{pid}/unlabeled", headers=service.headers).status_code == 204
     assert service.client.get(f"/api/projects/{pid}").json()["n_unlabeled"] == 0
     assert service.client.get(f"/api/projects/{pid}").json()["n_examples"] == 24  # labeled ones untouched
+
+
+def test_unlabeled_images_are_checked_by_content(service, fashion_pngs):
+    pid = service.post("/api/projects", json={"name": "unsorted", "modality": "image"}).json()["id"]
+    files = [("files", (f"u{i}.png", data, "image/png")) for i, data in enumerate(fashion_pngs["bag"][:2])]
+    files.append(("files", ("fake.png", b"not an image at all", "image/png")))
+    added = service.post(f"/api/projects/{pid}/unlabeled/images", files=files)
+    assert added.status_code == 201, added.text
+    assert added.json()["added"] == 2 and [r["name"] for r in added.json()["rejected"]] == ["fake.png"]
+    again = service.post(f"/api/projects/{pid}/unlabeled/images", files=files[:1]).json()
+    assert again["added"] == 0 and again["n_unlabeled"] == 2  # the same content is stored once

@@ -115,19 +115,25 @@ def add_images(project_id: Id, request: Request, label: str = Form(...), files: 
     service = state(request)
     project = find(db, Project, project_id, modality="image")
     label = check_label(label, service.limits)
-    if len(files) > service.limits.max_files:
-        raise UploadError(413, f"{len(files)} files in one request, more than the {service.limits.max_files} allowed")
-    items, rejected = [], []
+    images, rejected = checked_images(files, service.limits)
+    return store_images(db, service, project, [(label, name, data) for name, data in images], rejected)
+
+
+def checked_images(files: list[UploadFile], limits) -> tuple[list[tuple[str, bytes]], list[Rejected]]:
+    """(display name, bytes) of each upload that is an image within the limits; the others, with why."""
+    if len(files) > limits.max_files:
+        raise UploadError(413, f"{len(files)} files in one request, more than the {limits.max_files} allowed")
+    images, rejected = [], []
     for upload in files:
-        data = upload.file.read(service.limits.max_file_bytes + 1)
+        data = upload.file.read(limits.max_file_bytes + 1)
         name = display_name(upload.filename)
         try:
-            check_image(data, service.limits)
+            check_image(data, limits)
         except UploadError as error:
             rejected.append(Rejected(name, error.message))
             continue
-        items.append((label, name, data))
-    return store_images(db, service, project, items, rejected)
+        images.append((name, data))
+    return images, rejected
 
 
 @router.post("/projects/{project_id}/examples/zip", status_code=201, response_model=Added, dependencies=Keyed,
@@ -204,18 +210,9 @@ def add_unlabeled_images(project_id: Id, request: Request, files: list[UploadFil
     they add only where cross-validation does not show harm."""
     service = state(request)
     project = find(db, Project, project_id, modality="image")
-    if len(files) > service.limits.max_files:
-        raise UploadError(413, f"{len(files)} files in one request, more than the {service.limits.max_files} allowed")
-    rows, rejected = [], []
-    for upload in files:
-        data = upload.file.read(service.limits.max_file_bytes + 1)
-        try:
-            check_image(data, service.limits)
-        except UploadError as error:
-            rejected.append(Rejected(display_name(upload.filename), error.message))
-            continue
-        rows.append((UnlabeledExample(project_id=project.id, content_hash=sha256(data), embed_key=hash_bytes(data),
-                                      blob=sha256(data)), data, display_name(upload.filename)))
+    images, rejected = checked_images(files, service.limits)
+    rows = [(UnlabeledExample(project_id=project.id, content_hash=sha256(data), embed_key=hash_bytes(data),
+                              blob=sha256(data)), data, name) for name, data in images]
     return store_unlabeled(db, project, rows, rejected, service.blobs)
 
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
-from smalldata.data import Dataset, require_evaluable
+from smalldata.data import DataError, Dataset, require_evaluable
 from smalldata.explain import most_confused
 from smalldata.model import Model
 from smalldata.progress import Progress
 from smalldata.report import training_report, write_report
 from smalldata.train import train
-from smalldata.unlabeled import Pool
+from smalldata.unlabeled import Pool, pool_from
 
 
 def fit(dataset: Dataset, progress: Progress, *, unlabeled: Pool | None = None) -> Model:
@@ -28,18 +28,17 @@ def fit(dataset: Dataset, progress: Progress, *, unlabeled: Pool | None = None) 
     return train(dataset, evaluate=True, curve=False, seed=0, unlabeled=unlabeled, progress=progress)
 
 
-def unlabeled_pool(inputs: list, keys: list[str], dataset: Dataset, progress: Progress) -> Pool | None:
+def unlabeled_pool(inputs: list, dataset: Dataset, progress: Progress) -> Pool | None:
     """The project's unlabeled examples less any identical to a labeled one (relabeling can make
     one so); None when there are none left."""
     if not inputs:
         return None
     inputs = [Path(p) for p in inputs] if dataset.modality == "image" else inputs
-    labeled = set(dataset.keys)
-    kept = [(item, key) for item, key in zip(inputs, keys) if key not in labeled]
-    if not kept:
-        progress.log("every unlabeled example is also a labeled one: training without a pool")
+    try:
+        return pool_from(inputs, dataset, source="unlabeled examples of the project")
+    except DataError:  # every one is also a labeled example
+        progress.log("every unlabeled example is also a labeled one: training without them")
         return None
-    return Pool([item for item, _ in kept], [key for _, key in kept], dataset.modality, "unlabeled examples of the project", [])
 
 
 def prepare_serving(model: Model) -> None:

@@ -82,7 +82,7 @@ def _train(conn, job_id: int, spec: dict, training) -> None:
     inputs = [Path(p) for p in spec["inputs"]] if spec["modality"] == "image" else spec["inputs"]
     dataset = Dataset(inputs, spec["labels"], spec["modality"], spec["keys"], source=spec["source"])
     progress = PipeProgress(lambda stage, done, total: conn.send(("progress", job_id, stage, done, total)))
-    pool = training.unlabeled_pool(spec.get("unlabeled_inputs", []), spec.get("unlabeled_keys", []), dataset, progress)
+    pool = training.unlabeled_pool(spec["unlabeled_inputs"], dataset, progress)
     model = training.fit(dataset, progress, unlabeled=pool)
     model.save(spec["out_dir"])
     training.prepare_serving(model)
@@ -188,7 +188,6 @@ class JobRunner:
                 "keys": [e.embed_key for e in examples],
                 "ids": [e.id for e in examples],
                 "unlabeled_inputs": [str(self.blobs.path(u.blob)) if u.blob else u.text for u in unlabeled],
-                "unlabeled_keys": [u.embed_key for u in unlabeled],
                 "source": f"smalldata serve: project {project.id} ({project.name})",
                 "out_dir": str(self.partial_dir / f"job-{job.id}"),
                 "report_path": str(self.reports_dir / f"job-{job.id}.html"),

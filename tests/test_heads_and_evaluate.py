@@ -57,6 +57,21 @@ def test_compare_scores_every_candidate_on_the_same_folds():
     assert again.best.name == "signal" and again.best.fold_accuracies == comparison.best.fold_accuracies
 
 
+def test_compare_in_processes_scores_exactly_as_in_threads():
+    """The service's worker runs the fits in processes (joblib's loky); the scores must not change,
+    and candidates made by lambdas (as `train.candidates` makes them) must cross to the processes."""
+    from joblib import parallel_config
+
+    X, y = _clusters()
+    candidates = [Candidate("lr", "x", logistic_regression_head),
+                  Candidate("cosine", "x", lambda: LinearHead(loss="cosine", epochs=30))]
+    in_threads = compare(candidates, {"x": X}, y, folds=cv_folds(y))
+    with parallel_config(backend="loky", idle_worker_timeout=5):
+        in_processes = compare(candidates, {"x": X}, y, folds=cv_folds(y))
+    assert [s.fold_accuracies for s in in_processes.scores] == [s.fold_accuracies for s in in_threads.scores]
+    assert np.allclose(in_processes.out_of_fold["cosine"], in_threads.out_of_fold["cosine"])
+
+
 def test_score_gives_confusion_per_class_and_unknown_labels():
     result = score(["a", "a", "b", "z"], ["a", "b", "b", "a"], ["a", "b"])
     assert result.accuracy == 0.5

@@ -26,10 +26,9 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 from sklearn.base import clone
-from sklearn.utils.parallel import Parallel, delayed
+from sklearn.utils.parallel import delayed
 
-from smalldata.backbones import cpu_threads
-from smalldata.evaluate import single_threaded_math, take_rows
+from smalldata.evaluate import fits_side_by_side, single_threaded_math, take_rows
 from smalldata.progress import Progress
 
 FACTORS = (2, 5, 10)  # extrapolate to this many times the current examples per class
@@ -199,7 +198,7 @@ def learning_curve(
         raise ValueError("a learning curve needs at least 2 examples in every class")
     plan = [(n, d) for n in sizes for d in range(_draws(counts, n))]
     task = progress.task(f"learning curve: {len(plan)} fits at {', '.join(map(str, sizes))} per class", len(plan)) if progress else None
-    parallel = Parallel(n_jobs=cpu_threads(), backend="threading", return_as="generator")
+    parallel = fits_side_by_side()
     outcomes: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {n: [] for n in sizes}
     with single_threaded_math():
         jobs = (delayed(_fit_and_score)(features, y, classes, n, seed * 1000 + 7 * n + d, make_estimator) for n, d in plan)

@@ -206,9 +206,7 @@ def compare(
     classes = np.unique(y)
     task = progress.task(f"cross-validating {len(candidates)} candidates", len(candidates) * len(folds.splits)) if progress else None
     scores, out_of_fold = [], {}
-    # Folds run side by side in threads: the solvers spend their time in numpy, scipy and torch
-    # code that releases the GIL, so both cores stay busy without copying data to processes.
-    parallel = Parallel(n_jobs=cpu_threads(), backend="threading", return_as="generator")
+    parallel = fits_side_by_side()
     with single_threaded_math():
         for candidate in candidates:
             X = features[candidate.features]
@@ -226,6 +224,18 @@ def compare(
     if task:
         task.done()
     return Comparison(scores, folds.n_splits, folds.n_repeats, len(y), out_of_fold, informed=list(informed))
+
+
+def fits_side_by_side() -> Parallel:
+    """One fit per core at a time: in threads, unless the caller chose processes with joblib's
+    ``parallel_config(backend="loky")``.
+
+    Threads suit a one-off run: the solvers spend most of their time in numpy and scipy code that
+    releases the GIL, and no process has to start and import torch. The linear heads' 200 small
+    torch steps hold the GIL for most of each step, though, so a long-lived caller that fits
+    often (the service's training worker) does better with warm processes (BENCHMARKS.md).
+    """
+    return Parallel(n_jobs=cpu_threads(), prefer="threads", return_as="generator")
 
 
 @contextmanager

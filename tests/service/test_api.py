@@ -6,8 +6,10 @@ import hashlib
 import io
 import os
 import struct
+import time
 import zipfile
 import zlib
+from pathlib import Path
 
 import pytest
 
@@ -282,6 +284,28 @@ def test_cancel_stops_the_worker_and_the_next_job_still_runs(service, text_proje
     assert jobs[0]["id"] == job["id"] and jobs[0]["version_id"] is None
     if service.state.runner.worker_pid != old_pid:  # cancelled while running: a fresh worker replaced it
         assert service.state.runner.worker_pid is not None
+        assert group_ends(old_pid)  # and nothing of the old one runs on
+
+
+def group_ends(pgid: int, within: float = 10.0) -> bool:
+    """Whether process group `pgid` is empty within `within` seconds (SIGKILLed processes take a moment)."""
+    deadline = time.monotonic() + within
+    while process_group(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not process_group(pgid)
+
+
+def process_group(pgid: int) -> list[int]:
+    """The live processes in process group `pgid` (Linux: read from /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
 
 
 def test_a_worker_crash_fails_the_job_and_loses_nothing(service, text_project, backend):
@@ -296,11 +320,16 @@ def test_a_worker_crash_fails_the_job_and_loses_nothing(service, text_project, b
     for _ in range(200):
         if service.client.get(f"/api/jobs/{job['id']}").json()["state"] == "running":
             break
-        import time
         time.sleep(0.05)
-    os.kill(service.state.runner.worker_pid, signal.SIGKILL)
+    worker = service.state.runner.worker_pid
+    deadline = time.monotonic() + 60
+    while len(process_group(worker)) < 2 and time.monotonic() < deadline:  # until it runs fits in processes
+        time.sleep(0.05)
+    assert len(process_group(worker)) > 1
+    os.kill(worker, signal.SIGKILL)
     failed = service.wait(job["id"])
     assert failed["state"] == "failed" and "stopped unexpectedly" in failed["error"]
+    assert group_ends(worker)  # no orphaned fit process left behind
     assert service.client.get(f"/api/projects/{pid}/versions").json() == versions_before
     assert service.client.get(f"/api/projects/{pid}/examples").json() == examples_before
     answer = service.post(f"/api/projects/{pid}/predict/texts", json={"texts": ["Rain again"]})

@@ -1,7 +1,7 @@
 """Training jobs, one at a time, in a worker process; never inside a request.
 
-The worker is started once (spawn) and kept: backbones it loaded stay loaded, so a retrain pays
-only for what is new. The job runner, a thread of the service, takes the oldest queued job from
+The worker is started once (spawn) and kept: backbones it loaded stay loaded, and the processes
+its cross-validation fits run in stay warm, so a retrain pays only for what is new. The job runner, a thread of the service, takes the oldest queued job from
 the database, hands the worker a snapshot of the project's examples, and records what comes back.
 Cancelling kills the worker and starts a fresh one; a worker that dies fails its job. A version
 exists only once its folder is complete (written under a temporary name, then renamed), so
@@ -10,10 +10,13 @@ neither a crash nor a cancel can leave half a model or touch an earlier one.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
+import multiprocessing.util  # its exit hook (joining live children) registered before ours, so it runs after
 import os
 import shutil
+import signal
 import threading
 import time
 from multiprocessing.connection import wait
@@ -27,6 +30,7 @@ from smalldata.service.storage import Example, Job, ModelVersion, Project, Unlab
 
 log = logging.getLogger("smalldata.service")
 PROGRESS_EVERY_S = 0.25  # at most this often a progress message crosses to the service
+FIT_PROCESSES_IDLE_S = 1800  # the worker's fit processes (~300 MB each) end after this long unused
 
 
 # ----------------------------------------------------------------------------- in the worker
@@ -61,19 +65,29 @@ class PipeProgress(Progress):
 
 
 def worker_main(conn) -> None:
-    """The worker process: train each job it is sent until it is sent None."""
+    """The worker process: train each job it is sent until it is sent None (or the service is gone)."""
+    os.setpgrp()  # a process group of its own: stopping it stops the processes its fits run in, too
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from joblib import parallel_config
+
     from smalldata.service import training  # imported here: the service process never loads torch for training
 
-    while True:
-        message = conn.recv()
-        if message is None:
-            return
-        job_id, spec = message
-        try:
-            _train(conn, job_id, spec, training)
-        except Exception as error:  # any failure is the job's, reported with its message; the worker lives on
-            conn.send(("failed", job_id, f"{type(error).__name__}: {error}"))
+    # Cross-validation fits in warm processes rather than threads: the linear heads' small torch
+    # steps hold the GIL, and a retrain is about a third faster this way (BENCHMARKS.md). The
+    # processes start with the first job and stay while the user adds examples and trains again.
+    with parallel_config(backend="loky", idle_worker_timeout=FIT_PROCESSES_IDLE_S):
+        while True:
+            try:
+                message = conn.recv()
+            except EOFError:  # the service stopped without saying so
+                return
+            if message is None:
+                return
+            job_id, spec = message
+            try:
+                _train(conn, job_id, spec, training)
+            except Exception as error:  # any failure is the job's, reported with its message; the worker lives on
+                conn.send(("failed", job_id, f"{type(error).__name__}: {error}"))
 
 
 def _train(conn, job_id: int, spec: dict, training) -> None:
@@ -126,10 +140,15 @@ class JobRunner:
         return self._process.pid if self._process is not None else None
 
     def _start_worker(self) -> None:
+        if self._stop.is_set():  # stopping: a job that ended meanwhile must not bring a worker back
+            return
         context = multiprocessing.get_context("spawn")  # fork would copy the service's threads and sockets
         self._conn, child = context.Pipe()
-        self._process = context.Process(target=worker_main, args=(child,), name="smalldata-trainer", daemon=True)
+        # Not a daemon: joblib runs no processes from a daemon. `stop()` ends it, and it ends by
+        # itself when the service's end of the pipe closes.
+        self._process = context.Process(target=worker_main, args=(child,), name="smalldata-trainer", daemon=False)
         self._process.start()
+        _live_workers.add(self._process)
         child.close()
 
     def _stop_worker(self, *, graceful: bool) -> None:
@@ -145,6 +164,8 @@ class JobRunner:
         if process.is_alive():
             process.kill()
             process.join(timeout=5)
+        _kill_group(process.pid)  # fit processes that outlived the worker (it was killed, or crashed)
+        _live_workers.discard(process)
         conn.close()
         self._process = self._conn = None
 
@@ -210,6 +231,8 @@ class JobRunner:
         if self._process is None or not self._process.is_alive():
             self._stop_worker(graceful=False)
             self._start_worker()
+            if self._process is None:  # the service is stopping: the job is marked failed at the next start
+                return
         self._conn.send((job_id, spec))
         serving = False  # the model is in place; only the report is still being written
         while True:
@@ -297,3 +320,24 @@ class JobRunner:
                 job.stage = f"version {version.number} is served; its report is ready"
             else:
                 job.stage = f"version {version.number} is served; its report could not be written"
+
+
+_live_workers: set = set()
+
+
+@atexit.register
+def _stop_live_workers() -> None:
+    """Workers are not daemons (see `_start_worker`); one a runner did not stop ends with the service
+    anyway. Registered after multiprocessing's own exit hook, so it runs before that joins them."""
+    for process in list(_live_workers):
+        if process.is_alive():
+            process.kill()
+        _kill_group(process.pid)
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL what is left of the process group the worker made (`worker_main`); none may be left."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # the group is empty already, or was never made
+        pass

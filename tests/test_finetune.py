@@ -1,6 +1,7 @@
 """Fine-tuning: the SetFit-style text encoder, the image recipe, the lr finder, and the budget rule."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,6 +79,15 @@ def test_image_fine_tune_trains_keeps_its_history_and_predicts_the_same_through_
     head = tuned.save_folder(folder)
     loaded = FineTunedImageClassifier.load_folder(folder, json.loads(json.dumps(head)))
     assert np.allclose(loaded.predict_proba(paths[:6]), tuned.predict_proba(paths[:6]), atol=1e-4)
+    # The service predicts from uploaded bytes, decoded in memory: the same answers.
+    from smalldata.model import RAW_INPUTS, Model
+    from smalldata.service.predictor import Predictor
+
+    served = Predictor(Model(classes=sorted(set(labels)), modality="image", features=RAW_INPUTS,
+                             head_name=tuned.kept_name_, estimator=loaded))
+    uploads = [Path(p).read_bytes() for p in paths[:6]]
+    expected = tuned.predict_proba(paths[:6])[:, [list(tuned.classes_).index(c) for c in sorted(set(labels))]]
+    assert np.allclose(served.images(uploads), expected, atol=1e-4)
     if tuned.fine_tuned_:
         assert (folder / "body.safetensors").exists() and loaded.session_ is not None
     else:

@@ -193,9 +193,23 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
             return _pooled(self.net_, _to_float(pixels)).numpy()
 
     def predict_proba(self, X) -> np.ndarray:
-        proba = self.head_.predict_proba(self.transform(X))
+        if self.net_ is None:
+            return self.head_.predict_proba(self.transform(X))
+        backbone = get_backbone(self.backbone)
+        paths = [Path(p) for p in X]
+        return np.concatenate([self.proba_of_pixels(backbone.pixels(paths[start:start + 32]))
+                               for start in range(0, len(paths), 32)])
+
+    def proba_of_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Probabilities for images already decoded by the backbone (the service decodes uploads
+        in memory and writes no file)."""
+        if self.net_ is None:
+            features = get_backbone(self.backbone).embed_pixels(pixels)
+        else:
+            features = self._body_features(pixels)
+        proba = self.head_.predict_proba(features)
         if self.tta and self.net_ is not None:  # test-time augmentation: the mirror image too
-            mirrored = get_backbone(self.backbone).pixels([Path(p) for p in X])[:, :, ::-1].copy()
+            mirrored = pixels[:, :, ::-1].copy()
             proba = (proba + self.head_.predict_proba(self._body_features(mirrored))) / 2
         return proba
 

@@ -71,6 +71,12 @@ class Model:
         order = [list(self.estimator.classes_).index(label) for label in self.classes]
         return np.asarray(proba)[:, order]
 
+    def proba_of_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """`predict_proba` of a fine-tuned image model (features RAW_INPUTS) from decoded pixels."""
+        proba = self.estimator.proba_of_pixels(pixels)
+        order = [list(self.estimator.classes_).index(label) for label in self.classes]
+        return np.asarray(proba)[:, order]
+
     def predict(self, inputs: Sequence, *, progress: Progress = QUIET) -> list[str]:
         return [self.classes[i] for i in self.predict_proba(inputs, progress=progress).argmax(axis=1)]
 

@@ -17,7 +17,7 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from smalldata.backbones import ImageBackbone, TextBackbone, get_backbone
-from smalldata.model import RAW_TEXT, Model
+from smalldata.model import RAW_INPUTS, RAW_TEXT, Model
 from smalldata.service.batching import Batcher
 from smalldata.service.fast_text import text_encoder
 
@@ -34,6 +34,9 @@ class Predictor:
 
     def images(self, images: list[bytes]) -> np.ndarray:
         """Probabilities for images already checked by `uploads.check_image`."""
+        if self.model.features == RAW_INPUTS:  # a fine-tuned body: decoded here, run by the model itself
+            backbone = get_backbone(self.model.estimator.backbone)
+            return self.model.proba_of_pixels(backbone.pixels([io.BytesIO(data) for data in images]))
         backbone = get_backbone(self.model.features)
         if isinstance(backbone, ImageBackbone):
             # Decoded outside the batcher (Pillow releases the GIL), so decoding overlaps the network.

@@ -18,6 +18,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zipfile
@@ -214,8 +215,8 @@ def main() -> None:
     parser.add_argument("part", choices=["train", "predict"])
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    data = RESULTS / f"serve-data-{args.part}-{int(time.time())}"
-    result = bench_train(data) if args.part == "train" else bench_predict(data)
+    with tempfile.TemporaryDirectory(prefix=f"serve-data-{args.part}-", dir=RESULTS) as folder:  # the service's data: gone after
+        result = bench_train(Path(folder)) if args.part == "train" else bench_predict(Path(folder))
     result = {"part": args.part, "machine": f"{os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "result": result}
     (RESULTS / f"serve-{args.part}.json").write_text(json.dumps(result, indent=2) + "\n")

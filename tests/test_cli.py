@@ -81,6 +81,9 @@ def test_bad_input_exits_2_with_advice_and_keeps_an_existing_model(trained, tmp_
     assert (folder / "model.json").read_text() == before
     missing = runner.invoke(app, ["predict", str(tmp_path), "hello"])
     assert missing.exit_code == 2 and "not a smalldata model folder" in missing.output
+    clash = runner.invoke(app, ["train", str(bad), "--out", str(folder), "--tta", "--no-flip"])
+    assert clash.exit_code == 2 and "use one or the other" in clash.output
+    assert (folder / "model.json").read_text() == before
 
 
 def test_quiet_and_json_keep_stdout_clean(tmp_path):

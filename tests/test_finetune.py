@@ -9,7 +9,8 @@ import pytest
 import smalldata
 from smalldata.budget import FineTuneDecision, _decide, paired_gain, parse_budget
 from smalldata.finetune import FineTunedImageClassifier, suggest_lr
-from smalldata.model import Model
+from smalldata.backbones import get_backbone
+from smalldata.model import RAW_INPUTS, Model
 
 
 def test_budgets_parse_and_bad_ones_say_how_to_write_them():
@@ -41,8 +42,6 @@ def test_a_budget_too_small_for_three_folds_skips_fine_tuning_and_says_so(topics
 
 @pytest.mark.slow
 def test_text_fine_tune_moves_the_encoder_and_round_trips_through_safetensors(topics_csv, tmp_path):
-    from smalldata.backbones import get_backbone
-
     model = smalldata.train(smalldata.load_dataset(topics_csv), finetune="always", budget=0, curve=False)
     assert model.head_name.startswith("fine-tuned: contrastive") and model.fine_tuning["kept"]
     tuned = model.estimator
@@ -80,7 +79,6 @@ def test_image_fine_tune_trains_keeps_its_history_and_predicts_the_same_through_
     loaded = FineTunedImageClassifier.load_folder(folder, json.loads(json.dumps(head)))
     assert np.allclose(loaded.predict_proba(paths[:6]), tuned.predict_proba(paths[:6]), atol=1e-4)
     # The service predicts from uploaded bytes, decoded in memory: the same answers.
-    from smalldata.model import RAW_INPUTS, Model
     from smalldata.service.predictor import Predictor
 
     served = Predictor(Model(classes=sorted(set(labels)), modality="image", features=RAW_INPUTS,
@@ -90,6 +88,12 @@ def test_image_fine_tune_trains_keeps_its_history_and_predicts_the_same_through_
     assert np.allclose(served.images(uploads), expected, atol=1e-4)
     if tuned.fine_tuned_:
         assert (folder / "body.safetensors").exists() and loaded.session_ is not None
+        # Test-time augmentation: the mean of the image's and its mirror image's probabilities.
+        loaded.tta = True
+        pixels = get_backbone(loaded.backbone).pixels(paths[:6])
+        plain = loaded.head_.predict_proba(loaded._body_features(pixels))
+        mirrored = loaded.head_.predict_proba(loaded._body_features(pixels[:, :, ::-1].copy()))
+        assert np.allclose(loaded.predict_proba(paths[:6]), (plain + mirrored) / 2, atol=1e-6)
     else:
         assert "early stopping undid fine-tuning" in tuned.kept_name_
 

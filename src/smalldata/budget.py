@@ -144,8 +144,9 @@ def _decide(decision: FineTuneDecision) -> FineTuneDecision:
     return decision
 
 
-def fine_tune_candidate(modality: str, backbone: str, *, flip: bool = True) -> Candidate:
-    """The one fine-tune candidate for a modality; it reads raw inputs (texts, image paths)."""
+def fine_tune_candidate(modality: str, backbone: str, *, flip: bool = True, tta: bool = False) -> Candidate:
+    """The one fine-tune candidate for a modality; it reads raw inputs (texts, image paths). `tta`
+    (images) averages each prediction with the mirror image's, in its cross-validation too."""
     from smalldata.model import RAW_INPUTS, RAW_TEXT
 
     if modality == "text":
@@ -156,14 +157,14 @@ def fine_tune_candidate(modality: str, backbone: str, *, flip: bool = True) -> C
                          f"{backbone} tuned on same-class/different-class pairs (SetFit), logistic regression on top")
     from smalldata.finetune import FineTunedImageClassifier
 
-    return Candidate(f"fine-tuned: {backbone}", RAW_INPUTS, lambda: FineTunedImageClassifier(backbone=backbone, flip=flip),
+    return Candidate(f"fine-tuned: {backbone}", RAW_INPUTS, lambda: FineTunedImageClassifier(backbone=backbone, flip=flip, tta=tta),
                      f"{backbone} fine-tuned (head first, then the body with discriminative learning rates)")
 
 
 def fine_tune_step(dataset, backbone: str, folds: Folds | None, frozen: CandidateScore | None, *,
-                   mode: str, seconds_left: float, progress: Progress, flip: bool = True):
+                   mode: str, seconds_left: float, progress: Progress, flip: bool = True, tta: bool = False):
     """The hook `train` calls after the frozen candidates: (name, fitted estimator or None, decision)."""
-    candidate = fine_tune_candidate(dataset.modality, backbone, flip=flip)
+    candidate = fine_tune_candidate(dataset.modality, backbone, flip=flip, tta=tta)
     X = list(dataset.inputs)
     y = np.asarray(dataset.labels)
     if folds is None or frozen is None:  # --no-evaluate with --finetune always

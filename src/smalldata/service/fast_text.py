@@ -2,9 +2,10 @@
 
 Answering one text, sentence-transformers in eager PyTorch spends most of its ~25 ms in Python
 and dispatch overhead; the same network under ONNX Runtime with the Rust tokenizer and fused
-transformer operators takes well under half (BENCHMARKS.md). The vectors are the library's own (mean pooling over the attention mask,
-L2-normalised), equal within 1e-4 (tests/test_service_fast_text.py), so a head trained on
-the library's embeddings reads these unchanged.
+transformer operators takes well under half (BENCHMARKS.md). The vectors are the library's own
+(mean pooling over the attention mask, L2-normalised), equal within 1e-4
+(tests/service/test_model_mode_and_cli.py), so a head trained on the library's embeddings reads
+these unchanged.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ class OnnxTextEncoder:
 
 def exported(backbone: TextBackbone) -> Path:
     """The backbone's ONNX graph, exported on first use."""
-    path = cache_dir() / "onnx" / f"{cache_name(backbone)}-text-fused.onnx"
+    # "-2": the second way of exporting (fused operators, no token types where the encoder has none);
+    # a new name, so a graph exported the first way is not picked up
+    path = cache_dir() / "onnx" / f"{cache_name(backbone)}-text-2.onnx"
     if not path.exists():
         _export(backbone.encoder(), path)
     return path

@@ -1,8 +1,9 @@
 """Training jobs, one at a time, in a worker process; never inside a request.
 
 The worker is started once (spawn) and kept: backbones it loaded stay loaded, and the processes
-its cross-validation fits run in stay warm, so a retrain pays only for what is new. The job runner, a thread of the service, takes the oldest queued job from
-the database, hands the worker a snapshot of the project's examples, and records what comes back.
+its cross-validation fits run in stay warm, so a retrain pays only for what is new. The job
+runner, a thread of the service, takes the oldest queued job from the database, hands the worker
+a snapshot of the project's examples, and records what comes back.
 Cancelling kills the worker and starts a fresh one; a worker that dies fails its job. A version
 exists only once its folder is complete (written under a temporary name, then renamed), so
 neither a crash nor a cancel can leave half a model or touch an earlier one.

@@ -67,13 +67,14 @@ class Model:
 
     def proba_of_features(self, features) -> np.ndarray:
         """`predict_proba` from features already computed (embeddings, or texts for RAW_TEXT heads)."""
-        proba = self.estimator.predict_proba(features)
-        order = [list(self.estimator.classes_).index(label) for label in self.classes]
-        return np.asarray(proba)[:, order]
+        return self._in_class_order(self.estimator.predict_proba(features))
 
     def proba_of_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """`predict_proba` of a fine-tuned image model (features RAW_INPUTS) from decoded pixels."""
-        proba = self.estimator.proba_of_pixels(pixels)
+        return self._in_class_order(self.estimator.proba_of_pixels(pixels))
+
+    def _in_class_order(self, proba) -> np.ndarray:
+        """The estimator's probability columns, reordered to `classes`."""
         order = [list(self.estimator.classes_).index(label) for label in self.classes]
         return np.asarray(proba)[:, order]
 

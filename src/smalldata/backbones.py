@@ -66,7 +66,7 @@ class ImageBackbone:
     weights_file: Callable[[], str]
     dim: int = 1280
     modality: str = "image"
-    _session: object = field(default=None, repr=False)
+    _sessions: dict = field(default_factory=dict, repr=False)  # by thread count
     _decoder: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     @property
@@ -95,18 +95,20 @@ class ImageBackbone:
             export_pooled_features(self.torch_model(), self.image_size, path)
         return path
 
-    def session(self):
-        if self._session is None:
+    def session(self, threads: int | None = None):
+        """The network in ONNX Runtime on `threads` threads (every core by default), loaded once."""
+        threads = threads or cpu_threads()
+        if threads not in self._sessions:
             import onnxruntime as ort
 
             options = ort.SessionOptions()
-            options.intra_op_num_threads = cpu_threads()
+            options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._session = ort.InferenceSession(
+            self._sessions[threads] = ort.InferenceSession(
                 str(self.onnx_path()), options, providers=["CPUExecutionProvider"]
             )
-        return self._session
+        return self._sessions[threads]
 
     def pixels(self, items: Sequence) -> np.ndarray:
         """Decode and normalise a batch, in threads (PIL releases the GIL while decoding)."""
@@ -118,8 +120,8 @@ class ImageBackbone:
     def _pixels_one(self, item) -> np.ndarray:
         return np.asarray(load_rgb(item, self.image_size), dtype=np.uint8)
 
-    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        session = self.session()
+    def embed_pixels(self, pixels: np.ndarray, threads: int | None = None) -> np.ndarray:
+        session = self.session(threads)
         return session.run(None, {session.get_inputs()[0].name: pixels})[0]
 
     def embed_batch(self, items: Sequence) -> np.ndarray:

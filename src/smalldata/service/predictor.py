@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from smalldata.backbones import ImageBackbone, TextBackbone, get_backbone
+from smalldata.backbones import ImageBackbone, TextBackbone, cpu_threads, get_backbone
 from smalldata.model import RAW_INPUTS, RAW_TEXT, Model
 from smalldata.service.batching import Batcher
 from smalldata.service.fast_text import text_encoder
@@ -85,10 +85,18 @@ def network(backbone) -> Batcher:
                 encoder = text_encoder(backbone)
                 _networks[backbone.name] = Batcher(encoder.embed, name=f"net-{backbone.name}")
             else:
-                backbone.session()  # load before the first request needs it
-                _networks[backbone.name] = Batcher(lambda pixels: backbone.embed_pixels(np.stack(pixels)),
-                                                   max_batch=16, name=f"net-{backbone.name}")
+                _networks[backbone.name] = Batcher(image_lanes(backbone), max_batch=8, name=f"net-{backbone.name}")
         return _networks[backbone.name]
+
+
+def image_lanes(backbone: ImageBackbone) -> list:
+    """One lane on every core, for a lone request's latency, then single-thread lanes (up to 3)
+    that take requests only while the lanes before them are busy. Batching more images into one
+    run saves nothing per image on a CPU, so a small batch keeps the lanes evenly loaded."""
+    threads = [cpu_threads()] + [1] * min(cpu_threads() - 1, 3)
+    for count in set(threads):
+        backbone.session(count)  # load before the first request needs it
+    return [lambda pixels, count=count: backbone.embed_pixels(np.stack(pixels), count) for count in threads]
 
 
 def answers(classes: list[str], proba: np.ndarray) -> list[dict]:

@@ -5,6 +5,7 @@
     .venv/bin/python bench/accuracy.py --sets banking77 --sizes 64 --seeds 0 1 2
     .venv/bin/python bench/accuracy.py --report                       # table from saved results only
     .venv/bin/python bench/accuracy.py --sets sst2 trec6 --sizes 8 --backbone all-mpnet-base-v2
+    .venv/bin/python bench/accuracy.py --sets sst2 trec6 agnews --sizes 8 --stronger
 
 For each data set, size (examples per class) and seed, a stratified draw of the training split
 (`common.draw`) is the whole training set. On it:
@@ -16,6 +17,10 @@ For each data set, size (examples per class) and seed, a stratified draw of the 
   candidate, which is refit on the whole draw), scored with `Model.evaluate` on the test split. At 1
   example per class cross-validation is impossible, so `train(draw, evaluate=False)` is used: it fits
   the default head (logistic regression) without choosing.
+
+With --stronger (texts), the candidates include the heads on the stronger encoder
+(`smalldata.stronger`), and the tool's choice is `train(draw, budget="5m", finetune="never")` on
+the default encoder, so that the stronger one may join its folds.
 
 Test splits are capped at 2000 examples (`common.capped`, one fixed sample). Image sizes default to
 1, 5, 10, 20 per class, text sizes to 8, 16, 64; seeds to 0..4. Each (set, size) is saved to
@@ -43,13 +48,15 @@ from smalldata.backbones import DEFAULT_BACKBONE, get_backbone  # noqa: E402
 from smalldata.evaluate import single_threaded_math  # noqa: E402
 from smalldata.features import embed  # noqa: E402
 from smalldata.model import RAW_TEXT  # noqa: E402
-from smalldata.train import DEFAULT_HEAD, candidates, train  # noqa: E402
+from smalldata.stronger import STRONGER  # noqa: E402
+from smalldata.train import DEFAULT_HEAD, candidates, frozen_heads, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "accuracy"
 BACKBONE = dict(DEFAULT_BACKBONE)  # modality -> backbone; --backbone changes one (results then go elsewhere)
 SIZES = {"image": (1, 5, 10, 20), "text": (8, 16, 64)}
 SEEDS = (0, 1, 2, 3, 4)
+STRONGER_BUDGET = None  # --stronger: the budget the tool's choice gets, so that the stronger encoder may join
 # The issue's reference: frozen-embedding logistic regression, mean of 5 draws.
 REFERENCE_LR = {("flowers12", 10): 94.4, ("clothing10", 10): 80.6,
                 ("sst2", 8): 59.2, ("trec6", 8): 53.9, ("agnews", 8): 76.2, ("banking77", 8): 80.3}
@@ -63,6 +70,12 @@ SHORT = {
     "linear: cosine loss": "linear cosine",
     "linear: cosine + cross-entropy": "linear cos+CE",
 }
+
+
+def short(name: str) -> str:
+    """A table's name for a candidate: "LR", or "LR [all-mpnet-base-v2]" for a head on the stronger encoder."""
+    head, _, backbone = name.partition(" on ")
+    return f"{SHORT.get(head, head)} [{backbone}]" if backbone else SHORT.get(name, name)
 
 
 def features(dataset, name: str):
@@ -98,7 +111,10 @@ def run_draw(train_split, test, test_features, options, size: int, seed: int) ->
 
     evaluate = size >= 2
     start = time.perf_counter()
-    model = train(sample, seed=seed, evaluate=evaluate, backbone=BACKBONE[sample.modality])
+    if STRONGER_BUDGET and sample.modality == "text":
+        model = train(sample, seed=seed, evaluate=evaluate, budget=STRONGER_BUDGET, finetune="never")
+    else:
+        model = train(sample, seed=seed, evaluate=evaluate, backbone=BACKBONE[sample.modality])
     train_seconds = time.perf_counter() - start
     result = model.evaluate(test)
     choice = {
@@ -110,6 +126,7 @@ def run_draw(train_split, test, test_features, options, size: int, seed: int) ->
         "cv": {s.name: {"mean": round(s.mean, 4), "folds": [round(a, 4) for a in s.fold_accuracies]}
                for s in model.comparison.scores} if model.comparison else None,
         "cv_protocol": model.comparison.to_dict()["protocol"] if model.comparison else None,
+        "stronger_encoder": model.stronger_encoder,
     }
     return {"seed": seed, "n_train": len(sample), "embed_seconds": round(embed_seconds, 2),
             "candidates": per_candidate, "choice": choice}
@@ -135,6 +152,8 @@ def run(sets, sizes, seeds) -> None:
     for name in sets:
         modality = "image" if name in IMAGE_SETS else "text"
         options = candidates(modality, BACKBONE[modality])
+        if STRONGER_BUDGET and BACKBONE[modality] in STRONGER:
+            options += frozen_heads(STRONGER[BACKBONE[modality]], named_by_backbone=True)
         train_split = load_split(name, "train")
         test = capped(load_split(name, "test"))
         start = time.perf_counter()
@@ -148,9 +167,9 @@ def run(sets, sizes, seeds) -> None:
                 record = run_draw(train_split, test, test_features, options, size, seed)
                 draws.append(record)
                 save(name, size, modality, len(test), draws)  # after every draw: a killed run keeps its work
-                accs = ", ".join(f"{SHORT.get(k, k)} {100 * v['accuracy']:.1f}" for k, v in record["candidates"].items())
+                accs = ", ".join(f"{short(k)} {100 * v['accuracy']:.1f}" for k, v in record["candidates"].items())
                 c = record["choice"]
-                print(f"  {name} {size}/class seed {seed}: {accs}; choice {SHORT.get(c['name'], c['name'])} "
+                print(f"  {name} {size}/class seed {seed}: {accs}; choice {short(c['name'])} "
                       f"{100 * c['accuracy']:.1f} (train {c['train_seconds']}s)", flush=True)
             print(f"done {name} at {size}/class, seeds {list(seeds)}, in {time.perf_counter() - started:.0f}s", flush=True)
 
@@ -195,7 +214,7 @@ def report(summaries: list[dict]) -> str:
         if not rows:
             continue
         names = list(rows[0]["stats"])
-        header = ["set", "per class", "draws", *[SHORT.get(n, n) for n in names], "tool's choice", "chosen (times)",
+        header = ["set", "per class", "draws", *[short(n) for n in names], "tool's choice", "chosen (times)",
                   "train() s", "choice within 1 std of best?", f"choice > baseline?"]
         out += [f"### {modality} sets (test accuracy %, mean ± std over draws)", "",
                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -207,11 +226,11 @@ def report(summaries: list[dict]) -> str:
                 cells.append(f"**{text}**" if n == s["best"] else text)
             mean, std = s["choice"]
             cells.append(f"{mean:.1f} ± {std:.1f}" + ("" if s["evaluate"] else " (no CV: default LR)"))
-            cells.append(", ".join(f"{SHORT.get(k, k)} {v}" for k, v in sorted(s["chosen"].items(), key=lambda kv: -kv[1])))
+            cells.append(", ".join(f"{short(k)} {v}" for k, v in sorted(s["chosen"].items(), key=lambda kv: -kv[1])))
             cells.append(f"{s['train_seconds']:.1f}")
             best_mean, best_std = s["stats"][s["best"]]
             gap = best_mean - mean
-            cells.append(("yes" if gap <= best_std else "**no**") + f" ({-gap:+.1f} vs {SHORT.get(s['best'], s['best'])}, std {best_std:.1f})")
+            cells.append(("yes" if gap <= best_std else "**no**") + f" ({-gap:+.1f} vs {short(s['best'])}, std {best_std:.1f})")
             base_mean = s["stats"][s["baseline"]][0]
             if s["size"] >= BEAT_BASELINE_FROM[modality]:
                 cells.append(("yes" if mean > base_mean else "**no**") + f" ({mean - base_mean:+.1f})")
@@ -239,9 +258,14 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="print the table from saved results; run nothing")
     parser.add_argument("--backbone", help="another backbone for its modality, e.g. all-mpnet-base-v2; "
                                            "results go to bench/results/accuracy-BACKBONE/")
+    parser.add_argument("--stronger", action="store_true", help="texts: heads on the stronger encoder too, and the tool's "
+                        "choice with a 5 min budget (fine-tuning off); results go to bench/results/accuracy-stronger/")
     args = parser.parse_args()
+    global RESULTS, STRONGER_BUDGET
+    if args.stronger:
+        STRONGER_BUDGET = "5m"
+        RESULTS = RESULTS.parent / "accuracy-stronger"
     if args.backbone:
-        global RESULTS
         BACKBONE[get_backbone(args.backbone).modality] = args.backbone
         RESULTS = RESULTS.parent / f"accuracy-{args.backbone}"
     if not args.report:

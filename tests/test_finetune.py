@@ -1,5 +1,6 @@
 """Fine-tuning: the SetFit-style text encoder, the image recipe, the lr finder, and the budget rule."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -110,3 +111,26 @@ def test_lr_find_command_plots_and_suggests(fashion_folder, tmp_path):
     found = json.loads(result.stdout)
     assert len(found["lrs"]) == len(found["losses"]) >= 2 and 1e-7 < found["suggestion"] < 1
     assert plot.stat().st_size > 1000
+
+
+def test_a_budget_lets_the_stronger_encoder_join_the_same_folds(topics_csv, tmp_path):
+    model = smalldata.train(smalldata.load_dataset(topics_csv), budget="10m", finetune="never", curve=False)
+    assert model.stronger_encoder["encoder"] == "all-mpnet-base-v2" and model.stronger_encoder["tried"]
+    scores = {score.name: score for score in model.comparison.scores}
+    stronger = scores["logistic-regression on all-mpnet-base-v2"]
+    assert stronger.features == "all-mpnet-base-v2" and len(stronger.fold_accuracies) == len(scores["logistic-regression"].fold_accuracies)
+    saved = json.loads((model.save(tmp_path / "m") / "model.json").read_text())
+    assert saved["stronger_encoder"]["tried"] and saved["features"] == model.features
+
+
+def test_the_stronger_encoder_needs_a_budget_that_fits_and_the_default_encoder(topics_csv, tmp_path):
+    # texts no other test embedded: cached embeddings would cost nothing, and so fit any budget
+    with open(topics_csv, newline="") as source, open(tmp_path / "fresh.csv", "w", newline="") as fresh:
+        writer = csv.writer(fresh)
+        writer.writerows([row if n == 0 else [row[0] + " (fresh)", row[1]] for n, row in enumerate(csv.reader(source))])
+    tight = smalldata.train(smalldata.load_dataset(tmp_path / "fresh.csv"), budget="1s", finetune="never", curve=False)
+    assert not tight.stronger_encoder["tried"] and "larger --budget" in tight.stronger_encoder["reason"]
+    assert not any("all-mpnet-base-v2" in score.name for score in tight.comparison.scores)
+    dataset = smalldata.load_dataset(topics_csv)
+    assert smalldata.train(dataset, backbone="all-MiniLM-L6-v2", budget="10m", finetune="never", curve=False).stronger_encoder is None
+    assert smalldata.train(dataset, curve=False).stronger_encoder is None  # no budget: nothing slower is tried

@@ -101,6 +101,7 @@ def train(
         _fail(error)
     if as_json:
         print(json.dumps({"model": str(out_dir), "chosen": model.head_name, "fine_tuning": model.fine_tuning,
+                          "stronger_encoder": model.stronger_encoder,
                           "cross_validation": model.comparison.to_dict() if model.comparison else None,
                           "learning_curve": model.curve.to_dict() if model.curve else None,
                           "data": model.data}))
@@ -110,6 +111,8 @@ def train(
             _print_contributions(model.comparison)
         if model.curve:
             _print_curve(model.curve)
+        if model.stronger_encoder:
+            out.print(f"{model.stronger_encoder['encoder']}: {model.stronger_encoder['reason']}")
         if model.fine_tuning:
             out.print(f"fine-tuning: {model.fine_tuning['reason']}")
         out.print(f"chose [bold]{model.head_name}[/]; model saved to [bold]{out_dir}[/]")

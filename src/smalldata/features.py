@@ -84,11 +84,7 @@ def embed(
         return np.zeros((0, model.dim), dtype=np.float32)
     if keys is None:
         keys = [content_key(item) for item in items]
-    cache = None
-    if use_cache:
-        name = cache_name(model)
-        cache = _caches[name] = _caches.get(name) or EmbeddingCache(name)
-        cache.refresh()
+    cache = _cache_of(model) if use_cache else None
     missing = [i for i, key in enumerate(keys) if cache is None or cache.get(key) is None]
     if missing:
         fresh = _compute([items[i] for i in missing], model, progress)
@@ -101,6 +97,20 @@ def embed(
     for i, key in enumerate(keys):
         out[i] = fresh[position[i]] if i in position else cache.get(key)
     return out
+
+
+def uncached(keys: Sequence[str], backbone: Backbone) -> list[int]:
+    """Positions of the content `keys` whose embeddings by `backbone` are not cached yet (what
+    `embed` would have to compute); the backbone's network is not loaded to answer."""
+    cache = _cache_of(backbone)
+    return [i for i, key in enumerate(keys) if cache.get(key) is None]
+
+
+def _cache_of(model: Backbone) -> EmbeddingCache:
+    name = cache_name(model)
+    cache = _caches[name] = _caches.get(name) or EmbeddingCache(name)
+    cache.refresh()
+    return cache
 
 
 def _compute(items: Sequence, model: Backbone, progress: Progress | None) -> np.ndarray:

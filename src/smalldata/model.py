@@ -54,6 +54,7 @@ class Model:
     data: dict = field(default_factory=dict)  # what training saw: counts per class, skipped files
     curve: LearningCurve | None = None  # accuracy against examples per class, extrapolated
     fine_tuning: dict | None = None  # what fine-tuning tried and why it was kept or not (budget.FineTuneDecision)
+    stronger_encoder: dict | None = None  # whether a slower, stronger encoder was scored too (stronger.EncoderDecision)
 
     def features_of(self, inputs: Sequence, progress: Progress = QUIET):
         inputs = [Path(item) for item in inputs] if self.modality == "image" else [str(item) for item in inputs]
@@ -103,6 +104,7 @@ class Model:
             "data": self.data,
             "learning_curve": self.curve.to_dict() if self.curve else None,
             "fine_tuning": self.fine_tuning,
+            "stronger_encoder": self.stronger_encoder,
             "libraries": _library_versions(),
         }
         (folder / "model.json").write_text(json.dumps(description, indent=2) + "\n")
@@ -165,6 +167,7 @@ class Model:
             data=description.get("data", {}),
             curve=LearningCurve.from_dict(curve) if curve else None,
             fine_tuning=description.get("fine_tuning"),
+            stronger_encoder=description.get("stronger_encoder"),
         )
 
 

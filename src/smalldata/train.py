@@ -24,6 +24,7 @@ from smalldata.features import embed
 from smalldata.heads import LinearHead, logistic_regression_head
 from smalldata.model import RAW_TEXT, Model
 from smalldata.progress import QUIET, Progress
+from smalldata.stronger import stronger_encoder
 from smalldata.describe import DESCRIBED_HEAD, described_candidate
 from smalldata.unlabeled import Pool, PoolHead, pool_candidates
 
@@ -39,17 +40,21 @@ def candidates(modality: str, backbone: str) -> list[Candidate]:
     else:
         baseline = Candidate("baseline: colour/texture + random forest", IMAGE_BASELINE_FEATURES, image_baseline,
                              "colour and texture statistics of a 64px thumbnail, random forest", is_baseline=True)
+    return [baseline] + frozen_heads(backbone)
+
+
+def frozen_heads(backbone: str, *, named_by_backbone: bool = False) -> list[Candidate]:
+    """The heads on frozen `backbone` embeddings, simplest first; `named_by_backbone` adds the
+    backbone to each name, to tell them from the same heads on another backbone."""
     heads = [
-        Candidate(DEFAULT_HEAD, backbone, logistic_regression_head,
-                  f"logistic regression on frozen {backbone} embeddings"),
-        Candidate("linear: cross-entropy", backbone, lambda: LinearHead(loss="cross-entropy"),
-                  f"linear layer trained with cross-entropy on frozen {backbone} embeddings"),
-        Candidate("linear: cosine loss", backbone, lambda: LinearHead(loss="cosine"),
-                  f"linear layer trained with cosine loss on frozen {backbone} embeddings"),
-        Candidate("linear: cosine + cross-entropy", backbone, lambda: LinearHead(loss="cosine+cross-entropy"),
-                  f"linear layer trained with cosine loss plus 0.1 cross-entropy on frozen {backbone} embeddings"),
+        (DEFAULT_HEAD, logistic_regression_head, "logistic regression"),
+        ("linear: cross-entropy", lambda: LinearHead(loss="cross-entropy"), "linear layer trained with cross-entropy"),
+        ("linear: cosine loss", lambda: LinearHead(loss="cosine"), "linear layer trained with cosine loss"),
+        ("linear: cosine + cross-entropy", lambda: LinearHead(loss="cosine+cross-entropy"),
+         "linear layer trained with cosine loss plus 0.1 cross-entropy"),
     ]
-    return [baseline] + heads
+    return [Candidate(f"{name} on {backbone}" if named_by_backbone else name, backbone, make,
+                      f"{what} on frozen {backbone} embeddings") for name, make, what in heads]
 
 
 def train(
@@ -79,7 +84,9 @@ def train(
     With a time ``budget`` (seconds, or "5m"), fine-tuning the backbone is tried too when the
     budget allows, scored on the same folds, and kept only where it beats the frozen choice by
     more than one standard error (``finetune="always"`` keeps it regardless, "never" skips it;
-    ``budget=None`` means no fine-tuning unless "always"). ``flip=False`` keeps image fine-tuning
+    ``budget=None`` means no fine-tuning unless "always"). For texts on the default encoder, a
+    budget also lets a stronger, slower encoder's heads join the same folds when embedding fits in
+    a quarter of it (`smalldata.stronger`); ``model.stronger_encoder`` says what happened. ``flip=False`` keeps image fine-tuning
     from mirroring training images, where a mirror image would change the label; ``tta=True``
     makes a fine-tuned image model average each prediction with its mirror image's (not with flip=False).
 
@@ -88,6 +95,7 @@ def train(
     fit, and the model carries no accuracy estimate.
     """
     started = time.perf_counter()
+    chosen_by_user = backbone is not None
     backbone = backbone or DEFAULT_BACKBONE[dataset.modality]
     if tta and not flip:
         raise DataError("test-time augmentation mirrors test images, and --no-flip says a mirror image changes "
@@ -102,6 +110,14 @@ def train(
     # Extra knowledge (an unlabeled pool, class descriptions) comes in as more candidates on the same folds.
     informed = informed_candidates(dataset, backbone, unlabeled=unlabeled if evaluate else None,
                                    descriptions=descriptions, progress=progress)
+    seconds = parse_budget(budget)
+    encoder = None
+    if evaluate and seconds is not None and not chosen_by_user:  # a stronger encoder costs budget, and needs folds to judge it
+        encoder = stronger_encoder(dataset, backbone, seconds_left=seconds - (time.perf_counter() - started), progress=progress)
+        if encoder is not None:
+            progress.log(f"{encoder.encoder}: {encoder.reason}")
+            if encoder.tried:
+                options += frozen_heads(encoder.encoder, named_by_backbone=True)
     if not evaluate:
         options = [c for c in options if c.name == DEFAULT_HEAD]
         # Without folds nothing can be judged; descriptions, when given, are the user's own prior knowledge.
@@ -117,7 +133,6 @@ def train(
                              informed=[c.name for c in informed])
         chosen = next(c for c in options if c.name == comparison.chosen.name)
     tuned_name, tuned, fine_tuning = None, None, None
-    seconds = parse_budget(budget)
     if finetune == "always" or (finetune != "never" and seconds is not None):
         frozen = next(s for s in comparison.scores if s.name == chosen.name) if comparison else None
         tuned_name, tuned, fine_tuning = fine_tune_step(
@@ -126,7 +141,8 @@ def train(
     data = {**summary(dataset), **informed_summary(unlabeled, descriptions)}
     if tuned is not None:  # no learning curve: it would cost a fine-tune per point
         return Model(classes=dataset.classes, modality=dataset.modality, features=fine_tuning["features"],
-                     head_name=tuned_name, estimator=tuned, comparison=comparison, data=data, fine_tuning=fine_tuning)
+                     head_name=tuned_name, estimator=tuned, comparison=comparison, data=data, fine_tuning=fine_tuning,
+                     stronger_encoder=encoder and encoder.to_dict())
     estimator = _refit(chosen, features[chosen.features], dataset, progress)
     drawn = None
     if evaluate and curve:
@@ -134,7 +150,7 @@ def train(
                                seed=seed, progress=progress)
     return Model(classes=dataset.classes, modality=dataset.modality, features=chosen.features,
                  head_name=chosen.name, estimator=estimator, fine_tuning=fine_tuning, comparison=comparison,
-                 data=data, curve=drawn)
+                 data=data, curve=drawn, stronger_encoder=encoder and encoder.to_dict())
 
 
 def _refit(chosen: Candidate, features, dataset: Dataset, progress: Progress):

@@ -1,0 +1,82 @@
+"""A stronger, slower text encoder as more frozen candidates, when the time budget allows it.
+
+all-mpnet-base-v2 embeds about 10x slower than MiniLM. Frozen, at 8 texts per class, it scores
+far higher on some sets (sst2 78.8% against 59.2%, BENCHMARKS.md) and no higher on others
+(agnews 75.6% against 76.2%). So its heads are scored on the same folds as the default encoder's
+and listed after them. The one-standard-error rule then keeps a MiniLM head unless an mpnet head
+beats it by more than one standard error, and the served model stays cheap where the stronger
+encoder does not pay.
+
+The cost is measured, not assumed: the encoder is loaded and timed on a few of the texts, and
+the rest are embedded only if the estimate fits in a share of the budget left.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+from smalldata.backbones import get_backbone
+from smalldata.features import embed, uncached
+from smalldata.progress import Progress
+
+STRONGER = {"all-MiniLM-L6-v2": "all-mpnet-base-v2"}
+# Fine-tuning, tried after the frozen candidates, needs most of the budget.
+BUDGET_SHARE = 0.25
+SAMPLE = 16  # texts timed to estimate the rest
+# Faster than this machine ever loaded mpnet (1.7 s from a warm disk) and embedded with it
+# (15-35 texts/s): skipping without loading it only where it could not fit even at this pace.
+OPTIMISTIC_LOAD_SECONDS = 1.0
+OPTIMISTIC_TEXTS_PER_SECOND = 100.0
+
+
+@dataclass
+class EncoderDecision:
+    """Whether the stronger encoder's heads joined the comparison, and why."""
+
+    encoder: str
+    tried: bool
+    reason: str
+    seconds: float = 0.0  # spent on it: loading, and embedding what was not cached
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def stronger_encoder(dataset, backbone: str, *, seconds_left: float, progress: Progress) -> EncoderDecision | None:
+    """Embed `dataset` with the encoder stronger than `backbone` when that fits in
+    BUDGET_SHARE of `seconds_left`; None when no stronger encoder is known for `backbone`."""
+    stronger = STRONGER.get(backbone)
+    if stronger is None or dataset.modality != "text":
+        return None
+    started = time.perf_counter()
+    allowed = BUDGET_SHARE * seconds_left
+    missing = uncached(dataset.keys, get_backbone(stronger))
+    if missing and OPTIMISTIC_LOAD_SECONDS + len(missing) / OPTIMISTIC_TEXTS_PER_SECOND > allowed:
+        return EncoderDecision(stronger, False, f"not tried: embedding {len(missing)} texts with {stronger} would take "
+                               f"longer than {allowed:.0f} s, the quarter of the budget left; give a larger --budget")
+    if missing:
+        try:
+            get_backbone(stronger).encoder()  # loading is part of the cost
+        except RuntimeError as error:  # its packages are not installed
+            return EncoderDecision(stronger, False, f"not tried: {error}", round(time.perf_counter() - started, 1))
+        sample, rest = missing[:SAMPLE], missing[SAMPLE:]
+        timed = time.perf_counter()
+        _embed_rows(dataset, sample, stronger, progress)
+        estimate = (time.perf_counter() - timed) / len(sample) * len(rest)
+        spent = time.perf_counter() - started
+        if spent + estimate > allowed:
+            return EncoderDecision(stronger, False, f"not tried: embedding the other {len(rest)} texts with {stronger} "
+                                   f"would take about {estimate:.0f} s more, past {allowed:.0f} s, the quarter of the "
+                                   "budget left; give a larger --budget", round(spent, 1))
+        _embed_rows(dataset, rest, stronger, progress)
+    spent = round(time.perf_counter() - started, 1)
+    cost = f"{spent:.0f} s to embed {len(missing)} texts not cached yet" if missing else "its embeddings were cached"
+    return EncoderDecision(stronger, True, f"tried: its heads were scored on the same folds ({cost}); chosen only "
+                           f"where one beats the {backbone} heads by more than one standard error", spent)
+
+
+def _embed_rows(dataset, rows: list[int], backbone: str, progress: Progress) -> None:
+    """Embed (and so cache) the dataset's texts at `rows`."""
+    if rows:
+        embed([dataset.inputs[i] for i in rows], backbone, keys=[dataset.keys[i] for i in rows], progress=progress)

@@ -55,7 +55,11 @@ def test_text_fine_tune_moves_the_encoder_and_round_trips_through_safetensors(to
     assert (folder / "encoder.safetensors").exists()
     assert not [p for p in folder.iterdir() if p.suffix in {".pkl", ".pickle", ".joblib", ".pt", ".bin"}]
     assert json.loads((folder / "model.json").read_text())["head"]["kind"] == "contrastive-text"
-    assert np.allclose(Model.load(folder).predict_proba(texts), model.predict_proba(texts), atol=1e-5)
+    loaded = Model.load(folder)
+    assert loaded.estimator.onnx_ is not None  # a loaded tuned encoder embeds through ONNX Runtime
+    many = texts * 30 + ["a much longer text about the weather tomorrow and the day after"] * 10  # several batches
+    assert np.allclose(loaded.estimator.transform(many), tuned.transform(many), atol=1e-4)
+    assert np.allclose(loaded.predict_proba(texts), model.predict_proba(texts), atol=1e-5)
 
 
 def test_lr_suggestion_where_the_loss_falls_and_where_it_only_rises():

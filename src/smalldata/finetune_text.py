@@ -15,6 +15,7 @@ cross-validation folds that score the frozen heads score it too. Its tuned weigh
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from smalldata.backbones import get_backbone
+from smalldata.backbones import cache_dir, get_backbone
 from smalldata.heads import logistic_regression_head
 
 ENCODER_FILE = "encoder.safetensors"
@@ -107,10 +108,21 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
         return step_seconds * (self.epochs * n_examples / self.batch_size + math.ceil(n_examples / 64) + 1)
 
     def transform(self, X) -> np.ndarray:
-        """Tuned, unit-length embeddings."""
+        """Tuned, unit-length embeddings (through ONNX Runtime once loaded from a folder)."""
+        if getattr(self, "onnx_", None) is not None:
+            return self._onnx_transform([str(t) for t in X])
         vectors = self.encoder_.encode([str(t) for t in X], batch_size=64, normalize_embeddings=True,
                                        show_progress_bar=False, convert_to_numpy=True)
         return np.asarray(vectors, dtype=np.float32)
+
+    def _onnx_transform(self, texts: list[str]) -> np.ndarray:
+        """In batches of 64 texts of similar length (each batch is padded to its longest text)."""
+        order = np.argsort([len(text) for text in texts], kind="stable")
+        out = np.empty((len(texts), get_backbone(self.backbone).dim), dtype=np.float32)
+        for start in range(0, len(texts), 64):
+            rows = order[start:start + 64]
+            out[rows] = self.onnx_.embed([texts[i] for i in rows])
+        return out
 
     def predict_proba(self, X) -> np.ndarray:
         return self.head_.predict_proba(self.transform(X))
@@ -144,5 +156,18 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
         model.encoder_.load_state_dict(load_file(str(folder / ENCODER_FILE)), strict=True)
         model.encoder_.eval()
         model.head_ = load_skops(folder / HEAD_FILE)
+        model.onnx_ = _onnx_encoder(model.encoder_, model.backbone, folder / ENCODER_FILE)
         return model
+
+
+def _onnx_encoder(encoder, backbone: str, weights: Path):
+    """The tuned encoder exported to ONNX once (cached by the weights' digest): a loaded model
+    embeds through ONNX Runtime, about twice as fast as eager PyTorch for one text."""
+    from smalldata.onnx_text import OnnxTextEncoder, export_encoder
+
+    digest = hashlib.sha1(weights.read_bytes()).hexdigest()[:16]
+    path = cache_dir() / "onnx" / f"tuned-text-{digest}.onnx"
+    if not path.exists():
+        export_encoder(encoder, path)
+    return OnnxTextEncoder(get_backbone(backbone), path)
 

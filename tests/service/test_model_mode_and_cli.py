@@ -48,7 +48,7 @@ def test_model_mode_predicts_images_and_nothing_else(model_service, fashion_pngs
 
 def test_onnx_text_encoder_gives_the_librarys_vectors():
     from smalldata.backbones import get_backbone
-    from smalldata.service.fast_text import text_encoder
+    from smalldata.onnx_text import text_encoder
 
     backbone = get_backbone("all-MiniLM-L6-v2")
     texts = ["The referee showed a red card.", "a", "Stir in the flour and butter, then bake for twenty minutes. " * 40]

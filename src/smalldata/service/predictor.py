@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from smalldata.backbones import ImageBackbone, TextBackbone, cpu_threads, get_backbone
 from smalldata.model import RAW_INPUTS, RAW_TEXT, Model
 from smalldata.service.batching import Batcher
-from smalldata.service.fast_text import text_encoder
+from smalldata.onnx_text import text_encoder
 
 KEPT_MODELS = 8
 

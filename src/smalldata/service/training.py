@@ -45,7 +45,7 @@ def prepare_serving(model: Model) -> None:
     """Export what predictions will run (here, where torch is loaded anyway), so the service
     answers its first request without exporting anything."""
     from smalldata.backbones import REGISTRY, ImageBackbone, TextBackbone, get_backbone
-    from smalldata.service.fast_text import exported
+    from smalldata.onnx_text import exported
 
     if model.features in REGISTRY:
         backbone = get_backbone(model.features)

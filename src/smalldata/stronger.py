@@ -8,7 +8,8 @@ beats it by more than one standard error, and the served model stays cheap where
 encoder does not pay.
 
 The cost is measured, not assumed: the encoder is loaded and timed on a few of the texts, and
-the rest are embedded only if the estimate fits in a share of the budget left.
+the rest are embedded only if that estimate, plus cross-validating its heads (estimated from what
+the default encoder's candidates took), fits in a share of the budget left.
 """
 
 from __future__ import annotations
@@ -43,18 +44,23 @@ class EncoderDecision:
         return asdict(self)
 
 
-def stronger_encoder(dataset, backbone: str, *, seconds_left: float, progress: Progress) -> EncoderDecision | None:
-    """Embed `dataset` with the encoder stronger than `backbone` when that fits in
-    BUDGET_SHARE of `seconds_left`; None when no stronger encoder is known for `backbone`."""
+def stronger_encoder(dataset, backbone: str, *, seconds_left: float, heads_seconds: float,
+                     progress: Progress) -> EncoderDecision | None:
+    """Embed `dataset` with the encoder stronger than `backbone` when that, plus `heads_seconds`
+    to cross-validate its heads, fits in BUDGET_SHARE of `seconds_left`; None when no stronger
+    encoder is known for `backbone`."""
     stronger = STRONGER.get(backbone)
     if stronger is None or dataset.modality != "text":
         return None
     started = time.perf_counter()
-    allowed = BUDGET_SHARE * seconds_left
+    allowed = BUDGET_SHARE * seconds_left - heads_seconds
     missing = uncached(dataset.keys, get_backbone(stronger))
-    if missing and OPTIMISTIC_LOAD_SECONDS + len(missing) / OPTIMISTIC_TEXTS_PER_SECOND > allowed:
-        return EncoderDecision(stronger, False, f"not tried: embedding {len(missing)} texts with {stronger} would take "
-                               f"longer than {allowed:.0f} s, the quarter of the budget left; give a larger --budget")
+    optimistic = (OPTIMISTIC_LOAD_SECONDS + len(missing) / OPTIMISTIC_TEXTS_PER_SECOND) if missing else 0.0
+    if optimistic > allowed:
+        embedding = f"embedding {len(missing)} texts with {stronger} and " if missing else ""
+        return EncoderDecision(stronger, False, f"not tried: {embedding}cross-validating its heads "
+                               f"(about {heads_seconds:.0f} s) would take more than "
+                               f"{BUDGET_SHARE * seconds_left:.0f} s, the quarter of the budget left; give a larger --budget")
     if missing:
         try:
             get_backbone(stronger).encoder()  # loading is part of the cost
@@ -67,8 +73,9 @@ def stronger_encoder(dataset, backbone: str, *, seconds_left: float, progress: P
         spent = time.perf_counter() - started
         if spent + estimate > allowed:
             return EncoderDecision(stronger, False, f"not tried: embedding the other {len(rest)} texts with {stronger} "
-                                   f"would take about {estimate:.0f} s more, past {allowed:.0f} s, the quarter of the "
-                                   "budget left; give a larger --budget", round(spent, 1))
+                                   f"would take about {estimate:.0f} s more and cross-validating its heads about "
+                                   f"{heads_seconds:.0f} s, past {BUDGET_SHARE * seconds_left:.0f} s, the quarter of "
+                                   "the budget left; give a larger --budget", round(spent, 1))
         _embed_rows(dataset, rest, stronger, progress)
     spent = round(time.perf_counter() - started, 1)
     cost = f"{spent:.0f} s to embed {len(missing)} texts not cached yet" if missing else "its embeddings were cached"

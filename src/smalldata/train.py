@@ -112,12 +112,6 @@ def train(
                                    descriptions=descriptions, progress=progress)
     seconds = parse_budget(budget)
     encoder = None
-    if evaluate and seconds is not None and not chosen_by_user:  # a stronger encoder costs budget, and needs folds to judge it
-        encoder = stronger_encoder(dataset, backbone, seconds_left=seconds - (time.perf_counter() - started), progress=progress)
-        if encoder is not None:
-            progress.log(f"{encoder.encoder}: {encoder.reason}")
-            if encoder.tried:
-                options += frozen_heads(encoder.encoder, named_by_backbone=True)
     if not evaluate:
         options = [c for c in options if c.name == DEFAULT_HEAD]
         # Without folds nothing can be judged; descriptions, when given, are the user's own prior knowledge.
@@ -129,8 +123,17 @@ def train(
     chosen = options[0]
     if evaluate:
         folds = cv_folds(dataset.labels, seed=seed)
+        compared = time.perf_counter()
         comparison = compare(options, features, dataset.labels, folds=folds, progress=progress,
                              informed=[c.name for c in informed])
+        if seconds is not None and not chosen_by_user:  # a stronger encoder costs budget
+            # Its four heads on embeddings twice as wide: about twice what these candidates cost each.
+            heads_seconds = 2 * (time.perf_counter() - compared) * 4 / len(options)
+            encoder, extra = _stronger_heads(dataset, backbone, features, folds, heads_seconds=heads_seconds,
+                                             seconds_left=seconds - (time.perf_counter() - started), progress=progress)
+            if extra:
+                comparison = comparison.with_more(compare(extra, features, dataset.labels, folds=folds, progress=progress))
+                options += extra
         chosen = next(c for c in options if c.name == comparison.chosen.name)
     tuned_name, tuned, fine_tuning = None, None, None
     if finetune == "always" or (finetune != "never" and seconds is not None):
@@ -151,6 +154,21 @@ def train(
     return Model(classes=dataset.classes, modality=dataset.modality, features=chosen.features,
                  head_name=chosen.name, estimator=estimator, fine_tuning=fine_tuning, comparison=comparison,
                  data=data, curve=drawn, stronger_encoder=encoder and encoder.to_dict())
+
+
+def _stronger_heads(dataset: Dataset, backbone: str, features: dict, folds, *, heads_seconds: float,
+                    seconds_left: float, progress: Progress):
+    """(the stronger encoder's decision or None, its heads to compare on `folds`, or none); when
+    tried, its embeddings are added to `features`."""
+    decision = stronger_encoder(dataset, backbone, seconds_left=seconds_left, heads_seconds=heads_seconds,
+                                progress=progress)
+    if decision is None:
+        return None, []
+    progress.log(f"{decision.encoder}: {decision.reason}")
+    if not decision.tried:
+        return decision, []
+    features[decision.encoder] = _features(dataset, decision.encoder, progress)  # cached by now
+    return decision, frozen_heads(decision.encoder, named_by_backbone=True)
 
 
 def _refit(chosen: Candidate, features, dataset: Dataset, progress: Progress):

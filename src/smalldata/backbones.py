@@ -37,6 +37,16 @@ def cache_dir() -> Path:
     return path
 
 
+def onnx_of_weights(weights: Path, prefix: str, export: Callable[[Path], None]) -> Path:
+    """The ONNX graph of a tuned network, exported by `export(path)` the first time these weights
+    are seen and cached by their digest: loading a model folder again exports nothing."""
+    digest = hashlib.sha1(Path(weights).read_bytes()).hexdigest()[:16]
+    path = cache_dir() / "onnx" / f"{prefix}-{digest}.onnx"
+    if not path.exists():
+        export(path)
+    return path
+
+
 def cpu_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 

@@ -12,7 +12,7 @@ import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -113,15 +113,22 @@ def _cache_of(model: Backbone) -> EmbeddingCache:
     return cache
 
 
+def in_length_order(texts: Sequence[str], run: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+    """`run` on the texts sorted by length, its rows put back in the texts' order.
+
+    Texts of similar length batched together need little padding: on sst2 sentences this takes
+    MiniLM from ~115 to ~185 texts/s.
+    """
+    order = np.argsort([len(text) for text in texts], kind="stable")
+    vectors = run([texts[i] for i in order])
+    out = np.empty_like(vectors)
+    out[order] = vectors
+    return out
+
+
 def _compute(items: Sequence, model: Backbone, progress: Progress | None) -> np.ndarray:
     if model.modality == "text":
-        # Texts of similar length batched together need little padding: on sst2 sentences this
-        # takes MiniLM from ~115 to ~185 texts/s. Rows go back to the callers' order at the end.
-        order = np.argsort([len(text) for text in items], kind="stable")
-        vectors = _compute_in_order([items[i] for i in order], model, progress)
-        out = np.empty_like(vectors)
-        out[order] = vectors
-        return out
+        return in_length_order(items, lambda ordered: _compute_in_order(ordered, model, progress))
     return _compute_in_order(items, model, progress)
 
 

@@ -18,7 +18,6 @@ backbones (exported the same way, cached by the weights' digest).
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
 
 from smalldata.augment import image_augmentation
-from smalldata.backbones import PIXEL_MEAN, PIXEL_STD, cache_dir, export_pooled_features, get_backbone
+from smalldata.backbones import PIXEL_MEAN, PIXEL_STD, export_pooled_features, get_backbone, onnx_of_weights
 from smalldata.features import embed
 from smalldata.heads import logistic_regression_head
 
@@ -252,10 +251,7 @@ def _onnx_session(net, image_size: int, weights: Path):
     """The tuned body exported to ONNX once (cached by the weights' digest) and run by ONNX Runtime."""
     import onnxruntime as ort
 
-    digest = hashlib.sha1(weights.read_bytes()).hexdigest()[:16]
-    path = cache_dir() / "onnx" / f"fine-tuned-{digest}.onnx"
-    if not path.exists():
-        export_pooled_features(net, image_size, path)
+    path = onnx_of_weights(weights, "fine-tuned", lambda path: export_pooled_features(net, image_size, path))
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 

@@ -15,7 +15,6 @@ cross-validation folds that score the frozen heads score it too. Its tuned weigh
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import time
 from pathlib import Path
@@ -24,7 +23,8 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from smalldata.backbones import cache_dir, get_backbone
+from smalldata.backbones import get_backbone, onnx_of_weights
+from smalldata.features import in_length_order
 from smalldata.heads import logistic_regression_head
 
 ENCODER_FILE = "encoder.safetensors"
@@ -117,12 +117,8 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
 
     def _onnx_transform(self, texts: list[str]) -> np.ndarray:
         """In batches of 64 texts of similar length (each batch is padded to its longest text)."""
-        order = np.argsort([len(text) for text in texts], kind="stable")
-        out = np.empty((len(texts), get_backbone(self.backbone).dim), dtype=np.float32)
-        for start in range(0, len(texts), 64):
-            rows = order[start:start + 64]
-            out[rows] = self.onnx_.embed([texts[i] for i in rows])
-        return out
+        return in_length_order(texts, lambda ordered: np.concatenate(
+            [self.onnx_.embed(ordered[start:start + 64]) for start in range(0, len(ordered), 64)]))
 
     def predict_proba(self, X) -> np.ndarray:
         return self.head_.predict_proba(self.transform(X))
@@ -165,9 +161,6 @@ def _onnx_encoder(encoder, backbone: str, weights: Path):
     embeds through ONNX Runtime, about twice as fast as eager PyTorch for one text."""
     from smalldata.onnx_text import OnnxTextEncoder, export_encoder
 
-    digest = hashlib.sha1(weights.read_bytes()).hexdigest()[:16]
-    path = cache_dir() / "onnx" / f"tuned-text-{digest}.onnx"
-    if not path.exists():
-        export_encoder(encoder, path)
+    path = onnx_of_weights(weights, "tuned-text", lambda path: export_encoder(encoder, path))
     return OnnxTextEncoder(get_backbone(backbone), path)
 

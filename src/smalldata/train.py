@@ -85,8 +85,8 @@ def train(
     budget allows, scored on the same folds, and kept only where it beats the frozen choice by
     more than one standard error (``finetune="always"`` keeps it regardless, "never" skips it;
     ``budget=None`` means no fine-tuning unless "always"). For texts on the default encoder, a
-    budget also lets a stronger, slower encoder's heads join the same folds when embedding fits in
-    a quarter of it (`smalldata.stronger`); ``model.stronger_encoder`` says what happened. ``flip=False`` keeps image fine-tuning
+    budget also lets a stronger, slower encoder's heads join the same folds when embedding with it
+    and cross-validating them fit in a quarter of it (`smalldata.stronger`); ``model.stronger_encoder`` says what happened. ``flip=False`` keeps image fine-tuning
     from mirroring training images, where a mirror image would change the label; ``tta=True``
     makes a fine-tuned image model average each prediction with its mirror image's (not with flip=False).
 
@@ -127,8 +127,9 @@ def train(
         comparison = compare(options, features, dataset.labels, folds=folds, progress=progress,
                              informed=[c.name for c in informed])
         if seconds is not None and not chosen_by_user:  # a stronger encoder costs budget
-            # Its four heads on embeddings twice as wide: about twice what these candidates cost each.
-            heads_seconds = 2 * (time.perf_counter() - compared) * 4 / len(options)
+            # Its heads on embeddings twice as wide: about twice what each of these candidates cost.
+            per_candidate = (time.perf_counter() - compared) / len(options)
+            heads_seconds = 2 * per_candidate * len(frozen_heads(backbone))
             encoder, extra = _stronger_heads(dataset, backbone, features, folds, heads_seconds=heads_seconds,
                                              seconds_left=seconds - (time.perf_counter() - started), progress=progress)
             if extra:

@@ -62,12 +62,12 @@ def test_text_fine_tune_moves_the_encoder_and_round_trips_through_safetensors(to
     assert np.allclose(loaded.predict_proba(texts), model.predict_proba(texts), atol=1e-5)
 
 
-def test_lr_suggestion_where_the_loss_falls_and_where_it_only_rises():
-    lrs = list(np.logspace(-6, -1, 11))
-    falling = [2.0, 1.9, 1.7, 1.2, 0.8, 0.6, 0.55, 0.6, 1.0, 2.0, 4.0]
-    assert lrs[2] <= suggest_lr(lrs, falling) <= lrs[4]  # where the loss drops fastest
-    rising = [0.30, 0.30, 0.30, 0.31, 0.33, 0.40, 0.8, 1.5, 3.0, 5.0, 9.0]  # after the head-first step
-    assert suggest_lr(lrs, rising) == pytest.approx(lrs[4] / 10)  # a tenth of where it rises 5%, not 1e-6
+def test_lr_suggestion_is_a_tenth_of_the_last_rate_before_the_loss_blows_up():
+    lrs = list(np.logspace(-5, -1, 12))
+    # After the head-first step the loss wanders near its floor, then blows up (past 4x its lowest).
+    wandering = [0.40, 0.38, 0.31, 0.27, 0.34, 0.22, 0.26, 0.18, 0.30, 0.61, 0.97, 2.0]
+    assert suggest_lr(lrs, wandering) == pytest.approx(lrs[9] / 10)  # not the steepest dip at lrs[7]
+    assert suggest_lr(lrs, [0.3] * 12) == pytest.approx(lrs[-1] / 10)  # never blew up: the largest rate tried
 
 
 @pytest.mark.slow
@@ -76,7 +76,8 @@ def test_image_fine_tune_trains_keeps_its_history_and_predicts_the_same_through_
     paths, labels = list(dataset.inputs), np.asarray(dataset.labels)
     tuned = FineTunedImageClassifier(epochs=2, lr=1e-3, train_size=96).fit(paths, labels)
     assert [h["epoch"] for h in tuned.history_] == [0, 1, 2]  # epoch 0: the head-only state
-    assert tuned.epochs_kept_ == int(np.argmin([h["held_out_loss"] for h in tuned.history_]))
+    accuracies = [h["held_out_accuracy"] for h in tuned.history_]
+    assert tuned.epochs_kept_ == max(e for e, a in enumerate(accuracies) if a == max(accuracies))  # ties: later
     assert np.mean(tuned.predict(paths) == labels) >= 0.9
     folder = tmp_path / "m"
     folder.mkdir()
@@ -101,6 +102,31 @@ def test_image_fine_tune_trains_keeps_its_history_and_predicts_the_same_through_
         assert np.allclose(loaded.predict_proba(paths[:6]), (plain + mirrored) / 2, atol=1e-6)
     else:
         assert "early stopping undid fine-tuning" in tuned.kept_name_
+
+
+@pytest.mark.slow
+def test_a_fine_tune_too_costly_to_cross_validate_is_scored_on_a_held_out_fifth(fashion_folder):
+    from smalldata.budget import held_out_split
+    from smalldata.features import embed
+    from smalldata.heads import logistic_regression_head
+    from smalldata.progress import QUIET
+    from smalldata.train import _fit_and_check, candidates
+
+    dataset = smalldata.load_dataset(fashion_folder)
+    X, y = list(dataset.inputs), np.asarray(dataset.labels)
+    frozen = next(c for c in candidates("image", "efficientnet-lite0") if c.name == "logistic-regression")
+    check = _fit_and_check(frozen, embed(X, "efficientnet-lite0"), y)
+    decision = FineTuneDecision("ft", "auto", False, "", frozen_name=frozen.name, estimated_fold_seconds=60.0)
+    decision, kept = held_out_split(FineTunedImageClassifier(epochs=1, lr=1e-3, train_size=96), X, y, check,
+                                    decision, QUIET)
+    assert decision.held_out_examples == 5 and decision.folds_used == 0  # a fifth of 24, one per class at least
+    assert "held-out fifth (5 examples)" in decision.protocol and "5 held-out examples" in decision.reason
+    gain, error = decision.mean_gain, decision.gain_standard_error
+    assert gain == pytest.approx(decision.fold_accuracies[0] - decision.frozen_fold_accuracies[0], abs=1e-4)
+    assert decision.kept == (gain > error and gain > 0) and (kept is not None) == decision.kept
+    if kept is not None:  # the fit that was scored is the model; its head has learned from every example
+        refit = logistic_regression_head().fit(kept.transform(X), y)
+        assert np.allclose(kept.head_.coef_, refit.coef_)
 
 
 @pytest.mark.slow

@@ -125,7 +125,7 @@ def lr_find(
     data: Path = typer.Argument(..., help="A folder of class subfolders of images."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the loss against learning rate to this PNG."),
     backbone: str = typer.Option("efficientnet-lite0", help="Image backbone to fine-tune."),
-    steps: int = typer.Option(32, "--steps", help="Mini-batches in the range test (rates from 1e-6 to 1e-1)."),
+    steps: int = typer.Option(32, "--steps", help="Mini-batches in the range test (rates from 1e-5 to 1e-1)."),
     label_from_name: Optional[str] = LabelFromName,
     as_json: bool = AsJson,
 ) -> None:

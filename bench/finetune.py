@@ -2,6 +2,7 @@
 
     flock /tmp/smalldata-cpu.lock .venv/bin/python bench/finetune.py --sets sst2 --sizes 8 --seeds 0 1
     flock /tmp/smalldata-cpu.lock .venv/bin/python bench/finetune.py --sets trec6 --sizes 8 --seeds 0 --auto 300
+    flock /tmp/smalldata-cpu.lock .venv/bin/python bench/finetune.py --sets clothing10 --sizes 20 --auto 300 --only-auto
     .venv/bin/python bench/finetune.py --report                          # table from saved results
 
 For each set, size (examples per class) and seed, the draw of `common.draw` is the whole training set:
@@ -78,13 +79,23 @@ def run_draw(name: str, train_split, test, size: int, seed: int, backbone: str, 
                            "held_out": getattr(tuned, "history_", None)}
     print(f"{name} {size}/class seed {seed}: frozen LR {result['frozen']['logistic-regression']['accuracy']:.3f}, "
           f"fine-tune {result['fine_tune']['accuracy']:.3f} in {fit_seconds:.0f} s", flush=True)
+    if result["fine_tune"]["held_out"]:
+        print(f"  rate {result['fine_tune']['lr_used']:.1e}, epoch kept {result['fine_tune']['epochs_kept']}, held-out "
+              "accuracy by epoch " + " ".join(f"{h['held_out_accuracy']:.3f}" for h in result["fine_tune"]["held_out"]), flush=True)
     if auto:
-        start = time.perf_counter()
-        model = train(sample, seed=seed, budget=auto, curve=False)
-        wall = time.perf_counter() - start
-        result["auto"] = {"budget_seconds": auto, "chosen": model.head_name, "wall_seconds": round(wall, 1),
-                          "accuracy": model.evaluate(test).accuracy, "fine_tuning": model.fine_tuning}
-        print(f"  auto ({auto:.0f} s budget): {model.head_name} {result['auto']['accuracy']:.3f} in {wall:.0f} s", flush=True)
+        result["auto"] = run_auto(sample, test, seed, auto)
+    return result
+
+
+def run_auto(sample, test, seed: int, budget: float) -> dict:
+    """The tool's own choice on the draw, `train(budget=...)`: what it kept, its accuracy, its wall time."""
+    start = time.perf_counter()
+    model = train(sample, seed=seed, budget=budget, curve=False)
+    wall = time.perf_counter() - start
+    result = {"budget_seconds": budget, "chosen": model.head_name, "wall_seconds": round(wall, 1),
+              "accuracy": model.evaluate(test).accuracy, "fine_tuning": model.fine_tuning}
+    print(f"  auto ({budget:.0f} s budget): {model.head_name} {result['accuracy']:.3f} in {wall:.0f} s; "
+          f"{model.fine_tuning and model.fine_tuning['reason']}", flush=True)
     return result
 
 
@@ -141,6 +152,8 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--auto", type=float, help="also run train(budget=AUTO seconds) on each draw")
+    parser.add_argument("--only-auto", action="store_true",
+                        help="with --auto: add the automatic choice to draws already saved, skipping the rest")
     parser.add_argument("--test-cap", type=int, default=1000, help="test examples per set (a fixed sample)")
     parser.add_argument("--report", action="store_true", help="print the table from saved results only")
     args = parser.parse_args()
@@ -155,9 +168,13 @@ def main() -> None:
             DRAWS.mkdir(parents=True, exist_ok=True)
             (DRAWS / f"{name}-test.json").write_text(json.dumps({"texts": list(test.inputs), "labels": list(test.labels)}))
         for size in args.sizes or SIZES[modality]:
-            draws = [run_draw(name, train_split, test, size, seed, DEFAULT_BACKBONE[modality], args.auto)
-                     for seed in args.seeds]
-            save(name, size, draws)
+            for seed in args.seeds:  # saved draw by draw: a long run stopped halfway keeps what it measured
+                if args.only_auto:
+                    saved = {d["seed"]: d for d in json.loads((RESULTS / f"{name}-{size}.json").read_text())["draws"]}
+                    result = saved[seed] | {"auto": run_auto(draw(train_split, size, seed), test, seed, args.auto)}
+                else:
+                    result = run_draw(name, train_split, test, size, seed, DEFAULT_BACKBONE[modality], args.auto)
+                save(name, size, [result])
 
 
 if __name__ == "__main__":

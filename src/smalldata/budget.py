@@ -6,6 +6,11 @@ folds as the budget leaves room for (all of them when it can; the first few othe
 decision says so). It is kept only when its paired per-fold gain over the frozen choice is larger
 than one standard error of those differences: a gain of one image on two folds is luck, not a
 reason to ship a model 20 times as costly to train.
+
+When fewer than three folds fit (an image fine-tune of a few hundred images takes minutes), it is
+scored once on a held-out fifth instead, against the frozen choice fit on the same other four
+fifths, with the standard error of the per-example differences; the decision says so. That one fit
+is also the model kept: its head is refit on every example, so the budget pays for one fine-tune.
 """
 
 from __future__ import annotations
@@ -14,12 +19,15 @@ import math
 import re
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score
+from sklearn.model_selection import train_test_split
 
 from smalldata.evaluate import Candidate, CandidateScore, Folds, take_rows
+from smalldata.heads import logistic_regression_head
 from smalldata.progress import Progress
 
 MODES = ("auto", "always", "never")
@@ -55,16 +63,21 @@ class FineTuneDecision:
     gain_standard_error: float | None = None
     estimated_fold_seconds: float | None = None
     measured_fold_seconds: list[float] = field(default_factory=list)
+    held_out_examples: int = 0  # > 0: scored on one held-out split, not on folds
 
     @property
     def protocol(self) -> str:
+        if self.held_out_examples:
+            return (f"a held-out fifth ({self.held_out_examples} examples) against {self.frozen_name} fit on the same "
+                    f"other four fifths: cross-validating would take about {self.estimated_fold_seconds:.0f} s per "
+                    "fold, more than the budget allows")
         if self.folds_used == self.folds_available:
             return f"all {self.folds_available} cross-validation folds of the frozen candidates"
         return (f"the first {self.folds_used} of the frozen candidates' {self.folds_available} folds "
                 "(the budget allowed no more)")
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "protocol": self.protocol if self.folds_used else None}
+        return {**asdict(self), "protocol": self.protocol if self.folds_used or self.held_out_examples else None}
 
 
 def paired_gain(tuned: list[float], frozen: list[float]) -> tuple[float, float]:
@@ -84,9 +97,12 @@ def consider(
     mode: str,
     seconds_left: float,
     progress: Progress,
-) -> FineTuneDecision:
+    frozen_correct: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+) -> tuple[FineTuneDecision, object | None]:
     """Score `candidate` on the folds that fit in `seconds_left` (keeping room for the refit on all
-    examples) and decide whether it replaces the frozen choice."""
+    examples), or on one held-out split when too few folds fit and `frozen_correct(train, test)`
+    (which test examples the frozen choice gets right when fit on `train`) is given. Returns the
+    decision and, from a held-out split, the fitted estimator (None: refit on all examples)."""
     if mode not in MODES:
         raise ValueError(f"--finetune must be one of {', '.join(MODES)}, not {mode!r}")
     estimator = candidate.make_estimator()
@@ -102,10 +118,14 @@ def consider(
                  f"examples; {seconds_left:.0f} s left allow {min(affordable, len(folds.splits))} of "
                  f"{len(folds.splits)} folds")
     if mode == "auto" and affordable < MIN_FOLDS:
+        held_seconds = estimator.estimated_fit_seconds(step_seconds, round(0.8 * len(y)))
+        if frozen_correct is not None and held_seconds <= seconds_left:
+            return held_out_split(estimator, X, y, frozen_correct, decision, progress)
         decision.reason = (f"not tried: the budget leaves room for {affordable} folds of fine-tuning "
-                           f"(about {fold_seconds:.0f} s each), and at least {MIN_FOLDS} are needed to "
-                           "tell a gain from luck; give a larger --budget")
-        return decision
+                           f"(about {fold_seconds:.0f} s each) and not for one fit on a held-out split "
+                           f"(about {held_seconds:.0f} s); at least {MIN_FOLDS} folds are needed to tell "
+                           "a gain from luck; give a larger --budget")
+        return decision, None
     task = progress.task(f"cross-validating {candidate.name}", min(affordable, len(folds.splits)))
     for train, test in folds.splits:
         # Stop when the next fold, at the pace measured so far, would overrun the budget.
@@ -121,19 +141,44 @@ def consider(
         task.advance()
     task.done()
     decision.frozen_fold_accuracies = frozen.fold_accuracies[: decision.folds_used]
-    return _decide(decision)
+    return _decide(decision), None
 
 
-def _decide(decision: FineTuneDecision) -> FineTuneDecision:
-    if decision.folds_used == 0:
+def held_out_split(estimator, X, y: np.ndarray, frozen_correct, decision: FineTuneDecision, progress: Progress):
+    """Fit on a stratified four fifths, score both on the rest; the fit is kept, its head refit on all."""
+    held = max(len(np.unique(y)), round(0.2 * len(y)))  # at least one example of each class
+    train, test = train_test_split(np.arange(len(y)), test_size=held, stratify=y, random_state=0)
+    progress.log(f"fine-tuning on {len(train)} examples, scored with the frozen choice on the other {len(test)}")
+    start = time.perf_counter()
+    fitted = clone(estimator).fit(take_rows(X, train), y[train])
+    tuned = fitted.predict(take_rows(X, test)) == y[test]
+    frozen = np.asarray(frozen_correct(train, test))
+    decision.measured_fold_seconds.append(round(time.perf_counter() - start, 1))
+    decision.held_out_examples = len(test)
+    decision.fold_accuracies, decision.frozen_fold_accuracies = [float(tuned.mean())], [float(frozen.mean())]
+    differences = tuned.astype(float) - frozen
+    gain, error = float(differences.mean()), float(differences.std(ddof=1) / math.sqrt(len(differences)))
+    _decide(decision, gain, error, evidence=f"{len(test)} held-out examples")
+    if decision.kept:  # the body saw four fifths; the head now learns from every example
+        fitted.head_ = logistic_regression_head().fit(fitted.transform(X), y)
+    return decision, fitted if decision.kept else None
+
+
+def _decide(decision: FineTuneDecision, gain: float | None = None, error: float | None = None,
+            evidence: str = "") -> FineTuneDecision:
+    """Keep the fine-tune where its gain (by default the paired per-fold one) exceeds one standard error."""
+    if decision.folds_used == 0 and not decision.held_out_examples:
         decision.kept = decision.mode == "always"
         decision.reason = "kept without evaluation (--finetune always; the budget allowed no fold)"
         return decision
-    gain, error = paired_gain(decision.fold_accuracies, decision.frozen_fold_accuracies)
+    if gain is None:
+        gain, error = paired_gain(decision.fold_accuracies, decision.frozen_fold_accuracies)
     decision.mean_gain, decision.gain_standard_error = round(gain, 4), round(error, 4)
-    pays = decision.folds_used >= MIN_FOLDS and gain > error and gain > 0
+    enough = decision.folds_used >= MIN_FOLDS or decision.held_out_examples > 0
+    pays = enough and gain > error and gain > 0
     decision.kept = pays or decision.mode == "always"
-    verdict = (f"{100 * gain:+.1f} points over {decision.frozen_name} on {decision.folds_used} folds "
+    evidence = evidence or f"{decision.folds_used} folds"
+    verdict = (f"{100 * gain:+.1f} points over {decision.frozen_name} on {evidence} "
                f"(standard error of the paired differences {100 * error:.1f})")
     if pays:
         decision.reason = f"kept: {verdict}, more than one standard error"
@@ -162,21 +207,24 @@ def fine_tune_candidate(modality: str, backbone: str, *, flip: bool = True, tta:
 
 
 def fine_tune_step(dataset, backbone: str, folds: Folds | None, frozen: CandidateScore | None, *,
-                   mode: str, seconds_left: float, progress: Progress, flip: bool = True, tta: bool = False):
+                   mode: str, seconds_left: float, progress: Progress, flip: bool = True, tta: bool = False,
+                   frozen_correct: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None):
     """The hook `train` calls after the frozen candidates: (name, fitted estimator or None, decision)."""
     candidate = fine_tune_candidate(dataset.modality, backbone, flip=flip, tta=tta)
     X = list(dataset.inputs)
     y = np.asarray(dataset.labels)
     if folds is None or frozen is None:  # --no-evaluate with --finetune always
-        decision = FineTuneDecision(candidate.name, mode, kept=True, reason="kept without evaluation (--no-evaluate)")
+        decision, estimator = FineTuneDecision(candidate.name, mode, kept=True, reason="kept without evaluation (--no-evaluate)"), None
     else:
-        decision = consider(candidate, X, y, folds, frozen, mode=mode, seconds_left=seconds_left, progress=progress)
+        decision, estimator = consider(candidate, X, y, folds, frozen, mode=mode, seconds_left=seconds_left,
+                                       progress=progress, frozen_correct=frozen_correct)
     progress.log(f"fine-tuning: {decision.reason}")
     summary = {**decision.to_dict(), "features": candidate.features}
     if not decision.kept:
         return None, None, summary
-    progress.log(f"fine-tuning [bold]{candidate.name}[/] on all {len(y)} examples")
-    estimator = candidate.make_estimator().fit(X, y)
+    if estimator is None:
+        progress.log(f"fine-tuning [bold]{candidate.name}[/] on all {len(y)} examples")
+        estimator = candidate.make_estimator().fit(X, y)
     # An image fine-tune whose early stopping went back to the head-only state says so in its name.
     name = getattr(estimator, "kept_name_", None) or candidate.name
     return name, estimator, summary

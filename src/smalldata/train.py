@@ -19,7 +19,7 @@ from smalldata.budget import fine_tune_step, parse_budget
 from smalldata.baselines import image_baseline, text_baseline
 from smalldata.curve import LearningCurve, learning_curve
 from smalldata.data import DataError, Dataset, require_evaluable
-from smalldata.evaluate import Candidate, compare, cv_folds, single_threaded_math
+from smalldata.evaluate import Candidate, compare, cv_folds, single_threaded_math, take_rows
 from smalldata.features import embed
 from smalldata.heads import LinearHead, logistic_regression_head
 from smalldata.model import RAW_TEXT, Model
@@ -141,7 +141,8 @@ def train(
         frozen = next(s for s in comparison.scores if s.name == chosen.name) if comparison else None
         tuned_name, tuned, fine_tuning = fine_tune_step(
             dataset, backbone, folds if evaluate else None, frozen, mode=finetune, flip=flip, tta=tta, progress=progress,
-            seconds_left=(seconds or 0.0) - (time.perf_counter() - started))
+            seconds_left=(seconds or 0.0) - (time.perf_counter() - started),
+            frozen_correct=_fit_and_check(chosen, features[chosen.features], dataset.labels))
     data = {**summary(dataset), **informed_summary(unlabeled, descriptions)}
     if tuned is not None:  # no learning curve: it would cost a fine-tune per point
         return Model(classes=dataset.classes, modality=dataset.modality, features=fine_tuning["features"],
@@ -170,6 +171,18 @@ def _stronger_heads(dataset: Dataset, backbone: str, features: dict, folds, *, h
         return decision, []
     features[decision.encoder] = _features(dataset, decision.encoder, progress)  # cached by now
     return decision, frozen_heads(decision.encoder, named_by_backbone=True)
+
+
+def _fit_and_check(chosen: Candidate, features, labels):
+    """(train rows, test rows) -> which test examples `chosen` gets right when fit on the train rows:
+    the frozen side of a fine-tune scored on a held-out split."""
+    y = np.asarray(labels)
+
+    def correct(train, test):
+        with single_threaded_math():
+            fitted = clone(chosen.make_estimator()).fit(take_rows(features, train), y[train])
+        return fitted.predict(take_rows(features, test)) == y[test]
+    return correct
 
 
 def _refit(chosen: Candidate, features, dataset: Dataset, progress: Progress):

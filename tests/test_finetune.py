@@ -33,6 +33,11 @@ def test_a_gain_within_one_standard_error_is_not_kept():
     forced = _decide(FineTuneDecision("ft", "always", False, "", folds_used=2, fold_accuracies=[0.5, 0.5],
                                       frozen_fold_accuracies=[0.9, 0.9], frozen_name="lr"))
     assert forced.kept and "--finetune always" in forced.reason
+    # one image of 40 held out won, none lost: a gain of exactly one standard error, in exact arithmetic
+    one = np.r_[1.0, np.zeros(39)]
+    single = _decide(FineTuneDecision("ft", "auto", False, "", held_out_examples=40, frozen_name="lr"),
+                     one.mean(), one.std(ddof=1) / np.sqrt(40))
+    assert not single.kept
 
 
 def test_a_budget_too_small_for_three_folds_skips_fine_tuning_and_says_so(topics_csv):
@@ -88,7 +93,7 @@ def test_image_fine_tune_trains_keeps_its_history_and_predicts_the_same_through_
     from smalldata.service.predictor import Predictor
 
     served = Predictor(Model(classes=sorted(set(labels)), modality="image", features=RAW_INPUTS,
-                             head_name=tuned.kept_name_, estimator=loaded))
+                             head_name=getattr(tuned, "kept_name_", "fine-tuned"), estimator=loaded))
     uploads = [Path(p).read_bytes() for p in paths[:6]]
     expected = tuned.predict_proba(paths[:6])[:, [list(tuned.classes_).index(c) for c in sorted(set(labels))]]
     assert np.allclose(served.images(uploads), expected, atol=1e-4)

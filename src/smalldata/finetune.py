@@ -152,6 +152,7 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
         features of the training part (the jointly trained linear head is only a training aid)."""
         if len(held) == 0:
             return {"held_out_accuracy": None}
+
         def features(rows):
             with torch.no_grad():
                 return np.concatenate([_pooled(net, _to_float(pixels[rows[i:i + 32]])).numpy()

@@ -156,8 +156,8 @@ def held_out_split(estimator, X, y: np.ndarray, frozen_correct, decision: FineTu
     decision.measured_fold_seconds.append(round(time.perf_counter() - start, 1))
     decision.held_out_examples = len(test)
     decision.fold_accuracies, decision.frozen_fold_accuracies = [float(tuned.mean())], [float(frozen.mean())]
-    differences = tuned.astype(float) - frozen
-    gain, error = float(differences.mean()), float(differences.std(ddof=1) / math.sqrt(len(differences)))
+    # the same paired rule as over folds, with each held-out example as one pair
+    gain, error = paired_gain(tuned.astype(float), frozen.astype(float))
     _decide(decision, gain, error, evidence=f"{len(test)} held-out examples")
     if decision.kept:  # the body saw four fifths; the head now learns from every example
         fitted.head_ = logistic_regression_head().fit(fitted.transform(X), y)

@@ -217,7 +217,7 @@ def compare(
     with single_threaded_math():
         for candidate in candidates:
             X = features[candidate.features]
-            fits = parallel(delayed(_fit_and_predict)(candidate, X, y, classes, split) for split in folds.splits)
+            fits = parallel(delayed(fit_and_predict)(candidate, X, y, classes, split) for split in folds.splits)
             probabilities = np.zeros((len(y), len(classes)))
             accuracies = []
             for (_, test), proba in zip(folds.splits, fits):
@@ -264,7 +264,8 @@ def single_threaded_math():
         torch.set_num_threads(before)
 
 
-def _fit_and_predict(candidate: Candidate, X, y: np.ndarray, classes: np.ndarray, split) -> np.ndarray:
+def fit_and_predict(candidate: Candidate, X, y: np.ndarray, classes: np.ndarray, split) -> np.ndarray:
+    """`candidate` fit on the split's training rows: its probabilities for the test rows, in `classes` order."""
     train, test = split
     estimator = clone(candidate.make_estimator()).fit(take_rows(X, train), y[train])
     return _aligned_proba(estimator, take_rows(X, test), classes)

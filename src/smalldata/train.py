@@ -19,7 +19,7 @@ from smalldata.budget import fine_tune_step, parse_budget
 from smalldata.baselines import image_baseline, text_baseline
 from smalldata.curve import LearningCurve, learning_curve
 from smalldata.data import DataError, Dataset, require_evaluable
-from smalldata.evaluate import Candidate, compare, cv_folds, single_threaded_math, take_rows
+from smalldata.evaluate import Candidate, compare, cv_folds, fit_and_predict, single_threaded_math
 from smalldata.features import embed
 from smalldata.heads import LinearHead, logistic_regression_head
 from smalldata.model import RAW_TEXT, Model
@@ -177,11 +177,12 @@ def _fit_and_check(chosen: Candidate, features, labels):
     """(train rows, test rows) -> which test examples `chosen` gets right when fit on the train rows:
     the frozen side of a fine-tune scored on a held-out split."""
     y = np.asarray(labels)
+    classes = np.unique(y)
 
     def correct(train, test):
         with single_threaded_math():
-            fitted = clone(chosen.make_estimator()).fit(take_rows(features, train), y[train])
-        return fitted.predict(take_rows(features, test)) == y[test]
+            proba = fit_and_predict(chosen, features, y, classes, (train, test))
+        return classes[proba.argmax(axis=1)] == y[test]
     return correct
 
 

@@ -27,7 +27,6 @@ from sklearn.metrics import accuracy_score
 from sklearn.model_selection import train_test_split
 
 from smalldata.evaluate import Candidate, CandidateScore, Folds, take_rows
-from smalldata.heads import logistic_regression_head
 from smalldata.progress import Progress
 
 MODES = ("auto", "always", "never")
@@ -160,7 +159,7 @@ def held_out_split(estimator, X, y: np.ndarray, frozen_correct, decision: FineTu
     gain, error = paired_gain(tuned.astype(float), frozen.astype(float))
     _decide(decision, gain, error, evidence=f"{len(test)} held-out examples")
     if decision.kept:  # the body saw four fifths; the head now learns from every example
-        fitted.head_ = logistic_regression_head().fit(fitted.transform(X), y)
+        fitted.refit_head(X, y)
     return decision, fitted if decision.kept else None
 
 

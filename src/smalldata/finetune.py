@@ -84,6 +84,11 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
         self.head_ = logistic_regression_head().fit(self.transform(paths, pixels=pixels), self.classes_[targets])
         return self
 
+    def refit_head(self, X, y) -> "FineTunedImageClassifier":
+        """The head again, on the tuned features of `X` (e.g. every example, where the body saw a part)."""
+        self.head_ = logistic_regression_head().fit(self.transform(X), np.asarray(y))
+        return self
+
     def _train_size(self) -> int:
         """Training crops at the backbone's own resolution unless told otherwise."""
         return self.train_size or get_backbone(self.backbone).image_size

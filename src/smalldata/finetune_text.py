@@ -66,6 +66,11 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
         self.head_ = logistic_regression_head().fit(self.transform(texts), self.classes_[targets])
         return self
 
+    def refit_head(self, X, y) -> "ContrastiveTextClassifier":
+        """The head again, on the tuned embeddings of `X` (e.g. every example, where the encoder saw a part)."""
+        self.head_ = logistic_regression_head().fit(self.transform(X), np.asarray(y))
+        return self
+
     def _batches(self, rng, targets: np.ndarray):
         """Shuffled batches; a last batch too small to hold a positive pair joins the previous one."""
         order = rng.permutation(len(targets))

@@ -9,7 +9,7 @@ import pytest
 
 import smalldata
 from smalldata.budget import FineTuneDecision, _decide, paired_gain, parse_budget
-from smalldata.finetune import FineTunedImageClassifier, suggest_lr
+from smalldata.finetune import FineTunedImageClassifier, _held_out_fifth, suggest_lr
 from smalldata.backbones import get_backbone
 from smalldata.model import RAW_INPUTS, Model
 
@@ -76,6 +76,15 @@ def test_lr_suggestion_is_a_tenth_of_the_last_rate_before_the_loss_blows_up():
 
 
 @pytest.mark.slow
+def test_the_early_stopping_fifth_holds_every_class_where_a_plain_fifth_is_too_few():
+    # a cross-validation fold of 5 images each of 10 classes trains on 45; a fifth of 45 is 9 rows,
+    # too few to hold one of each of 10 classes (this stopped `train --budget` at 5 per class)
+    targets = np.concatenate([np.repeat(np.arange(10), 4), np.arange(5)])
+    train, held = _held_out_fifth(targets, seed=0)
+    assert sorted(targets[held]) == list(range(10))
+    assert sorted(np.concatenate([train, held])) == list(range(45))
+
+
 def test_image_fine_tune_trains_keeps_its_history_and_predicts_the_same_through_onnx(fashion_folder, tmp_path):
     dataset = smalldata.load_dataset(fashion_folder)
     paths, labels = list(dataset.inputs), np.asarray(dataset.labels)

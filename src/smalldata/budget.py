@@ -24,9 +24,8 @@ from typing import Callable
 import numpy as np
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score
-from sklearn.model_selection import train_test_split
 
-from smalldata.evaluate import Candidate, CandidateScore, Folds, take_rows
+from smalldata.evaluate import Candidate, CandidateScore, Folds, held_out_fifth, take_rows
 from smalldata.progress import Progress
 
 MODES = ("auto", "always", "never")
@@ -145,8 +144,7 @@ def consider(
 
 def held_out_split(estimator, X, y: np.ndarray, frozen_correct, decision: FineTuneDecision, progress: Progress):
     """Fit on a stratified four fifths, score both on the rest; the fit is kept, its head refit on all."""
-    held = max(len(np.unique(y)), round(0.2 * len(y)))  # at least one example of each class
-    train, test = train_test_split(np.arange(len(y)), test_size=held, stratify=y, random_state=0)
+    train, test = held_out_fifth(y)
     progress.log(f"fine-tuning on {len(train)} examples, scored with the frozen choice on the other {len(test)}")
     start = time.perf_counter()
     fitted = clone(estimator).fit(take_rows(X, train), y[train])

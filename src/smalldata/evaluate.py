@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
-from sklearn.model_selection import RepeatedStratifiedKFold
+from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 from sklearn.utils.parallel import Parallel, delayed
 
 from smalldata.backbones import cpu_threads
@@ -262,6 +262,14 @@ def single_threaded_math():
             yield
     finally:
         torch.set_num_threads(before)
+
+
+def held_out_fifth(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, held) of a stratified split holding out a fifth, and at least one example
+    of each class: a plain fifth of 5 examples each of 10 classes is 8 rows, which cannot hold all 10."""
+    labels = np.asarray(labels)
+    held = max(len(np.unique(labels)), math.ceil(0.2 * len(labels)))  # a fifth rounded up, as sklearn does
+    return train_test_split(np.arange(len(labels)), test_size=held, stratify=labels, random_state=seed)
 
 
 def fit_and_predict(candidate: Candidate, X, y: np.ndarray, classes: np.ndarray, split) -> np.ndarray:

@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.model_selection import train_test_split
 
 from smalldata.augment import image_augmentation
 from smalldata.backbones import PIXEL_MEAN, PIXEL_STD, export_pooled_features, get_backbone, onnx_of_weights
+from smalldata.evaluate import held_out_fifth
 from smalldata.features import embed
 from smalldata.heads import logistic_regression_head
 
@@ -279,11 +279,12 @@ def _onnx_session(net, image_size: int, weights: Path):
 
 
 def _held_out_fifth(targets: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A stratified fifth for early stopping; none when a class has fewer than 3 images."""
+    """A stratified fifth for early stopping (one image of each class at least); none when a class
+    has fewer than 3 images."""
     indices = np.arange(len(targets))
     if np.bincount(targets).min() < 3:
         return indices, indices[:0]
-    train, held = train_test_split(indices, test_size=0.2, stratify=targets, random_state=seed)
+    train, held = held_out_fifth(targets, seed)
     return np.sort(train), np.sort(held)
 
 

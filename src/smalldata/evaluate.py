@@ -266,7 +266,7 @@ def single_threaded_math():
 
 def held_out_fifth(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (train, held) of a stratified split holding out a fifth, and at least one example
-    of each class: a plain fifth of 5 examples each of 10 classes is 8 rows, which cannot hold all 10."""
+    of each class: a plain fifth of a 45-example fold of 10 classes is 9 rows, too few for all 10."""
     labels = np.asarray(labels)
     held = max(len(np.unique(labels)), math.ceil(0.2 * len(labels)))  # a fifth rounded up, as sklearn does
     return train_test_split(np.arange(len(labels)), test_size=held, stratify=labels, random_state=seed)

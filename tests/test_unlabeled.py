@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 import smalldata
 from smalldata.cli import app
 from smalldata.heads import logistic_regression_head
-from smalldata.unlabeled import SELF_TRAINING, PoolHead, load_pool, most_confident_per_class, pool_from
+from smalldata.unlabeled import KEPT_SHARE, SELF_TRAINING, PoolHead, load_pool, most_confident_per_class, pool_from
 
 # Unlabeled texts on the three topics of tests/data/topics.csv, written for these tests.
 POOL = [
@@ -45,7 +45,7 @@ def test_self_training_and_label_spreading_learn_from_the_pool():
     alone = np.mean(logistic_regression_head().fit(X, y).predict(test) == truth)
     assert alone < 0.9
     trained = PoolHead(pool=pool, method="self-training").fit(X, y)
-    assert len(trained.pseudo_indices_) == pytest.approx(0.5 * len(pool), abs=2)  # each class's confident half
+    assert len(trained.pseudo_indices_) == pytest.approx(KEPT_SHARE * len(pool), abs=2)  # each class's confident share
     assert np.mean(trained.pseudo_labels_ == pool_truth[trained.pseudo_indices_]) > 0.95
     assert np.mean(trained.predict(test) == truth) > 0.95
     spread = PoolHead(pool=pool, method="label-spreading").fit(X, y)

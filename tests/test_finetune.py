@@ -11,6 +11,7 @@ import smalldata
 from smalldata.budget import FineTuneDecision, _decide, paired_gain, parse_budget
 from smalldata.finetune import FineTunedImageClassifier, _held_out_fifth, suggest_lr
 from smalldata.backbones import get_backbone
+from smalldata.heads import logistic_regression_head
 from smalldata.model import RAW_INPUTS, Model
 
 
@@ -107,6 +108,9 @@ def test_image_fine_tune_trains_keeps_its_history_and_predicts_the_same_through_
     expected = tuned.predict_proba(paths[:6])[:, [list(tuned.classes_).index(c) for c in sorted(set(labels))]]
     assert np.allclose(served.images(uploads), expected, atol=1e-4)
     if tuned.fine_tuned_:
+        # the final head was fit on the kept epoch's features of every image (reused from its held-out check)
+        refit = logistic_regression_head().fit(tuned.transform(paths), labels)
+        assert np.allclose(refit.coef_, tuned.head_.coef_, atol=1e-3)
         assert (folder / "body.safetensors").exists() and loaded.session_ is not None
         # Test-time augmentation: the mean of the image's and its mirror image's probabilities.
         loaded.tta = True
@@ -122,7 +126,6 @@ def test_image_fine_tune_trains_keeps_its_history_and_predicts_the_same_through_
 def test_a_fine_tune_too_costly_to_cross_validate_is_scored_on_a_held_out_fifth(fashion_folder):
     from smalldata.budget import held_out_split
     from smalldata.features import embed
-    from smalldata.heads import logistic_regression_head
     from smalldata.progress import QUIET
     from smalldata.train import _fit_and_check, candidates
 

@@ -51,7 +51,7 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, *, backbone: str = "efficientnet-lite0", epochs: int = 6, lr: float | str = "find",
                  batch_size: int = 16, train_size: int | None = None, unfreeze_from: int = 0,
                  loss: str = "cross-entropy", label_smoothing: float = 0.0, flip: bool = True,
-                 tta: bool = False, random_state: int = 0):
+                 tta: bool = False, lr_cap: float | None = None, random_state: int = 0):
         self.backbone = backbone
         self.epochs = epochs
         self.lr = lr
@@ -62,6 +62,7 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
         self.label_smoothing = label_smoothing
         self.flip = flip
         self.tta = tta
+        self.lr_cap = lr_cap
         self.random_state = random_state
 
     # ---- fitting -------------------------------------------------------------------------------
@@ -75,13 +76,15 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
         with torch.random.fork_rng():
             torch.manual_seed(self.random_state)
             self.net_, head = self._head_first(paths, targets, train)
-            self.epochs_kept_ = self._tune(self.net_, head, pixels, targets, train, held)
+            self.epochs_kept_, features = self._tune(self.net_, head, pixels, targets, train, held)
         self.net_.eval()
         self.fine_tuned_ = self.epochs_kept_ > 0
         if not self.fine_tuned_:
             self.net_ = None  # the frozen backbone, as cached: no tuned weights to keep
             self.kept_name_ = f"head only on frozen {self.backbone} (early stopping undid fine-tuning)"
-        self.head_ = logistic_regression_head().fit(self.transform(paths, pixels=pixels), self.classes_[targets])
+        if features is None or not self.fine_tuned_:
+            features = self.transform(paths, pixels=pixels)
+        self.head_ = logistic_regression_head().fit(features, self.classes_[targets])
         return self
 
     def refit_head(self, X, y) -> "FineTunedImageClassifier":
@@ -113,9 +116,15 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
             out.append({"params": params, "lr": lr / 3 ** max(0, depth - 1)})
         return out
 
-    def _tune(self, net, head, pixels, targets, train, held) -> int:
-        """Train body and head; return the number of epochs whose state was kept (0: head only)."""
-        lr = self.lr if isinstance(self.lr, (int, float)) else lr_find(self, net, head, pixels[train], targets[train]).suggestion
+    def _tune(self, net, head, pixels, targets, train, held) -> tuple[int, np.ndarray | None]:
+        """Train body and head; return the number of epochs whose state was kept (0: head only) and
+        that state's features of every image (None without a held-out part), which the held-out
+        check computed anyway: the final head is fit on them, not on a second pass over the images."""
+        if isinstance(self.lr, (int, float)):
+            lr = self.lr
+        else:
+            self.lr_suggested_ = lr_find(self, net, head, pixels[train], targets[train]).suggestion
+            lr = min(self.lr_suggested_, self.lr_cap or math.inf)
         self.lr_used_ = float(lr)
         groups = self._tuned_parameters(net, head, lr)
         optimizer = torch.optim.AdamW(groups, weight_decay=1e-2)
@@ -125,7 +134,8 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
         augment = image_augmentation(self._train_size(), flip=self.flip)
         rng = np.random.default_rng(self.random_state)
         trainable = [p for g in groups for p in g["params"]]
-        self.history_ = [{"epoch": 0, **self._held_out(net, pixels, targets, train, held)}]
+        score, best_features = self._held_out(net, pixels, targets, train, held)
+        self.history_ = [{"epoch": 0, **score}]
         best_state, best_epoch = None, 0
         for epoch in range(1, self.epochs + 1):
             for batch in np.array_split(rng.permutation(train), steps_per_epoch):
@@ -135,14 +145,15 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-            self.history_.append({"epoch": epoch, **self._held_out(net, pixels, targets, train, held)})
+            score, features = self._held_out(net, pixels, targets, train, held)
+            self.history_.append({"epoch": epoch, **score})
             latest, best = self.history_[-1]["held_out_accuracy"], self.history_[best_epoch]["held_out_accuracy"]
             if latest is None or latest >= best:  # a tie goes to the later, more annealed epoch
-                best_epoch = epoch
+                best_epoch, best_features = epoch, features
                 best_state = [p.detach().clone() for p in trainable]
         for p, kept in zip(trainable, best_state or []):
             p.data.copy_(kept)
-        return best_epoch
+        return best_epoch, best_features
 
     def _loss(self, logits, target):
         ce = torch.nn.functional.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
@@ -152,18 +163,17 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
         cosine = 1 - torch.nn.functional.cosine_similarity(logits, one_hot).mean()
         return cosine if self.loss == "cosine" else cosine + 0.1 * ce
 
-    def _held_out(self, net, pixels, targets, train, held) -> dict:
+    def _held_out(self, net, pixels, targets, train, held) -> tuple[dict, np.ndarray | None]:
         """Held-out accuracy of the model as it would be kept: logistic regression fit on the tuned
-        features of the training part (the jointly trained linear head is only a training aid)."""
+        features of the training part (the jointly trained linear head is only a training aid);
+        and the features of every image, training and held-out part together."""
         if len(held) == 0:
-            return {"held_out_accuracy": None}
-
-        def features(rows):
-            with torch.no_grad():
-                return np.concatenate([_pooled(net, _to_float(pixels[rows[i:i + 32]])).numpy()
-                                       for i in range(0, len(rows), 32)])
-        head = logistic_regression_head().fit(features(train), targets[train])
-        return {"held_out_accuracy": float(np.mean(head.predict(features(held)) == targets[held]))}
+            return {"held_out_accuracy": None}, None
+        with torch.no_grad():  # the network is in eval mode: these are the features it will predict with
+            features = np.concatenate([_pooled(net, _to_float(pixels[i:i + 32])).numpy()
+                                       for i in range(0, len(pixels), 32)])
+        head = logistic_regression_head().fit(features[train], targets[train])
+        return {"held_out_accuracy": float(np.mean(head.predict(features[held]) == targets[held]))}, features
 
     # ---- cost, for the time budget ------------------------------------------------------------
     def time_step(self, X, y) -> float:
@@ -189,8 +199,8 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
     def estimated_fit_seconds(self, step_seconds: float, n_examples: int) -> float:
         steps = self.epochs * math.ceil(0.8 * n_examples / self.batch_size)
         finder = LR_FINDER_STEPS if self.lr == "find" else 0
-        # each epoch's held-out check and the final embedding embed every image: a forward pass
-        # costs about a third of a training step
+        # the held-out check before training and after each epoch embeds every image (the final
+        # head reuses the kept epoch's features): a forward pass costs about a third of a step
         forwards = (self.epochs + 1) * n_examples / self.batch_size / 3
         return step_seconds * (steps + finder + forwards) + 3.0  # loading the network
 

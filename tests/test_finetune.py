@@ -9,7 +9,7 @@ import pytest
 
 import smalldata
 from smalldata.budget import FineTuneDecision, _decide, paired_gain, parse_budget
-from smalldata.finetune import FineTunedImageClassifier, _held_out_fifth, suggest_lr
+from smalldata.finetune import LR_CAP, FineTunedImageClassifier, _held_out_fifth, capped_lr, suggest_lr
 from smalldata.backbones import get_backbone
 from smalldata.heads import logistic_regression_head
 from smalldata.model import RAW_INPUTS, Model
@@ -68,12 +68,13 @@ def test_text_fine_tune_moves_the_encoder_and_round_trips_through_safetensors(to
     assert np.allclose(loaded.predict_proba(texts), model.predict_proba(texts), atol=1e-5)
 
 
-def test_lr_suggestion_is_a_tenth_of_the_last_rate_before_the_loss_blows_up():
+def test_lr_suggestion_is_a_tenth_of_the_last_rate_before_the_loss_blows_up_and_fine_tuning_caps_it():
     lrs = list(np.logspace(-5, -1, 12))
     # After the head-first step the loss wanders near its floor, then blows up (past 4x its lowest).
     wandering = [0.40, 0.38, 0.31, 0.27, 0.34, 0.22, 0.26, 0.18, 0.30, 0.61, 0.97, 2.0]
     assert suggest_lr(lrs, wandering) == pytest.approx(lrs[9] / 10)  # not the steepest dip at lrs[7]
     assert suggest_lr(lrs, [0.3] * 12) == pytest.approx(lrs[-1] / 10)  # never blew up: the largest rate tried
+    assert capped_lr(8.1e-4) == LR_CAP and capped_lr(1.5e-4) == 1.5e-4 and capped_lr(8.1e-4, None) == 8.1e-4
 
 
 @pytest.mark.slow
@@ -157,6 +158,7 @@ def test_lr_find_command_plots_and_suggests(fashion_folder, tmp_path):
     assert result.exit_code == 0, result.output
     found = json.loads(result.stdout)
     assert len(found["lrs"]) == len(found["losses"]) >= 2 and 1e-7 < found["suggestion"] < 1
+    assert found["fine_tune_rate"] == min(found["suggestion"], LR_CAP)
     assert plot.stat().st_size > 1000
 
 

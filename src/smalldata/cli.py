@@ -130,7 +130,7 @@ def lr_find(
     as_json: bool = AsJson,
 ) -> None:
     """Training loss against learning rate after the head-first step, and a suggested rate."""
-    from smalldata.finetune import find_lr
+    from smalldata.finetune import LR_CAP, capped_lr, find_lr
 
     try:
         dataset = load_dataset(data, label_from_name=label_from_name)
@@ -149,9 +149,10 @@ def lr_find(
         result.plot(ax)
         figure.savefig(plot, dpi=100, bbox_inches="tight")
     if as_json:
-        print(json.dumps(asdict(result)))
+        print(json.dumps({**asdict(result), "fine_tune_rate": capped_lr(result.suggestion)}))
     else:
-        out.print(f"suggested learning rate (head; earlier layers lower): [bold]{result.suggestion:.2e}[/]"
+        out.print(f"suggested learning rate (head; earlier layers lower): [bold]{result.suggestion:.2e}[/]; "
+                  f"fine-tuning uses {capped_lr(result.suggestion):.2e} (at most {LR_CAP:.0e})"
                   + (f"; plot: {plot}" if plot else ""))
 
 

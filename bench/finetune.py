@@ -3,6 +3,7 @@
     flock /tmp/smalldata-cpu.lock .venv/bin/python bench/finetune.py --sets sst2 --sizes 8 --seeds 0 1
     flock /tmp/smalldata-cpu.lock .venv/bin/python bench/finetune.py --sets trec6 --sizes 8 --seeds 0 --auto 300
     flock /tmp/smalldata-cpu.lock .venv/bin/python bench/finetune.py --sets clothing10 --sizes 20 --auto 300 --only-auto
+    flock /tmp/smalldata-cpu.lock .venv/bin/python bench/finetune.py --sets clothing10 --sizes 20 --backbone efficientnet-lite2
     .venv/bin/python bench/finetune.py --report                          # table from saved results
 
 For each set, size (examples per class) and seed, the draw of `common.draw` is the whole training set:
@@ -76,11 +77,12 @@ def run_draw(name: str, train_split, test, size: int, seed: int, backbone: str, 
                            "fit_seconds": round(fit_seconds, 1),
                            # images: whether early stopping kept a tuned state, the rate used, held-out losses
                            "epochs_kept": getattr(tuned, "epochs_kept_", None), "lr_used": getattr(tuned, "lr_used_", None),
+                           "lr_suggested": getattr(tuned, "lr_suggested_", None),
                            "held_out": getattr(tuned, "history_", None)}
     print(f"{name} {size}/class seed {seed}: frozen LR {result['frozen']['logistic-regression']['accuracy']:.3f}, "
           f"fine-tune {result['fine_tune']['accuracy']:.3f} in {fit_seconds:.0f} s", flush=True)
     if result["fine_tune"]["held_out"]:
-        print(f"  rate {result['fine_tune']['lr_used']:.1e}, epoch kept {result['fine_tune']['epochs_kept']}, held-out "
+        print(f"  rate {result['fine_tune']['lr_used']:.1e} (range test: {result['fine_tune']['lr_suggested'] or 0:.1e}), epoch kept {result['fine_tune']['epochs_kept']}, held-out "
               "accuracy by epoch " + " ".join(f"{h['held_out_accuracy']:.3f}" for h in result["fine_tune"]["held_out"]), flush=True)
     if auto:
         result["auto"] = run_auto(sample, test, seed, auto)
@@ -105,12 +107,17 @@ def save_draw(name: str, size: int, seed: int, sample) -> None:
     (DRAWS / f"{name}-{size}-{seed}.json").write_text(json.dumps(rows))
 
 
-def save(name: str, size: int, draws: list[dict]) -> None:
+def result_path(name: str, size: int, backbone: str | None = None) -> Path:
+    """One file per set and size; a backbone other than the default gets its own."""
+    return RESULTS / (f"{name}-{size}.json" if backbone is None else f"{name}-{size}-{backbone}.json")
+
+
+def save(name: str, size: int, draws: list[dict], backbone: str | None = None) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}-{size}.json"
+    path = result_path(name, size, backbone)
     previous = json.loads(path.read_text())["draws"] if path.exists() else []
     merged = {d["seed"]: d for d in previous} | {d["seed"]: d for d in draws}
-    path.write_text(json.dumps({"set": name, "size": size, "machine": machine(),
+    path.write_text(json.dumps({"set": name, "size": size, "backbone": backbone, "machine": machine(),
                                 "draws": [merged[k] for k in sorted(merged)]}, indent=1))
 
 
@@ -129,7 +136,8 @@ def report() -> str:
         autos = [d["auto"] for d in draws if "auto" in d]
         auto = "; ".join(f"{a['chosen']} ({100 * a['accuracy']:.1f}, {a['wall_seconds']:.0f} s of {a['budget_seconds']:.0f})"
                          for a in autos) or "-"
-        lines.append(f"| {data['set']} | {data['size']} | {len(draws)} | {100 * best:.1f} | {100 * lr:.1f} | "
+        label = data["set"] + (f" ({data['backbone']})" if data.get("backbone") else "")
+        lines.append(f"| {label} | {data['size']} | {len(draws)} | {100 * best:.1f} | {100 * lr:.1f} | "
                      f"{100 * tuned:.1f} | {tuned_s:.0f} | {setfit} | {auto} |")
     return "\n".join(lines)
 
@@ -151,6 +159,7 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=["sst2", "trec6", "agnews", "flowers12", "clothing10"])
     parser.add_argument("--sizes", nargs="+", type=int)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--backbone", help="fine-tune and embed with this backbone (default: the modality's default)")
     parser.add_argument("--auto", type=float, help="also run train(budget=AUTO seconds) on each draw")
     parser.add_argument("--only-auto", action="store_true",
                         help="with --auto: add the automatic choice to draws already saved, skipping the rest")
@@ -170,11 +179,11 @@ def main() -> None:
         for size in args.sizes or SIZES[modality]:
             for seed in args.seeds:  # saved draw by draw: a long run stopped halfway keeps what it measured
                 if args.only_auto:
-                    saved = {d["seed"]: d for d in json.loads((RESULTS / f"{name}-{size}.json").read_text())["draws"]}
+                    saved = {d["seed"]: d for d in json.loads(result_path(name, size, args.backbone).read_text())["draws"]}
                     result = saved[seed] | {"auto": run_auto(draw(train_split, size, seed), test, seed, args.auto)}
                 else:
-                    result = run_draw(name, train_split, test, size, seed, DEFAULT_BACKBONE[modality], args.auto)
-                save(name, size, [result])
+                    result = run_draw(name, train_split, test, size, seed, args.backbone or DEFAULT_BACKBONE[modality], args.auto)
+                save(name, size, [result], args.backbone)
 
 
 if __name__ == "__main__":

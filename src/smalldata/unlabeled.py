@@ -5,7 +5,8 @@ Two ways of labeling the pool (self-training is the candidate `train` offers; se
 - self-training (Yarowsky 1995; class-balanced as in Zou et al. 2018, "Unsupervised domain
   adaptation ... via class-balanced self-training"): fit on the labeled examples, label the pool,
   keep of each class's pseudo-labels only its most confident share, refit, and repeat with a larger
-  share (0.27, 0.53, then 0.8 of each class). A threshold per class stops the easiest class from swallowing the pool;
+  share (0.27, 0.53, then 0.8 of each class). A threshold per class stops the easiest class from
+  swallowing the pool;
 - label spreading over the embedding graph (Zhou et al. 2004, scikit-learn's `LabelSpreading`):
   labels flow along the 20-nearest-neighbour graph of labeled and unlabeled examples together, so
   a pool example is labeled by the dense region it sits in, not by a linear boundary; the same

@@ -64,8 +64,10 @@ def frozen_scores(sample, test, backbone: str) -> dict:
     return scores
 
 
-def run_draw(name: str, train_split, test, size: int, seed: int, backbone: str, auto: float | None) -> dict:
+def run_draw(name: str, train_split, test, size: int, seed: int, chosen: str | None, auto: float | None) -> dict:
+    """`chosen`: the --backbone asked for; None lets train() pick (for texts its budget may try the stronger one)."""
     sample = draw(train_split, size, seed)
+    backbone = chosen or DEFAULT_BACKBONE[sample.modality]
     if sample.modality == "text":
         save_draw(name, size, seed, sample)
     result = {"seed": seed, "n_train": len(sample), "frozen": frozen_scores(sample, test, backbone)}
@@ -85,14 +87,14 @@ def run_draw(name: str, train_split, test, size: int, seed: int, backbone: str, 
         print(f"  rate {result['fine_tune']['lr_used']:.1e} (range test: {result['fine_tune']['lr_suggested'] or 0:.1e}), epoch kept {result['fine_tune']['epochs_kept']}, held-out "
               "accuracy by epoch " + " ".join(f"{h['held_out_accuracy']:.3f}" for h in result["fine_tune"]["held_out"]), flush=True)
     if auto:
-        result["auto"] = run_auto(sample, test, seed, auto)
+        result["auto"] = run_auto(sample, test, seed, auto, chosen)
     return result
 
 
-def run_auto(sample, test, seed: int, budget: float) -> dict:
+def run_auto(sample, test, seed: int, budget: float, backbone: str | None = None) -> dict:
     """The tool's own choice on the draw, `train(budget=...)`: what it kept, its accuracy, its wall time."""
     start = time.perf_counter()
-    model = train(sample, seed=seed, budget=budget, curve=False)
+    model = train(sample, backbone=backbone, seed=seed, budget=budget, curve=False)
     wall = time.perf_counter() - start
     result = {"budget_seconds": budget, "chosen": model.head_name, "wall_seconds": round(wall, 1),
               "accuracy": model.evaluate(test).accuracy, "fine_tuning": model.fine_tuning}
@@ -180,9 +182,9 @@ def main() -> None:
             for seed in args.seeds:  # saved draw by draw: a long run stopped halfway keeps what it measured
                 if args.only_auto:
                     saved = {d["seed"]: d for d in json.loads(result_path(name, size, args.backbone).read_text())["draws"]}
-                    result = saved[seed] | {"auto": run_auto(draw(train_split, size, seed), test, seed, args.auto)}
+                    result = saved[seed] | {"auto": run_auto(draw(train_split, size, seed), test, seed, args.auto, args.backbone)}
                 else:
-                    result = run_draw(name, train_split, test, size, seed, args.backbone or DEFAULT_BACKBONE[modality], args.auto)
+                    result = run_draw(name, train_split, test, size, seed, args.backbone, args.auto)
                 save(name, size, [result], args.backbone)
 
 

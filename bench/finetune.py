@@ -103,6 +103,18 @@ def run_auto(sample, test, seed: int, budget: float, backbone: str | None = None
     return result
 
 
+def saved_or_frozen(name: str, train_split, test, size: int, seed: int, backbone: str | None) -> dict:
+    """The draw's saved result, or (where none was saved, e.g. in a fresh checkout) its frozen scores
+    alone: the reference the automatic choice is judged against, without the slow fine-tune alone."""
+    path = result_path(name, size, backbone)
+    saved = {d["seed"]: d for d in json.loads(path.read_text())["draws"]} if path.exists() else {}
+    if seed in saved:
+        return saved[seed]
+    sample = draw(train_split, size, seed)
+    return {"seed": seed, "n_train": len(sample),
+            "frozen": frozen_scores(sample, test, backbone or DEFAULT_BACKBONE[sample.modality])}
+
+
 def save_draw(name: str, size: int, seed: int, sample) -> None:
     DRAWS.mkdir(parents=True, exist_ok=True)
     rows = {"texts": list(sample.inputs), "labels": list(sample.labels)}
@@ -132,15 +144,16 @@ def report() -> str:
         seeds = [d["seed"] for d in draws]
         best = np.mean([max(v["accuracy"] for v in d["frozen"].values()) for d in draws])
         lr = np.mean([d["frozen"]["logistic-regression"]["accuracy"] for d in draws])
-        tuned = np.mean([d["fine_tune"]["accuracy"] for d in draws])
-        tuned_s = np.median([d["fine_tune"]["fit_seconds"] for d in draws])
+        alone = [d["fine_tune"] for d in draws if "fine_tune" in d]  # --only-auto on a fresh draw: none
+        tuned = f"{100 * np.mean([f['accuracy'] for f in alone]):.1f} ({len(alone)} draws)" if alone else "-"
+        tuned_s = f"{np.median([f['fit_seconds'] for f in alone]):.0f}" if alone else "-"
         setfit = _setfit(data["set"], data["size"], seeds)
         autos = [d["auto"] for d in draws if "auto" in d]
         auto = "; ".join(f"{a['chosen']} ({100 * a['accuracy']:.1f}, {a['wall_seconds']:.0f} s of {a['budget_seconds']:.0f})"
                          for a in autos) or "-"
         label = data["set"] + (f" ({data['backbone']})" if data.get("backbone") else "")
         lines.append(f"| {label} | {data['size']} | {len(draws)} | {100 * best:.1f} | {100 * lr:.1f} | "
-                     f"{100 * tuned:.1f} | {tuned_s:.0f} | {setfit} | {auto} |")
+                     f"{tuned} | {tuned_s} | {setfit} | {auto} |")
     return "\n".join(lines)
 
 
@@ -181,8 +194,8 @@ def main() -> None:
         for size in args.sizes or SIZES[modality]:
             for seed in args.seeds:  # saved draw by draw: a long run stopped halfway keeps what it measured
                 if args.only_auto:
-                    saved = {d["seed"]: d for d in json.loads(result_path(name, size, args.backbone).read_text())["draws"]}
-                    result = saved[seed] | {"auto": run_auto(draw(train_split, size, seed), test, seed, args.auto, args.backbone)}
+                    result = saved_or_frozen(name, train_split, test, size, seed, args.backbone)
+                    result["auto"] = run_auto(draw(train_split, size, seed), test, seed, args.auto, args.backbone)
                 else:
                     result = run_draw(name, train_split, test, size, seed, args.backbone, args.auto)
                 save(name, size, [result], args.backbone)

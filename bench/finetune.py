@@ -103,14 +103,13 @@ def run_auto(sample, test, seed: int, budget: float, backbone: str | None = None
     return result
 
 
-def saved_or_frozen(name: str, train_split, test, size: int, seed: int, backbone: str | None) -> dict:
+def saved_or_frozen(name: str, sample, test, size: int, seed: int, backbone: str | None) -> dict:
     """The draw's saved result, or (where none was saved, e.g. in a fresh checkout) its frozen scores
     alone: the reference the automatic choice is judged against, without the slow fine-tune alone."""
     path = result_path(name, size, backbone)
     saved = {d["seed"]: d for d in json.loads(path.read_text())["draws"]} if path.exists() else {}
     if seed in saved:
         return saved[seed]
-    sample = draw(train_split, size, seed)
     return {"seed": seed, "n_train": len(sample),
             "frozen": frozen_scores(sample, test, backbone or DEFAULT_BACKBONE[sample.modality])}
 
@@ -194,8 +193,9 @@ def main() -> None:
         for size in args.sizes or SIZES[modality]:
             for seed in args.seeds:  # saved draw by draw: a long run stopped halfway keeps what it measured
                 if args.only_auto:
-                    result = saved_or_frozen(name, train_split, test, size, seed, args.backbone)
-                    result["auto"] = run_auto(draw(train_split, size, seed), test, seed, args.auto, args.backbone)
+                    sample = draw(train_split, size, seed)
+                    result = saved_or_frozen(name, sample, test, size, seed, args.backbone)
+                    result["auto"] = run_auto(sample, test, seed, args.auto, args.backbone)
                 else:
                     result = run_draw(name, train_split, test, size, seed, args.backbone, args.auto)
                 save(name, size, [result], args.backbone)

@@ -18,9 +18,10 @@ For each data set, size (examples per class) and seed, a stratified draw of the 
   example per class cross-validation is impossible, so `train(draw, evaluate=False)` is used: it fits
   the default head (logistic regression) without choosing.
 
-With --stronger (texts), the candidates include the heads on the stronger encoder
-(`smalldata.stronger`), and the tool's choice is `train(draw, budget="5m", finetune="never")` on
-the default encoder, so that the stronger one may join its folds.
+With --stronger, the candidates include the heads on the stronger backbone (`smalldata.stronger`:
+all-mpnet-base-v2 for texts, EfficientNet-Lite2 for images), and the tool's choice is
+`train(draw, budget="5m", finetune="never")` on the default backbone, so that the stronger one may
+join its folds.
 
 Test splits are capped at 2000 examples (`common.capped`, one fixed sample). Image sizes default to
 1, 5, 10, 20 per class, text sizes to 8, 16, 64; seeds to 0..4. Each (set, size) is saved to
@@ -111,7 +112,7 @@ def run_draw(train_split, test, test_features, options, size: int, seed: int) ->
 
     evaluate = size >= 2
     start = time.perf_counter()
-    if STRONGER_BUDGET and sample.modality == "text":
+    if STRONGER_BUDGET:
         model = train(sample, seed=seed, evaluate=evaluate, budget=STRONGER_BUDGET, finetune="never")
     else:
         model = train(sample, seed=seed, evaluate=evaluate, backbone=BACKBONE[sample.modality])
@@ -258,7 +259,7 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="print the table from saved results; run nothing")
     parser.add_argument("--backbone", help="another backbone for its modality, e.g. all-mpnet-base-v2; "
                                            "results go to bench/results/accuracy-BACKBONE/")
-    parser.add_argument("--stronger", action="store_true", help="texts: heads on the stronger encoder too, and the tool's "
+    parser.add_argument("--stronger", action="store_true", help="heads on the stronger backbone too, and the tool's "
                         "choice with a 5 min budget (fine-tuning off); results go to bench/results/accuracy-stronger/")
     args = parser.parse_args()
     global RESULTS, STRONGER_BUDGET

@@ -172,6 +172,24 @@ def test_a_budget_lets_the_stronger_encoder_join_the_same_folds(topics_csv, tmp_
     assert saved["stronger_encoder"]["tried"] and saved["features"] == model.features
 
 
+@pytest.mark.slow
+def test_a_budget_lets_lite2_join_the_image_folds_and_the_choice_predicts_after_reload(fashion_folder, tmp_path):
+    dataset = smalldata.load_dataset(fashion_folder)
+    model = smalldata.train(dataset, budget="10m", finetune="never", curve=False)
+    assert model.stronger_encoder["encoder"] == "efficientnet-lite2" and model.stronger_encoder["tried"]
+    assert "images" in model.stronger_encoder["reason"] or "cached" in model.stronger_encoder["reason"]
+    scores = {score.name: score for score in model.comparison.scores}
+    lite2 = scores["logistic-regression on efficientnet-lite2"]
+    assert lite2.features == "efficientnet-lite2"
+    assert len(lite2.fold_accuracies) == len(scores["logistic-regression"].fold_accuracies)
+    assert lite2.mean > 0.8  # trousers, bags and sneakers: a real backbone tells them apart
+    loaded = Model.load(model.save(tmp_path / "m"))
+    assert loaded.features == model.features
+    assert list(loaded.predict(dataset.inputs[:6])) == list(model.predict(dataset.inputs[:6]))
+    assert smalldata.train(dataset, backbone="efficientnet-lite0", budget="10m", finetune="never",
+                           curve=False).stronger_encoder is None  # a backbone the user chose is kept
+
+
 def test_the_stronger_encoder_needs_a_budget_that_fits_and_the_default_encoder(topics_csv, tmp_path):
     # texts no other test embedded: cached embeddings would cost nothing, and so fit any budget
     with open(topics_csv, newline="") as source, open(tmp_path / "fresh.csv", "w", newline="") as fresh:

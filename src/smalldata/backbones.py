@@ -120,6 +120,10 @@ class ImageBackbone:
             )
         return self._sessions[threads]
 
+    def load(self) -> None:
+        """Export (the first time) and load the network now, so its cost can be timed apart from embedding."""
+        self.session()
+
     def pixels(self, items: Sequence) -> np.ndarray:
         """Decode and normalise a batch, in threads (PIL releases the GIL while decoding)."""
         if self._decoder is None:
@@ -193,6 +197,10 @@ class TextBackbone:
     @property
     def preprocessing(self) -> dict:
         return {"tokenizer": "the encoder's own", "normalize_embeddings": True}
+
+    def load(self) -> None:
+        """Load the encoder now, so its cost can be timed apart from embedding."""
+        self.encoder()
 
     def encoder(self):
         if self._model is None:

@@ -63,7 +63,7 @@ def train(
     describe: list[str] = typer.Option([], "--describe", help="What a class means, as LABEL=description (texts; repeatable), e.g. \"Sci/Tech=science and technology news\"."),
     describe_file: Optional[Path] = typer.Option(None, "--describe-file", help="A file of LABEL=description lines."),
     describe_names: bool = typer.Option(False, "--describe-names", help="Use the class names themselves as descriptions (for classes --describe leaves out too)."),
-    budget: str = typer.Option(DEFAULT_CLI_BUDGET, "--budget", help="Time for the whole training, e.g. 90s, 5m, 1h: fine-tuning is tried when it fits."),
+    budget: str = typer.Option(DEFAULT_CLI_BUDGET, "--budget", help="Time for the whole training, e.g. 90s, 5m, 1h: fine-tuning and a stronger backbone are tried when they fit."),
     finetune: str = typer.Option("auto", "--finetune", help="auto: keep a fine-tune only where cross-validation says it pays; always; never."),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Mirror training images when fine-tuning (--no-flip where a mirror image changes the label)."),
     tta: bool = typer.Option(False, "--tta", help="Test-time augmentation: a fine-tuned image model averages each prediction with the mirror image's (scored that way in cross-validation too)."),

@@ -84,9 +84,10 @@ def train(
     With a time ``budget`` (seconds, or "5m"), fine-tuning the backbone is tried too when the
     budget allows, scored on the same folds, and kept only where it beats the frozen choice by
     more than one standard error (``finetune="always"`` keeps it regardless, "never" skips it;
-    ``budget=None`` means no fine-tuning unless "always"). For texts on the default encoder, a
-    budget also lets a stronger, slower encoder's heads join the same folds when embedding with it
-    and cross-validating them fit in a quarter of it (`smalldata.stronger`); ``model.stronger_encoder`` says what happened. ``flip=False`` keeps image fine-tuning
+    ``budget=None`` means no fine-tuning unless "always"). On the default backbone, a budget also
+    lets a stronger, slower backbone's heads (all-mpnet-base-v2 for texts, EfficientNet-Lite2 for
+    images) join the same folds when embedding with it and cross-validating them fit in a quarter
+    of it (`smalldata.stronger`); ``model.stronger_encoder`` says what happened. ``flip=False`` keeps image fine-tuning
     from mirroring training images, where a mirror image would change the label; ``tta=True``
     makes a fine-tuned image model average each prediction with its mirror image's (not with flip=False).
 
@@ -126,8 +127,9 @@ def train(
         compared = time.perf_counter()
         comparison = compare(options, features, dataset.labels, folds=folds, progress=progress,
                              informed=[c.name for c in informed])
-        if seconds is not None and not chosen_by_user:  # a stronger encoder costs budget
-            # Its heads on embeddings twice as wide: about twice what each of these candidates cost.
+        if seconds is not None and not chosen_by_user:  # a stronger backbone costs budget
+            # Its heads on embeddings up to twice as wide (mpnet 768 against MiniLM's 384; Lite2 and
+            # Lite0 both 1280): at most about twice what each of these candidates cost.
             per_candidate = (time.perf_counter() - compared) / len(options)
             heads_seconds = 2 * per_candidate * len(frozen_heads(backbone))
             encoder, extra = _stronger_heads(dataset, backbone, features, folds, heads_seconds=heads_seconds,

@@ -5,7 +5,7 @@ scores far higher on some sets (sst2 78.8% against 59.2%, BENCHMARKS.md) and no 
 (agnews 75.6% against 76.2%).
 Images: EfficientNet-Lite2 (260 px) embeds about half as fast as Lite0 (224 px). Frozen, its best
 head beat Lite0's on the test split of every benchmark set and size, by 0.1 to 3.8 points, but
-with 50-200 images its folds rarely separate the two (BENCHMARKS.md, session 13).
+with 50-200 images its folds rarely separate the two (BENCHMARKS.md, sessions 13 and 14).
 
 So the stronger backbone's heads are scored on the same folds as the default one's and listed
 after them. The one-standard-error rule then keeps a default-backbone head unless a stronger
@@ -86,7 +86,7 @@ def stronger_encoder(dataset, backbone: str, *, seconds_left: float, heads_secon
                                    "the budget left; give a larger --budget", round(spent, 1))
         _embed_rows(dataset, rest, stronger, progress)
     spent = round(time.perf_counter() - started, 1)
-    cost = f"{spent:.0f} s to embed {len(missing)} {noun} not cached yet" if missing else "its embeddings were cached"
+    cost = f"{spent:.0f} s to load it and embed {len(missing)} {noun} not cached yet" if missing else "its embeddings were cached"
     return EncoderDecision(stronger, True, f"tried: its heads were scored on the same folds ({cost}); chosen only "
                            f"where one beats the {backbone} heads by more than one standard error", spent)
 

@@ -95,6 +95,16 @@ def test_the_simplest_head_within_one_standard_error_of_the_best_is_chosen():
     assert Comparison(scores, n_splits=4, n_repeats=1, n_examples=40).chosen.name == "flexible"
 
 
+def test_a_stronger_backbones_heads_are_preferred_in_a_tie_and_not_when_clearly_worse():
+    default = Comparison([_score("baseline", [0.5, 0.6, 0.5, 0.6], is_baseline=True),
+                          _score("head", [0.80, 0.84, 0.78, 0.82])], n_splits=4, n_repeats=1, n_examples=40)
+    tied = Comparison([_score("head on stronger", [0.78, 0.86, 0.80, 0.78])], n_splits=4, n_repeats=1, n_examples=40)
+    assert default.with_preferred(tied).chosen.name == "head on stronger"
+    assert default.with_preferred(tied).baseline.name == "baseline"
+    worse = Comparison([_score("head on stronger", [0.70, 0.72, 0.71, 0.69])], n_splits=4, n_repeats=1, n_examples=40)
+    assert default.with_preferred(worse).chosen.name == "head"
+
+
 def test_the_baseline_is_chosen_only_when_no_head_comes_close():
     scores = [_score("baseline", [0.90, 0.92, 0.91, 0.91], is_baseline=True),
               _score("head", [0.60, 0.62, 0.61, 0.61])]

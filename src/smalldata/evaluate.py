@@ -73,12 +73,10 @@ class Comparison:
     # judged against the labeled-only choice on paired folds (see `informed_choice`).
     informed: list[str] = field(default_factory=list)
 
-    def with_more(self, extra: "Comparison") -> "Comparison":
+    def with_preferred(self, extra: "Comparison") -> "Comparison":
         """This comparison with `extra`'s candidates (labeled-only ones, scored on the same folds)
-        listed after its own labeled-only ones: the one-standard-error rule prefers earlier ones."""
-        labeled = [score for score in self.scores if score.name not in self.informed]
-        informed = [score for score in self.scores if score.name in self.informed]
-        return replace(self, scores=labeled + extra.scores + informed, out_of_fold={**self.out_of_fold, **extra.out_of_fold})
+        listed before its own: the one-standard-error rule prefers earlier ones."""
+        return replace(self, scores=extra.scores + self.scores, out_of_fold={**self.out_of_fold, **extra.out_of_fold})
 
     @property
     def best(self) -> CandidateScore:

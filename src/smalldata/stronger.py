@@ -8,9 +8,12 @@ head beat Lite0's on the test split of every benchmark set and size, by 0.1 to 3
 with 50-200 images its folds rarely separate the two (BENCHMARKS.md, sessions 13 and 14).
 
 So the stronger backbone's heads are scored on the same folds as the default one's and listed
-after them. The one-standard-error rule then keeps a default-backbone head unless a stronger
-one beats it by more than one standard error, and the served model stays cheap where the
-stronger backbone does not pay.
+before them. The one-standard-error rule then takes a stronger-backbone head unless a default one
+beats them all by more than one standard error. Why before: the rule guards against the luck of
+the most flexible head, and a head on a better pretrained backbone is no more flexible (it is
+the same head on other features); listed after, the rule kept default heads on draws where
+the stronger ones were better on the test split (BENCHMARKS.md, session 15). The price is a
+served model that embeds at the stronger backbone's pace, which the user's budget allowed.
 
 The cost is measured, not assumed: the backbone is loaded (for images exported to ONNX the first
 time) and timed on a few of the examples, and the rest are embedded only if that estimate, plus

@@ -135,7 +135,7 @@ def train(
             encoder, extra = _stronger_heads(dataset, backbone, features, folds, heads_seconds=heads_seconds,
                                              seconds_left=seconds - (time.perf_counter() - started), progress=progress)
             if extra:
-                comparison = comparison.with_more(compare(extra, features, dataset.labels, folds=folds, progress=progress))
+                comparison = comparison.with_preferred(compare(extra, features, dataset.labels, folds=folds, progress=progress))
                 options += extra
         chosen = next(c for c in options if c.name == comparison.chosen.name)
     tuned_name, tuned, fine_tuning = None, None, None

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import smalldata
-from smalldata.budget import FineTuneDecision, _decide, paired_gain, parse_budget
+from smalldata.budget import ONE_STANDARD_ERROR_LEVEL, FineTuneDecision, _decide, paired_gain, parse_budget, sign_test
 from smalldata.finetune import LR_CAP, FineTunedImageClassifier, _held_out_fifth, capped_lr, suggest_lr
 from smalldata.backbones import get_backbone
 from smalldata.heads import logistic_regression_head
@@ -39,6 +39,21 @@ def test_a_gain_within_one_standard_error_is_not_kept():
     single = _decide(FineTuneDecision("ft", "auto", False, "", held_out_examples=40, frozen_name="lr"),
                      one.mean(), one.std(ddof=1) / np.sqrt(40))
     assert not single.kept
+
+
+def test_a_held_out_split_keeps_a_fine_tune_only_where_the_exact_sign_test_passes():
+    # 20 held-out images, 4 won and 1 lost: 1.4 standard errors, but chance gives that 19% of the time
+    frozen = np.r_[np.zeros(4, bool), np.ones(1, bool), np.ones(10, bool), np.zeros(5, bool)]
+    tuned = np.r_[np.ones(4, bool), np.zeros(1, bool), np.ones(10, bool), np.zeros(5, bool)]
+    won, lost, p = sign_test(tuned, frozen)
+    gain, error = paired_gain(tuned.astype(float), frozen.astype(float))
+    assert (won, lost) == (4, 1) and p == pytest.approx(6 / 32) and gain > error
+    decision = _decide(FineTuneDecision("ft", "auto", False, "", held_out_examples=20, frozen_name="lr"), gain, error,
+                       significant=p < ONE_STANDARD_ERROR_LEVEL, test=f"one-sided sign test p = {p:.2f}")
+    assert not decision.kept and "p = 0.19" in decision.reason and "not below 0.16" in decision.reason
+    won, lost, p = sign_test(np.r_[np.ones(3, bool), np.ones(17, bool)], np.r_[np.zeros(3, bool), np.ones(17, bool)])
+    assert (won, lost) == (3, 0) and p == pytest.approx(1 / 8) and p < ONE_STANDARD_ERROR_LEVEL
+    assert sign_test(np.ones(5, bool), np.ones(5, bool)) == (0, 0, 1.0)  # no disagreement: no evidence
 
 
 def test_a_budget_too_small_for_three_folds_skips_fine_tuning_and_says_so(topics_csv):
@@ -141,7 +156,8 @@ def test_a_fine_tune_too_costly_to_cross_validate_is_scored_on_a_held_out_fifth(
     assert "held-out fifth (5 examples)" in decision.protocol and "5 held-out examples" in decision.reason
     gain, error = decision.mean_gain, decision.gain_standard_error
     assert gain == pytest.approx(decision.fold_accuracies[0] - decision.frozen_fold_accuracies[0], abs=1e-4)
-    assert decision.kept == (gain > error and gain > 0) and (kept is not None) == decision.kept
+    assert decision.kept == (decision.sign_test_p < ONE_STANDARD_ERROR_LEVEL and gain > 0) and (kept is not None) == decision.kept
+    assert decision.held_out_won - decision.held_out_lost == round(gain * decision.held_out_examples)
     if kept is not None:  # the fit that was scored is the model; its head has learned from every example
         refit = logistic_regression_head().fit(kept.transform(X), y)
         assert np.allclose(kept.head_.coef_, refit.coef_)

@@ -9,8 +9,15 @@ reason to ship a model 20 times as costly to train.
 
 When fewer than three folds fit (an image fine-tune of a few hundred images takes minutes), it is
 scored once on a held-out fifth instead, against the frozen choice fit on the same other four
-fifths, with the standard error of the per-example differences; the decision says so. That one fit
-is also the model kept: its head is refit on every example, so the budget pays for one fine-tune.
+fifths; the decision says so. That one fit is also the model kept: its head is refit on every
+example, so the budget pays for one fine-tune.
+
+On one held-out split most per-example differences are zero, and the few examples where the two
+models disagree decide. There the normal approximation behind "one standard error" is too
+generous: 4 won and 1 lost of 20 is 1.4 standard errors, yet a coin gives 4 or 5 of 5 one time
+in five. So the held-out split uses the exact test made for it, McNemar's (a sign test on the
+examples where the two disagree; Dietterich 1998, for models that can be trained only once), at
+the level one standard error stands for: one-sided p below 0.16.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
+from scipy.stats import binomtest, norm
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score
 
@@ -30,6 +38,7 @@ from smalldata.progress import Progress
 
 MODES = ("auto", "always", "never")
 MIN_FOLDS = 3  # fewer paired differences give no usable standard error
+ONE_STANDARD_ERROR_LEVEL = float(norm.sf(1.0))  # 0.159: how often luck alone passes the one-standard-error bar
 DEFAULT_CLI_BUDGET = "5m"
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 
@@ -62,6 +71,9 @@ class FineTuneDecision:
     estimated_fold_seconds: float | None = None
     measured_fold_seconds: list[float] = field(default_factory=list)
     held_out_examples: int = 0  # > 0: scored on one held-out split, not on folds
+    held_out_won: int = 0  # held-out examples the fine-tune got right and the frozen choice wrong
+    held_out_lost: int = 0
+    sign_test_p: float | None = None  # one-sided, exact, over the won and lost examples
 
     @property
     def protocol(self) -> str:
@@ -153,17 +165,29 @@ def held_out_split(estimator, X, y: np.ndarray, frozen_correct, decision: FineTu
     decision.measured_fold_seconds.append(round(time.perf_counter() - start, 1))
     decision.held_out_examples = len(test)
     decision.fold_accuracies, decision.frozen_fold_accuracies = [float(tuned.mean())], [float(frozen.mean())]
-    # the same paired rule as over folds, with each held-out example as one pair
-    gain, error = paired_gain(tuned.astype(float), frozen.astype(float))
-    _decide(decision, gain, error, evidence=f"{len(test)} held-out examples")
+    won, lost, p = sign_test(tuned, frozen)
+    decision.held_out_won, decision.held_out_lost, decision.sign_test_p = won, lost, round(p, 4)
+    gain, error = paired_gain(tuned.astype(float), frozen.astype(float))  # reported, as over folds
+    _decide(decision, gain, error, evidence=f"{len(test)} held-out examples (won {won}, lost {lost})",
+            significant=p < ONE_STANDARD_ERROR_LEVEL, test=f"one-sided sign test p = {p:.2f}")
     if decision.kept:  # the body saw four fifths; the head now learns from every example
         fitted.refit_head(X, y)
     return decision, fitted if decision.kept else None
 
 
+def sign_test(tuned_correct: np.ndarray, frozen_correct: np.ndarray) -> tuple[int, int, float]:
+    """(examples only the fine-tune got right, examples only the frozen choice got right, the exact
+    one-sided p of a gain at least that large if each of those were a coin toss): McNemar's test."""
+    tuned_correct, frozen_correct = np.asarray(tuned_correct, bool), np.asarray(frozen_correct, bool)
+    won, lost = int(np.sum(tuned_correct & ~frozen_correct)), int(np.sum(~tuned_correct & frozen_correct))
+    p = float(binomtest(won, won + lost, 0.5, alternative="greater").pvalue) if won + lost else 1.0
+    return won, lost, p
+
+
 def _decide(decision: FineTuneDecision, gain: float | None = None, error: float | None = None,
-            evidence: str = "") -> FineTuneDecision:
-    """Keep the fine-tune where its gain (by default the paired per-fold one) exceeds one standard error."""
+            evidence: str = "", significant: bool | None = None, test: str = "") -> FineTuneDecision:
+    """Keep the fine-tune where its gain (by default the paired per-fold one) exceeds one standard
+    error, or where given, where `significant` says the held-out split's `test` passed at that level."""
     if decision.folds_used == 0 and not decision.held_out_examples:
         decision.kept = decision.mode == "always"
         decision.reason = "kept without evaluation (--finetune always; the budget allowed no fold)"
@@ -174,17 +198,19 @@ def _decide(decision: FineTuneDecision, gain: float | None = None, error: float 
     enough = decision.folds_used >= MIN_FOLDS or decision.held_out_examples > 0
     # Strictly more, past rounding: one image won of n and none lost gives a gain of exactly one
     # standard error (1/n), and that is the luck this rule is here to refuse.
-    pays = enough and gain - error > 1e-9 and gain > 0
+    pays = enough and gain > 0 and (gain - error > 1e-9 if significant is None else significant)
     decision.kept = pays or decision.mode == "always"
     evidence = evidence or f"{decision.folds_used} folds"
     verdict = (f"{100 * gain:+.1f} points over {decision.frozen_name} on {evidence} "
-               f"(standard error of the paired differences {100 * error:.1f})")
+               f"({test or f'standard error of the paired differences {100 * error:.1f}'})")
+    passed, failed = ((f"p below {ONE_STANDARD_ERROR_LEVEL:.2f}", f"p not below {ONE_STANDARD_ERROR_LEVEL:.2f}") if test
+                      else ("more than one standard error", "not more than one standard error"))
     if pays:
-        decision.reason = f"kept: {verdict}, more than one standard error"
+        decision.reason = f"kept: {verdict}, {passed}"
     elif decision.kept:
         decision.reason = f"kept because --finetune always, though it gains {verdict}"
     else:
-        decision.reason = f"not kept: {verdict}, not more than one standard error"
+        decision.reason = f"not kept: {verdict}, {failed}"
     return decision
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import smalldata
-from smalldata.budget import ONE_STANDARD_ERROR_LEVEL, FineTuneDecision, _decide, paired_gain, parse_budget, sign_test
+from smalldata.budget import (ONE_STANDARD_ERROR_LEVEL, FineTuneDecision, _decide, median_step_seconds, paired_gain,
+                              parse_budget, sign_test)
 from smalldata.finetune import LR_CAP, FineTunedImageClassifier, _held_out_fifth, capped_lr, suggest_lr
 from smalldata.backbones import get_backbone
 from smalldata.heads import logistic_regression_head
@@ -39,6 +40,17 @@ def test_a_gain_within_one_standard_error_is_not_kept():
     single = _decide(FineTuneDecision("ft", "auto", False, "", held_out_examples=40, frozen_name="lr"),
                      one.mean(), one.std(ddof=1) / np.sqrt(40))
     assert not single.kept
+
+
+def test_a_step_is_timed_as_the_median_of_three_after_an_untimed_one(monkeypatch):
+    # one slow call among the timed ones (a page fault, another process) must not double the estimate
+    durations = iter([5.0, 1.0, 2.1, 1.1])  # untimed first call, then three timed ones
+    clock = [0.0]
+    monkeypatch.setattr("smalldata.budget.time.perf_counter", lambda: clock[0])
+
+    def step():
+        clock[0] += next(durations)
+    assert median_step_seconds(step) == pytest.approx(1.1)
 
 
 def test_a_held_out_split_keeps_a_fine_tune_only_where_the_exact_sign_test_passes():

@@ -43,6 +43,20 @@ DEFAULT_CLI_BUDGET = "5m"
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 
 
+def median_step_seconds(step: Callable[[], object], repeats: int = 3) -> float:
+    """Seconds `step()` takes here: the median of `repeats` timed calls after one untimed call (the
+    first pays for allocation). One timed step is not enough: now and then one runs twice as
+    long, and the fine-tune, estimated at twice its cost, fell back to a held-out fifth where
+    four folds fit (BENCHMARKS.md, session 15)."""
+    step()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds))
+
+
 def parse_budget(value: str | float | int | None) -> float | None:
     """Seconds from "90s", "5m", "1.5h" or a bare number of seconds; None stays None."""
     if value is None or isinstance(value, (int, float)):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from smalldata.augment import image_augmentation
 from smalldata.backbones import PIXEL_MEAN, PIXEL_STD, export_pooled_features, get_backbone, onnx_of_weights
+from smalldata.budget import median_step_seconds
 from smalldata.evaluate import held_out_fifth
 from smalldata.features import embed
 from smalldata.heads import logistic_regression_head
@@ -183,7 +183,7 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
 
     # ---- cost, for the time budget ------------------------------------------------------------
     def time_step(self, X, y) -> float:
-        """Seconds one training step on a batch takes here (the second of two; the first allocates)."""
+        """Seconds one training step on a batch takes here (`median_step_seconds`)."""
         net = get_backbone(self.backbone).torch_model().eval()
         head = torch.nn.Linear(1280, len(np.unique(y)))
         for p in net.parameters():
@@ -192,15 +192,13 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
         pixels = get_backbone(self.backbone).pixels([Path(p) for p in X[: self.batch_size]])
         target = torch.from_numpy(np.unique(np.asarray(y)[: self.batch_size], return_inverse=True)[1])
         augment = image_augmentation(self._train_size(), flip=self.flip)
-        seconds = []
-        for _ in range(2):
-            start = time.perf_counter()
+
+        def step():
             loss = self._loss(head(_pooled(net, augment(_to_float(pixels)))), target)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            seconds.append(time.perf_counter() - start)
-        return seconds[-1] * self.batch_size / len(pixels)
+        return median_step_seconds(step) * self.batch_size / len(pixels)
 
     def estimated_fit_seconds(self, step_seconds: float, n_examples: int) -> float:
         steps = self.epochs * math.ceil(0.8 * n_examples / self.batch_size)

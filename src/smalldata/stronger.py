@@ -90,8 +90,8 @@ def stronger_encoder(dataset, backbone: str, *, seconds_left: float, heads_secon
         _embed_rows(dataset, rest, stronger, progress)
     spent = round(time.perf_counter() - started, 1)
     cost = f"{spent:.0f} s to load it and embed {len(missing)} {noun} not cached yet" if missing else "its embeddings were cached"
-    return EncoderDecision(stronger, True, f"tried: its heads were scored on the same folds ({cost}); chosen only "
-                           f"where one beats the {backbone} heads by more than one standard error", spent)
+    return EncoderDecision(stronger, True, f"tried: its heads were scored on the same folds ({cost}); preferred "
+                           f"unless a {backbone} head beats them by more than one standard error", spent)
 
 
 def _embed_rows(dataset, rows: list[int], backbone: str, progress: Progress) -> None:

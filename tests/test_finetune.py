@@ -60,8 +60,8 @@ def test_a_held_out_split_keeps_a_fine_tune_only_where_the_exact_sign_test_passe
     won, lost, p = sign_test(tuned, frozen)
     gain, error = paired_gain(tuned.astype(float), frozen.astype(float))
     assert (won, lost) == (4, 1) and p == pytest.approx(6 / 32) and gain > error
-    decision = _decide(FineTuneDecision("ft", "auto", False, "", held_out_examples=20, frozen_name="lr"), gain, error,
-                       significant=p < ONE_STANDARD_ERROR_LEVEL, test=f"one-sided sign test p = {p:.2f}")
+    decision = _decide(FineTuneDecision("ft", "auto", False, "", held_out_examples=20, frozen_name="lr",
+                                        sign_test_p=p), gain, error)
     assert not decision.kept and "p = 0.19" in decision.reason and "not below 0.16" in decision.reason
     won, lost, p = sign_test(np.r_[np.ones(3, bool), np.ones(17, bool)], np.r_[np.zeros(3, bool), np.ones(17, bool)])
     assert (won, lost) == (3, 0) and p == pytest.approx(1 / 8) and p < ONE_STANDARD_ERROR_LEVEL

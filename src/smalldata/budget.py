@@ -87,7 +87,7 @@ class FineTuneDecision:
     held_out_examples: int = 0  # > 0: scored on one held-out split, not on folds
     held_out_won: int = 0  # held-out examples the fine-tune got right and the frozen choice wrong
     held_out_lost: int = 0
-    sign_test_p: float | None = None  # one-sided, exact, over the won and lost examples
+    sign_test_p: float | None = None  # one-sided, exact, over the won and lost examples; set: it decides
 
     @property
     def protocol(self) -> str:
@@ -180,10 +180,9 @@ def held_out_split(estimator, X, y: np.ndarray, frozen_correct, decision: FineTu
     decision.held_out_examples = len(test)
     decision.fold_accuracies, decision.frozen_fold_accuracies = [float(tuned.mean())], [float(frozen.mean())]
     won, lost, p = sign_test(tuned, frozen)
-    decision.held_out_won, decision.held_out_lost, decision.sign_test_p = won, lost, round(p, 4)
+    decision.held_out_won, decision.held_out_lost, decision.sign_test_p = won, lost, p
     gain, error = paired_gain(tuned.astype(float), frozen.astype(float))  # reported, as over folds
-    _decide(decision, gain, error, evidence=f"{len(test)} held-out examples (won {won}, lost {lost})",
-            significant=p < ONE_STANDARD_ERROR_LEVEL, test=f"one-sided sign test p = {p:.2f}")
+    _decide(decision, gain, error, evidence=f"{len(test)} held-out examples (won {won}, lost {lost})")
     if decision.kept:  # the body saw four fifths; the head now learns from every example
         fitted.refit_head(X, y)
     return decision, fitted if decision.kept else None
@@ -199,9 +198,9 @@ def sign_test(tuned_correct: np.ndarray, frozen_correct: np.ndarray) -> tuple[in
 
 
 def _decide(decision: FineTuneDecision, gain: float | None = None, error: float | None = None,
-            evidence: str = "", significant: bool | None = None, test: str = "") -> FineTuneDecision:
+            evidence: str = "") -> FineTuneDecision:
     """Keep the fine-tune where its gain (by default the paired per-fold one) exceeds one standard
-    error, or where given, where `significant` says the held-out split's `test` passed at that level."""
+    error; on a held-out split (`decision.sign_test_p` set), where the sign test passes at that level."""
     if decision.folds_used == 0 and not decision.held_out_examples:
         decision.kept = decision.mode == "always"
         decision.reason = "kept without evaluation (--finetune always; the budget allowed no fold)"
@@ -210,15 +209,19 @@ def _decide(decision: FineTuneDecision, gain: float | None = None, error: float 
         gain, error = paired_gain(decision.fold_accuracies, decision.frozen_fold_accuracies)
     decision.mean_gain, decision.gain_standard_error = round(gain, 4), round(error, 4)
     enough = decision.folds_used >= MIN_FOLDS or decision.held_out_examples > 0
+    p = decision.sign_test_p
     # Strictly more, past rounding: one image won of n and none lost gives a gain of exactly one
     # standard error (1/n), and that is the luck this rule is here to refuse.
-    pays = enough and gain > 0 and (gain - error > 1e-9 if significant is None else significant)
+    pays = enough and gain > 0 and (gain - error > 1e-9 if p is None else p < ONE_STANDARD_ERROR_LEVEL)
     decision.kept = pays or decision.mode == "always"
     evidence = evidence or f"{decision.folds_used} folds"
-    verdict = (f"{100 * gain:+.1f} points over {decision.frozen_name} on {evidence} "
-               f"({test or f'standard error of the paired differences {100 * error:.1f}'})")
-    passed, failed = ((f"p below {ONE_STANDARD_ERROR_LEVEL:.2f}", f"p not below {ONE_STANDARD_ERROR_LEVEL:.2f}") if test
-                      else ("more than one standard error", "not more than one standard error"))
+    if p is None:
+        test = f"standard error of the paired differences {100 * error:.1f}"
+        passed, failed = "more than one standard error", "not more than one standard error"
+    else:
+        test = f"one-sided sign test p = {p:.2f}"
+        passed, failed = f"p below {ONE_STANDARD_ERROR_LEVEL:.2f}", f"p not below {ONE_STANDARD_ERROR_LEVEL:.2f}"
+    verdict = f"{100 * gain:+.1f} points over {decision.frozen_name} on {evidence} ({test})"
     if pays:
         decision.reason = f"kept: {verdict}, {passed}"
     elif decision.kept:

@@ -82,9 +82,10 @@ def train(
     in points. Without evaluation the pool is not used (nothing could show that it helps).
 
     With a time ``budget`` (seconds, or "5m"), fine-tuning the backbone is tried too when the
-    budget allows, scored on the same folds, and kept only where it beats the frozen choice by
-    more than one standard error (``finetune="always"`` keeps it regardless, "never" skips it;
-    ``budget=None`` means no fine-tuning unless "always"). On the default backbone, a budget also
+    budget allows, scored on the same folds, and kept only where it beats the frozen choice: an
+    image fine-tune by more than one standard error, a text one at all
+    (``budget.STANDARD_ERRORS_REQUIRED``). ``finetune="always"`` keeps it regardless, "never" skips
+    it; ``budget=None`` means no fine-tuning unless "always". On the default backbone, a budget also
     lets a stronger, slower backbone's heads (all-mpnet-base-v2 for texts, EfficientNet-Lite2 for
     images) join the same folds when embedding with it and cross-validating them fit in a quarter
     of it (`smalldata.stronger`); ``model.stronger_encoder`` says what happened. ``flip=False`` keeps image fine-tuning

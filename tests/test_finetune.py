@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import smalldata
-from smalldata.budget import (ONE_STANDARD_ERROR_LEVEL, STANDARD_ERRORS_REQUIRED, FineTuneDecision, _decide,
-                              median_step_seconds, paired_gain, parse_budget, sign_test)
+from smalldata.budget import (STANDARD_ERRORS_REQUIRED, FineTuneDecision, _decide, median_step_seconds, paired_gain,
+                              parse_budget, sign_test)
 from smalldata.finetune import LR_CAP, FineTunedImageClassifier, _held_out_fifth, capped_lr, suggest_lr
 from smalldata.backbones import get_backbone
 from smalldata.heads import logistic_regression_head
@@ -80,8 +80,11 @@ def test_a_held_out_split_keeps_a_fine_tune_only_where_the_exact_sign_test_passe
     decision = _decide(FineTuneDecision("ft", "auto", False, "", held_out_examples=20, frozen_name="lr",
                                         sign_test_p=p), gain, error)
     assert not decision.kept and "p = 0.19" in decision.reason and "not below 0.16" in decision.reason
+    text = _decide(FineTuneDecision("ft", "auto", False, "", held_out_examples=20, frozen_name="lr", sign_test_p=p,
+                                    standard_errors_required=STANDARD_ERRORS_REQUIRED["text"]), gain, error)
+    assert text.kept and "p below 0.50" in text.reason  # the level of a gain above zero
     won, lost, p = sign_test(np.r_[np.ones(3, bool), np.ones(17, bool)], np.r_[np.zeros(3, bool), np.ones(17, bool)])
-    assert (won, lost) == (3, 0) and p == pytest.approx(1 / 8) and p < ONE_STANDARD_ERROR_LEVEL
+    assert (won, lost) == (3, 0) and p == pytest.approx(1 / 8) and p < decision.sign_test_level
     assert sign_test(np.ones(5, bool), np.ones(5, bool)) == (0, 0, 1.0)  # no disagreement: no evidence
 
 
@@ -185,7 +188,7 @@ def test_a_fine_tune_too_costly_to_cross_validate_is_scored_on_a_held_out_fifth(
     assert "held-out fifth (5 examples)" in decision.protocol and "5 held-out examples" in decision.reason
     gain, error = decision.mean_gain, decision.gain_standard_error
     assert gain == pytest.approx(decision.fold_accuracies[0] - decision.frozen_fold_accuracies[0], abs=1e-4)
-    assert decision.kept == (decision.sign_test_p < ONE_STANDARD_ERROR_LEVEL and gain > 0) and (kept is not None) == decision.kept
+    assert decision.kept == (decision.sign_test_p < decision.sign_test_level and gain > 0) and (kept is not None) == decision.kept
     assert decision.held_out_won - decision.held_out_lost == round(gain * decision.held_out_examples)
     if kept is not None:  # the fit that was scored is the model; its head has learned from every example
         refit = logistic_regression_head().fit(kept.transform(X), y)

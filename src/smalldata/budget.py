@@ -40,7 +40,6 @@ from smalldata.progress import Progress
 
 MODES = ("auto", "always", "never")
 MIN_FOLDS = 3  # fewer paired differences give no usable standard error
-ONE_STANDARD_ERROR_LEVEL = float(norm.sf(1.0))  # 0.159: how often luck alone passes the one-standard-error bar
 # How many standard errors a fine-tune's gain must clear, by modality: how much evidence the folds
 # must give before fine-tuning is believed to pay (BENCHMARKS.md, session 16). Images need one: the
 # fine-tune often loses to the frozen head (clothing10 at 10 per class by 2.3 points on average),
@@ -105,7 +104,8 @@ class FineTuneDecision:
 
     @property
     def sign_test_level(self) -> float:
-        """The sign test's one-sided level that the standard errors required stand for."""
+        """The sign test's one-sided level that the standard errors required stand for: how often
+        luck alone passes that bar (0.159 for one standard error, 0.5 for none)."""
         return float(norm.sf(self.standard_errors_required))
 
     @property

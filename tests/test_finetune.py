@@ -42,7 +42,7 @@ def test_a_gain_within_one_standard_error_is_not_kept():
     assert not single.kept
 
 
-def test_a_text_fine_tune_needs_a_positive_gain_on_the_folds_and_an_image_one_a_standard_error_more():
+def test_a_text_fine_tune_needs_a_positive_gain_on_the_folds_and_an_image_one_more_than_a_standard_error():
     # agnews at 8 per class (seed 0): folds of 3 texts, +1.9 points with a standard error of 7.3
     tuned = [6 / 7, 6 / 7, 5 / 6, 5 / 6, 4 / 6, 6 / 7, 1.0, 2 / 3, 0.5, 2 / 3]
     frozen = [5 / 7, 5 / 7, 5 / 6, 5 / 6, 1.0, 4 / 7, 5 / 7, 0.5, 5 / 6, 5 / 6]

@@ -1,12 +1,12 @@
 """Fine-tune only when it pays, and only when the time budget allows it.
 
-After the frozen candidates are cross-validated, the fine-tune candidate is timed on one training
-step, its cost per fold extrapolated, and it is scored on as many of the frozen candidates' own
-folds as the budget leaves room for (all of them when it can; the first few otherwise, and the
-decision says so). An image fine-tune is kept only when its paired per-fold gain over the frozen
-choice is larger than one standard error of those differences: a gain of one image on two folds
-is luck, not a reason to ship a model 20 times as costly to train. A text fine-tune needs only a
-positive gain (`STANDARD_ERRORS_REQUIRED` says why).
+After the frozen candidates are cross-validated, the fine-tune candidate's training step is timed
+(`median_step_seconds`), its cost per fold extrapolated, and it is scored on as many of the frozen
+candidates' own folds as the budget leaves room for (all of them when it can; the first few
+otherwise, and the decision says so). An image fine-tune is kept only when its paired per-fold
+gain over the frozen choice is larger than one standard error of those differences: a gain of one
+image on two folds is luck, not a reason to ship a model 20 times as costly to train. A text
+fine-tune needs only a positive gain (`STANDARD_ERRORS_REQUIRED` says why).
 
 When fewer than three folds fit (an image fine-tune of a few hundred images takes minutes), it is
 scored once on a held-out fifth instead, against the frozen choice fit on the same other four

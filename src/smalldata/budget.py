@@ -18,8 +18,8 @@ models disagree decide. There the normal approximation behind "one standard erro
 generous: 4 won and 1 lost of 20 is 1.4 standard errors, yet a coin gives 4 or 5 of 5 one time
 in five. So the held-out split uses the exact test made for it, McNemar's (a sign test on the
 examples where the two disagree; Dietterich 1998, for models that can be trained only once), at
-the level the standard errors required stand for: one-sided p below 0.16 for images (one), below
-0.5 for texts (none).
+the level the standard errors required stand for: one-sided p below 0.16 for images (one). Texts,
+whose bar is zero, need only more won than lost.
 """
 
 from __future__ import annotations
@@ -105,7 +105,8 @@ class FineTuneDecision:
     @property
     def sign_test_level(self) -> float:
         """The sign test's one-sided level that the standard errors required stand for: how often
-        luck alone passes that bar (0.159 for one standard error, 0.5 for none)."""
+        luck alone passes that bar (0.159 for one standard error). A bar of zero does not use it:
+        there `_decide` asks for more won than lost."""
         return float(norm.sf(self.standard_errors_required))
 
     @property
@@ -223,7 +224,7 @@ def _decide(decision: FineTuneDecision, gain: float | None = None, error: float 
             evidence: str = "") -> FineTuneDecision:
     """Keep the fine-tune where its gain (by default the paired per-fold one) exceeds the standard
     errors the decision requires; on a held-out split (`decision.sign_test_p` set), where the sign
-    test passes at the level those stand for."""
+    test passes at the level those stand for, or for a bar of zero where more were won than lost."""
     if decision.folds_used == 0 and not decision.held_out_examples:
         decision.kept = decision.mode == "always"
         decision.reason = "kept without evaluation (--finetune always; the budget allowed no fold)"
@@ -233,18 +234,20 @@ def _decide(decision: FineTuneDecision, gain: float | None = None, error: float 
     decision.mean_gain, decision.gain_standard_error = round(gain, 4), round(error, 4)
     enough = decision.folds_used >= MIN_FOLDS or decision.held_out_examples > 0
     p, bar, level = decision.sign_test_p, decision.standard_errors_required, decision.sign_test_level
-    # Strictly more, past rounding: one image won of n and none lost gives a gain of exactly one
-    # standard error (1/n), and that is the luck this rule is here to refuse.
-    pays = enough and gain > 0 and (gain - bar * error > 1e-9 if p is None else p < level)
+    if bar == 0:
+        # A gain above zero, held out too (more won than lost). The sign test would ask for more:
+        # one won more than lost, over an odd number of disagreements, gives p = 0.5 exactly.
+        pays, passed, failed = enough and gain > 1e-9, "a gain above zero", "not a gain above zero"
+    elif p is None:
+        # Strictly more, past rounding: one image won of n and none lost gives a gain of exactly one
+        # standard error (1/n), and that is the luck this rule is here to refuse.
+        needed = "more than one standard error" if bar == 1 else f"more than {bar:g} standard errors"
+        pays, passed, failed = enough and gain > 0 and gain - bar * error > 1e-9, needed, f"not {needed}"
+    else:
+        pays, passed, failed = enough and gain > 0 and p < level, f"p below {level:.2f}", f"p not below {level:.2f}"
     decision.kept = pays or decision.mode == "always"
     evidence = evidence or f"{decision.folds_used} folds"
-    if p is None:
-        test = f"standard error of the paired differences {100 * error:.1f}"
-        needed = {0: "a gain above zero", 1: "more than one standard error"}.get(bar, f"more than {bar:g} standard errors")
-        passed, failed = needed, f"not {needed}"
-    else:
-        test = f"one-sided sign test p = {p:.2f}"
-        passed, failed = f"p below {level:.2f}", f"p not below {level:.2f}"
+    test = f"standard error of the paired differences {100 * error:.1f}" if p is None else f"one-sided sign test p = {p:.2f}"
     verdict = f"{100 * gain:+.1f} points over {decision.frozen_name} on {evidence} ({test})"
     if pays:
         decision.reason = f"kept: {verdict}, {passed}"

@@ -246,11 +246,34 @@ def test_a_budget_lets_lite2_join_the_image_folds_and_the_choice_predicts_after_
     assert lite2.features == "efficientnet-lite2"
     assert len(lite2.fold_accuracies) == len(scores["logistic-regression"].fold_accuracies)
     assert lite2.mean > 0.8  # trousers, bags and sneakers: a real backbone tells them apart
+    paired = model.comparison.scores[0]  # listed first: preferred within one standard error
+    assert paired.name == "logistic-regression on efficientnet-lite0+efficientnet-lite2"
+    assert paired.features == "efficientnet-lite0+efficientnet-lite2" and len(paired.fold_accuracies) == len(lite2.fold_accuracies)
     loaded = Model.load(model.save(tmp_path / "m"))
     assert loaded.features == model.features
     assert list(loaded.predict(dataset.inputs[:6])) == list(model.predict(dataset.inputs[:6]))
     assert smalldata.train(dataset, backbone="efficientnet-lite0", budget="10m", finetune="never",
                            curve=False).stronger_encoder is None  # a backbone the user chose is kept
+
+
+@pytest.mark.slow
+def test_a_paired_backbone_embeds_both_side_by_side_and_serves_uploads_like_paths(fashion_folder):
+    from smalldata.data import DataError
+    from smalldata.features import embed
+    from smalldata.service.predictor import Predictor
+
+    dataset = smalldata.load_dataset(fashion_folder)
+    pair = "efficientnet-lite0+efficientnet-lite2"
+    both = embed(dataset.inputs[:4], pair)
+    assert both.shape == (4, 2560) and get_backbone(pair).dim == 2560
+    assert np.array_equal(both, np.hstack([embed(dataset.inputs[:4], "efficientnet-lite0"),
+                                           embed(dataset.inputs[:4], "efficientnet-lite2")]))
+    model = smalldata.train(dataset, backbone=pair, finetune="never", curve=False)
+    assert model.features == pair and model.comparison.chosen.features == pair
+    uploads = [Path(path).read_bytes() for path in dataset.inputs[:3]]
+    assert np.allclose(Predictor(model).images(uploads), model.predict_proba(dataset.inputs[:3]), atol=1e-4)
+    with pytest.raises(DataError, match="fine-tuning needs one backbone"):
+        smalldata.train(dataset, backbone=pair, budget="5m", curve=False)
 
 
 def test_the_stronger_encoder_needs_a_budget_that_fits_and_the_default_encoder(topics_csv, tmp_path):

@@ -50,7 +50,7 @@ def _fail(error: Exception) -> None:
 def train(
     data: Optional[Path] = typer.Argument(None, help="A folder of class subfolders of images, or a CSV/TSV of texts (texts: may be left out when --describe gives every class)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Model folder to write."),
-    backbone: Optional[str] = typer.Option(None, help="Backbone name (default: efficientnet-lite0 for images, all-MiniLM-L6-v2 for texts; also efficientnet-lite2, all-mpnet-base-v2)."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone name (default: efficientnet-lite0 for images, all-MiniLM-L6-v2 for texts; also efficientnet-lite2, all-mpnet-base-v2, and efficientnet-lite0+efficientnet-lite2 for both side by side)."),
     label_from_name: Optional[str] = LabelFromName,
     text_column: str = TextColumn,
     label_column: str = LabelColumn,
@@ -160,7 +160,7 @@ def lr_find(
 def curve(
     data: Path = typer.Argument(..., help="A folder of class subfolders of images, or a CSV/TSV of texts."),
     head: str = typer.Option(DEFAULT_HEAD, help="Which candidate's curve: a name from the `train` table."),
-    backbone: Optional[str] = typer.Option(None, help="Backbone name (default: efficientnet-lite0 for images, all-MiniLM-L6-v2 for texts; also efficientnet-lite2, all-mpnet-base-v2)."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone name (default: efficientnet-lite0 for images, all-MiniLM-L6-v2 for texts; also efficientnet-lite2, all-mpnet-base-v2, and efficientnet-lite0+efficientnet-lite2 for both side by side)."),
     label_from_name: Optional[str] = LabelFromName,
     text_column: str = TextColumn,
     label_column: str = LabelColumn,

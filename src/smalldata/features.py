@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from smalldata.backbones import Backbone, ImageBackbone, cache_dir, cache_name, get_backbone
+from smalldata.backbones import Backbone, ImageBackbone, PairedBackbone, cache_dir, cache_name, get_backbone
 from smalldata.progress import Progress
 
 BATCH_SIZE = {"image": 8, "text": 32}  # lite0 under ONNX Runtime runs fastest in small batches
@@ -84,6 +84,8 @@ def embed(
         return np.zeros((0, model.dim), dtype=np.float32)
     if keys is None:
         keys = [content_key(item) for item in items]
+    if isinstance(model, PairedBackbone):  # from each part's own cache: nothing is embedded twice
+        return np.hstack([embed(items, part, keys=keys, progress=progress, use_cache=use_cache) for part in model.parts])
     cache = _cache_of(model) if use_cache else None
     missing = [i for i, key in enumerate(keys) if cache is None or cache.get(key) is None]
     if missing:

@@ -14,7 +14,7 @@ from typing import Mapping
 import numpy as np
 from sklearn.base import clone
 
-from smalldata.backbones import DEFAULT_BACKBONE, get_backbone
+from smalldata.backbones import DEFAULT_BACKBONE, PairedBackbone, get_backbone
 from smalldata.budget import fine_tune_step, parse_budget
 from smalldata.baselines import image_baseline, text_baseline
 from smalldata.curve import LearningCurve, learning_curve
@@ -24,7 +24,7 @@ from smalldata.features import embed
 from smalldata.heads import LinearHead, logistic_regression_head
 from smalldata.model import RAW_TEXT, Model
 from smalldata.progress import QUIET, Progress
-from smalldata.stronger import stronger_encoder
+from smalldata.stronger import PAIRED, stronger_encoder
 from smalldata.describe import DESCRIBED_HEAD, described_candidate
 from smalldata.unlabeled import Pool, PoolHead, pool_candidates
 
@@ -88,7 +88,8 @@ def train(
     it; ``budget=None`` means no fine-tuning unless "always". On the default backbone, a budget also
     lets a stronger, slower backbone's heads (all-mpnet-base-v2 for texts, EfficientNet-Lite2 for
     images) join the same folds when embedding with it and cross-validating them fit in a quarter
-    of it (`smalldata.stronger`); ``model.stronger_encoder`` says what happened. ``flip=False`` keeps image fine-tuning
+    of it (`smalldata.stronger`), and for images logistic regression on both backbones' embeddings
+    side by side too; ``model.stronger_encoder`` says what happened. ``flip=False`` keeps image fine-tuning
     from mirroring training images, where a mirror image would change the label; ``tta=True``
     makes a fine-tuned image model average each prediction with its mirror image's (not with flip=False).
 
@@ -104,6 +105,10 @@ def train(
                         "the label: use one or the other")
     if get_backbone(backbone).modality != dataset.modality:
         raise DataError(f"backbone {backbone!r} is for {get_backbone(backbone).modality}s, but the data are {dataset.modality}s")
+    tuning = finetune == "always" or (finetune != "never" and budget is not None)
+    if isinstance(get_backbone(backbone), PairedBackbone) and tuning:
+        raise DataError(f"fine-tuning needs one backbone, and {backbone!r} is two side by side: add --finetune never, "
+                        f"or pick one of {', '.join(get_backbone(backbone).parts)}")
     if evaluate:
         dataset = require_evaluable(dataset, drop_small_classes=drop_small_classes)
     elif len(dataset.classes) < 2:
@@ -132,7 +137,7 @@ def train(
             # Its heads on embeddings up to twice as wide (mpnet 768 against MiniLM's 384; Lite2 and
             # Lite0 both 1280): at most about twice what each of these candidates cost.
             per_candidate = (time.perf_counter() - compared) / len(options)
-            heads_seconds = 2 * per_candidate * len(frozen_heads(backbone))
+            heads_seconds = 2 * per_candidate * (len(frozen_heads(backbone)) + (backbone in PAIRED))
             encoder, extra = _stronger_heads(dataset, backbone, features, folds, heads_seconds=heads_seconds,
                                              seconds_left=seconds - (time.perf_counter() - started), progress=progress)
             if extra:
@@ -140,7 +145,7 @@ def train(
                 options += extra
         chosen = next(c for c in options if c.name == comparison.chosen.name)
     tuned_name, tuned, fine_tuning = None, None, None
-    if finetune == "always" or (finetune != "never" and seconds is not None):
+    if tuning:
         frozen = next(s for s in comparison.scores if s.name == chosen.name) if comparison else None
         tuned_name, tuned, fine_tuning = fine_tune_step(
             dataset, backbone, folds if evaluate else None, frozen, mode=finetune, flip=flip, tta=tta, progress=progress,
@@ -173,7 +178,13 @@ def _stronger_heads(dataset: Dataset, backbone: str, features: dict, folds, *, h
     if not decision.tried:
         return decision, []
     features[decision.encoder] = _features(dataset, decision.encoder, progress)  # cached by now
-    return decision, frozen_heads(decision.encoder, named_by_backbone=True)
+    extra = frozen_heads(decision.encoder, named_by_backbone=True)
+    paired = PAIRED.get(backbone)
+    if paired:  # both embeddings are at hand: side by side they cost only a wider head
+        features[paired] = np.hstack([features[backbone], features[decision.encoder]])
+        extra = [Candidate(f"{DEFAULT_HEAD} on {paired}", paired, logistic_regression_head,
+                           f"logistic regression on frozen {backbone} and {decision.encoder} embeddings side by side")] + extra
+    return decision, extra
 
 
 def _fit_and_check(chosen: Candidate, features, labels):

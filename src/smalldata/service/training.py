@@ -44,15 +44,17 @@ def unlabeled_pool(inputs: list, dataset: Dataset, progress: Progress) -> Pool |
 def prepare_serving(model: Model) -> None:
     """Export what predictions will run (here, where torch is loaded anyway), so the service
     answers its first request without exporting anything."""
-    from smalldata.backbones import REGISTRY, ImageBackbone, TextBackbone, get_backbone
+    from smalldata.backbones import REGISTRY, ImageBackbone, PairedBackbone, TextBackbone, get_backbone
     from smalldata.onnx_text import exported
 
     if model.features in REGISTRY:
         backbone = get_backbone(model.features)
-        if isinstance(backbone, TextBackbone):
-            exported(backbone)
-        elif isinstance(backbone, ImageBackbone):
-            backbone.onnx_path()
+        parts = [get_backbone(part) for part in backbone.parts] if isinstance(backbone, PairedBackbone) else [backbone]
+        for part in parts:
+            if isinstance(part, TextBackbone):
+                exported(part)
+            elif isinstance(part, ImageBackbone):
+                part.onnx_path()
 
 
 def check_trainable(dataset: Dataset) -> None:

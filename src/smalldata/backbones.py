@@ -221,17 +221,21 @@ class TextBackbone:
 class PairedBackbone:
     """Two backbones' embeddings side by side, each part computed (and cached) on its own.
 
-    Logistic regression on Lite0's and Lite2's frozen embeddings side by side beat it on the better
-    of the two alone on clothing10's validation split at 5, 10 and 20 images per class, by 1.2 to
-    1.8 points, and on the test split of 5 of the 6 image sets and sizes (BENCHMARKS.md, session 17).
+    Logistic regression on Lite0's and Lite2's frozen embeddings side by side beat logistic
+    regression on the better of the two alone on clothing10's validation split at 5, 10 and 20
+    images per class, by 1.2 to 1.8 points, and on the test split of 5 of the 6 image sets and
+    sizes (BENCHMARKS.md, session 17).
     """
 
     parts: tuple[str, ...]
-    modality: str = "image"
 
     @property
     def name(self) -> str:
         return "+".join(self.parts)
+
+    @property
+    def modality(self) -> str:
+        return get_backbone(self.parts[0]).modality
 
     @property
     def dim(self) -> int:

@@ -33,7 +33,8 @@ from smalldata.progress import Progress
 STRONGER = {"all-MiniLM-L6-v2": "all-mpnet-base-v2", "efficientnet-lite0": "efficientnet-lite2"}
 # Images also get logistic regression on both backbones' embeddings side by side, listed first
 # (`backbones.PairedBackbone` says why). Not texts: on sst2 mpnet alone beat the pair by 2.5 to
-# 4.2 points, where the folds of a few texts could not be trusted to see it (BENCHMARKS.md, session 17).
+# 4.2 points on every draw, and listed first the pair would be kept wherever folds of a few texts
+# cannot tell them apart (BENCHMARKS.md, session 17).
 PAIRED = {"efficientnet-lite0": "efficientnet-lite0+efficientnet-lite2"}
 # Fine-tuning, tried after the frozen candidates, needs most of the budget.
 BUDGET_SHARE = 0.25

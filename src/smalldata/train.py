@@ -103,12 +103,13 @@ def train(
     if tta and not flip:
         raise DataError("test-time augmentation mirrors test images, and --no-flip says a mirror image changes "
                         "the label: use one or the other")
-    if get_backbone(backbone).modality != dataset.modality:
-        raise DataError(f"backbone {backbone!r} is for {get_backbone(backbone).modality}s, but the data are {dataset.modality}s")
+    resolved = get_backbone(backbone)
+    if resolved.modality != dataset.modality:
+        raise DataError(f"backbone {backbone!r} is for {resolved.modality}s, but the data are {dataset.modality}s")
     tuning = finetune == "always" or (finetune != "never" and budget is not None)
-    if isinstance(get_backbone(backbone), PairedBackbone) and tuning:
+    if isinstance(resolved, PairedBackbone) and tuning:
         raise DataError(f"fine-tuning needs one backbone, and {backbone!r} is two side by side: add --finetune never, "
-                        f"or pick one of {', '.join(get_backbone(backbone).parts)}")
+                        f"or pick one of {', '.join(resolved.parts)}")
     if evaluate:
         dataset = require_evaluable(dataset, drop_small_classes=drop_small_classes)
     elif len(dataset.classes) < 2:
@@ -180,8 +181,8 @@ def _stronger_heads(dataset: Dataset, backbone: str, features: dict, folds, *, h
     features[decision.encoder] = _features(dataset, decision.encoder, progress)  # cached by now
     extra = frozen_heads(decision.encoder, named_by_backbone=True)
     paired = PAIRED.get(backbone)
-    if paired:  # both embeddings are at hand: side by side they cost only a wider head
-        features[paired] = np.hstack([features[backbone], features[decision.encoder]])
+    if paired:  # both embeddings are cached by now: side by side they cost only a wider head
+        features[paired] = _features(dataset, paired, progress)
         extra = [Candidate(f"{DEFAULT_HEAD} on {paired}", paired, logistic_regression_head,
                            f"logistic regression on frozen {backbone} and {decision.encoder} embeddings side by side")] + extra
     return decision, extra

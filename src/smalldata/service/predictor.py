@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from smalldata.backbones import ImageBackbone, PairedBackbone, TextBackbone, cpu_threads, get_backbone
+from smalldata.backbones import ImageBackbone, PairedBackbone, TextBackbone, cpu_threads, get_backbone, networks_of
 from smalldata.model import RAW_INPUTS, RAW_TEXT, Model
 from smalldata.service.batching import Batcher
 from smalldata.onnx_text import text_encoder
@@ -39,9 +39,9 @@ class Predictor:
             return self.model.proba_of_pixels(backbone.pixels([io.BytesIO(data) for data in images]))
         backbone = get_backbone(self.model.features)
         if isinstance(backbone, (ImageBackbone, PairedBackbone)):
-            parts = [get_backbone(part) for part in backbone.parts] if isinstance(backbone, PairedBackbone) else [backbone]
             # Decoded outside the batcher (Pillow releases the GIL), so decoding overlaps the network.
-            rows = [network(part)(list(part.pixels([io.BytesIO(data) for data in images]))) for part in parts]
+            rows = [network(part)(list(part.pixels([io.BytesIO(data) for data in images])))
+                    for part in networks_of(backbone)]
             return self.model.proba_of_features(np.hstack(rows))
         return self.model.proba_of_features(backbone.embed_batch([io.BytesIO(data) for data in images]))
 

@@ -44,13 +44,11 @@ def unlabeled_pool(inputs: list, dataset: Dataset, progress: Progress) -> Pool |
 def prepare_serving(model: Model) -> None:
     """Export what predictions will run (here, where torch is loaded anyway), so the service
     answers its first request without exporting anything."""
-    from smalldata.backbones import REGISTRY, ImageBackbone, PairedBackbone, TextBackbone, get_backbone
+    from smalldata.backbones import REGISTRY, ImageBackbone, TextBackbone, get_backbone, networks_of
     from smalldata.onnx_text import exported
 
     if model.features in REGISTRY:
-        backbone = get_backbone(model.features)
-        parts = [get_backbone(part) for part in backbone.parts] if isinstance(backbone, PairedBackbone) else [backbone]
-        for part in parts:
+        for part in networks_of(get_backbone(model.features)):
             if isinstance(part, TextBackbone):
                 exported(part)
             elif isinstance(part, ImageBackbone):

@@ -103,6 +103,13 @@ def test_a_held_out_text_fine_tune_is_kept_where_it_won_more_than_it_lost():
     assert not decide(1, 0, "image").kept and not decide(3, 2, "image").kept
 
 
+def test_a_gain_that_rounds_to_zero_prints_without_a_minus_sign():
+    # flowers12 at 5 per class (session 17): a fold gain of -0.0004 printed as "-0.0 points"
+    decision = _decide(FineTuneDecision("ft", "auto", False, "", folds_used=3, fold_accuracies=[0.9, 0.9, 0.8996],
+                                        frozen_fold_accuracies=[0.9, 0.9, 0.9], frozen_name="lr"))
+    assert not decision.kept and "+0.0 points over lr" in decision.reason
+
+
 def test_a_budget_too_small_for_three_folds_skips_fine_tuning_and_says_so(topics_csv):
     model = smalldata.train(smalldata.load_dataset(topics_csv), budget="2s", curve=False)
     assert not model.fine_tuning["kept"] and "not tried" in model.fine_tuning["reason"]

@@ -248,7 +248,7 @@ def _decide(decision: FineTuneDecision, gain: float | None = None, error: float 
     decision.kept = pays or decision.mode == "always"
     evidence = evidence or f"{decision.folds_used} folds"
     test = f"standard error of the paired differences {100 * error:.1f}" if p is None else f"one-sided sign test p = {p:.2f}"
-    verdict = f"{100 * gain:+.1f} points over {decision.frozen_name} on {evidence} ({test})"
+    verdict = f"{100 * gain:+z.1f} points over {decision.frozen_name} on {evidence} ({test})"
     if pays:
         decision.reason = f"kept: {verdict}, {passed}"
     elif decision.kept:

@@ -393,7 +393,7 @@ def _print_comparison(comparison: Comparison) -> None:
                   title=f"cross-validated accuracy ({comparison.n_repeats}x repeated stratified "
                         f"{comparison.n_splits}-fold, {comparison.n_examples} examples)")
     for score in comparison.scores:
-        delta = "" if baseline is None or score is baseline else f"{100 * (score.mean - baseline.mean):+.1f} points"
+        delta = "" if baseline is None or score is baseline else f"{100 * (score.mean - baseline.mean):+z.1f} points"
         name = f"[bold]{score.name}[/] (chosen)" if score is comparison.chosen else score.name
         table.add_row(name, f"{100 * score.mean:.1f}%", f"±{100 * score.std:.1f}",
                       f"±{100 * score.standard_error:.1f}", delta)
@@ -410,7 +410,7 @@ def _print_contributions(comparison: Comparison) -> None:
     table = Table("candidate", "gain over labeled-only choice", "spread (std over folds)", "kept?",
                   title="what the extra knowledge contributed (accuracy points, paired on the same folds)")
     for name, found in contributions.items():
-        table.add_row(name, f"{found['mean_points']:+.1f} points over {found['over']}", f"±{found['std_points']:.1f}",
+        table.add_row(name, f"{found['mean_points']:+z.1f} points over {found['over']}", f"±{found['std_points']:.1f}",
                       "yes" if comparison.chosen.name == name else "no")
     out.print(table)
 

@@ -351,7 +351,7 @@ def _summary(points, fit, projections, gains, current: float) -> str:
     double = projections[0]
     trend = ("the curve is flattening: more examples of the same kind will add little"
              if double.accuracy - now < FLATTENING else "the curve is still rising")
-    sentence = (f"about {100 * (double.accuracy - now):+.0f} points with {double.per_class - current:.0f} more "
+    sentence = (f"about {100 * (double.accuracy - now):+z.0f} points with {double.per_class - current:.0f} more "
                 f"examples per class ({100 * double.accuracy:.0f}%, likely {100 * double.low:.0f}-"
                 f"{100 * double.high:.0f}%); {trend}")
     rising = [g.label for g in gains[:CLASSES_NAMED] if g.gain_per_doubling > 0 and g.recall < 1]

@@ -12,6 +12,7 @@ from smalldata.budget import (STANDARD_ERRORS_REQUIRED, FineTuneDecision, _decid
                               parse_budget, sign_test)
 from smalldata.finetune import LR_CAP, FineTunedImageClassifier, _held_out_fifth, capped_lr, suggest_lr
 from smalldata.backbones import get_backbone
+from smalldata.data import DataError
 from smalldata.heads import logistic_regression_head
 from smalldata.model import RAW_INPUTS, Model
 
@@ -231,6 +232,20 @@ def test_lr_find_command_plots_and_suggests(fashion_folder, tmp_path):
     assert found["fine_tune_rate"] == min(found["suggestion"], LR_CAP)
     assert plot.stat().st_size > 1000
 
+def test_fine_tuning_refuses_what_is_not_one_network_and_says_what_to_pick(fashion_folder):
+    from typer.testing import CliRunner
+
+    from smalldata.cli import app
+
+    pair = CliRunner().invoke(app, ["lr-find", str(fashion_folder), "--backbone", "efficientnet-lite0+efficientnet-lite2"])
+    assert pair.exit_code != 0 and "two side by side" in pair.output and "efficientnet-lite2" in pair.output
+    text = CliRunner().invoke(app, ["lr-find", str(fashion_folder), "--backbone", "all-MiniLM-L6-v2"])
+    assert text.exit_code != 0 and "is for texts" in text.output
+    with pytest.raises(DataError, match="'colour-texture-stats' is not a network: pick one of efficientnet-lite0"):
+        smalldata.train(smalldata.load_dataset(fashion_folder), backbone="colour-texture-stats", finetune="always",
+                        curve=False)
+
+
 
 def test_a_budget_lets_the_stronger_encoder_join_the_same_folds(topics_csv, tmp_path):
     model = smalldata.train(smalldata.load_dataset(topics_csv), budget="10m", finetune="never", curve=False)
@@ -265,7 +280,6 @@ def test_a_budget_lets_lite2_join_the_image_folds_and_the_choice_predicts_after_
 
 @pytest.mark.slow
 def test_a_paired_backbone_embeds_both_side_by_side_and_serves_uploads_like_paths(fashion_folder):
-    from smalldata.data import DataError
     from smalldata.features import embed
     from smalldata.service.predictor import Predictor
 
@@ -279,7 +293,7 @@ def test_a_paired_backbone_embeds_both_side_by_side_and_serves_uploads_like_path
     assert model.features == pair and model.comparison.chosen.features == pair
     uploads = [Path(path).read_bytes() for path in dataset.inputs[:3]]
     assert np.allclose(Predictor(model).images(uploads), model.predict_proba(dataset.inputs[:3]), atol=1e-4)
-    with pytest.raises(DataError, match="fine-tuning needs one backbone"):
+    with pytest.raises(DataError, match="fine-tuning trains one network, and .* is two side by side"):
         smalldata.train(dataset, backbone=pair, budget="5m", curve=False)
 
 

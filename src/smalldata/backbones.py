@@ -259,6 +259,22 @@ class PairedBackbone:
         return np.hstack(rows)
 
 
+# The backbones a fine-tune can train: one network each.
+FINE_TUNABLE = {"image": ("efficientnet-lite0", "efficientnet-lite2"), "text": ("all-MiniLM-L6-v2", "all-mpnet-base-v2")}
+
+
+def one_network(name: str) -> Backbone:
+    """The backbone `name`, where fine-tuning can train it; else a DataError that says what to pick."""
+    backbone = get_backbone(name)
+    if name in FINE_TUNABLE[backbone.modality]:
+        return backbone
+    from smalldata.data import DataError  # data imports this module
+
+    what = f"two side by side ({', '.join(backbone.parts)})" if isinstance(backbone, PairedBackbone) else "not a network"
+    raise DataError(f"fine-tuning trains one network, and {name!r} is {what}: pick one of "
+                    f"{', '.join(FINE_TUNABLE[backbone.modality])} (or, to train without fine-tuning, add --finetune never)")
+
+
 def networks_of(backbone: Backbone) -> list[Backbone]:
     """The backbones that run when `backbone` embeds: its parts for a pair, else itself."""
     if isinstance(backbone, PairedBackbone):

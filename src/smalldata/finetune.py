@@ -35,8 +35,10 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from smalldata.augment import image_augmentation
-from smalldata.backbones import PIXEL_MEAN, PIXEL_STD, export_pooled_features, get_backbone, onnx_of_weights
+from smalldata.backbones import (FINE_TUNABLE, PIXEL_MEAN, PIXEL_STD, export_pooled_features, get_backbone, one_network,
+                                 onnx_of_weights)
 from smalldata.budget import median_step_seconds
+from smalldata.data import DataError
 from smalldata.evaluate import held_out_fifth
 from smalldata.features import embed
 from smalldata.heads import logistic_regression_head
@@ -392,6 +394,9 @@ def capped_lr(suggestion: float, cap: float | None = LR_CAP) -> float:
 def find_lr(dataset, *, backbone: str = "efficientnet-lite0", steps: int = 2 * LR_FINDER_STEPS,
             random_state: int = 0) -> LRFinderResult:
     """The range test on a whole dataset, after the head-first step, as fine-tuning would run it."""
+    if one_network(backbone).modality != "image":
+        raise DataError(f"lr-find fine-tunes an image network, and {backbone!r} is for texts: pick one of "
+                        f"{', '.join(FINE_TUNABLE['image'])}")
     model = FineTunedImageClassifier(backbone=backbone, random_state=random_state)
     paths = [Path(p) for p in dataset.inputs]
     model.classes_, targets = np.unique(np.asarray(dataset.labels), return_inverse=True)

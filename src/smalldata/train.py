@@ -14,7 +14,7 @@ from typing import Mapping
 import numpy as np
 from sklearn.base import clone
 
-from smalldata.backbones import DEFAULT_BACKBONE, PairedBackbone, get_backbone
+from smalldata.backbones import DEFAULT_BACKBONE, get_backbone, one_network
 from smalldata.budget import fine_tune_step, parse_budget
 from smalldata.baselines import image_baseline, text_baseline
 from smalldata.curve import LearningCurve, learning_curve
@@ -107,9 +107,8 @@ def train(
     if resolved.modality != dataset.modality:
         raise DataError(f"backbone {backbone!r} is for {resolved.modality}s, but the data are {dataset.modality}s")
     tuning = finetune == "always" or (finetune != "never" and budget is not None)
-    if isinstance(resolved, PairedBackbone) and tuning:
-        raise DataError(f"fine-tuning needs one backbone, and {backbone!r} is two side by side: add --finetune never, "
-                        f"or pick one of {', '.join(resolved.parts)}")
+    if tuning:
+        one_network(backbone)
     if evaluate:
         dataset = require_evaluable(dataset, drop_small_classes=drop_small_classes)
     elif len(dataset.classes) < 2:

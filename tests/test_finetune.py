@@ -232,19 +232,24 @@ def test_lr_find_command_plots_and_suggests(fashion_folder, tmp_path):
     assert found["fine_tune_rate"] == min(found["suggestion"], LR_CAP)
     assert plot.stat().st_size > 1000
 
-def test_fine_tuning_refuses_what_is_not_one_network_and_says_what_to_pick(fashion_folder):
+
+def test_what_fine_tuning_cannot_train_is_refused_when_asked_for_and_left_out_of_the_budget(fashion_folder):
     from typer.testing import CliRunner
 
     from smalldata.cli import app
 
     pair = CliRunner().invoke(app, ["lr-find", str(fashion_folder), "--backbone", "efficientnet-lite0+efficientnet-lite2"])
-    assert pair.exit_code != 0 and "two side by side" in pair.output and "efficientnet-lite2" in pair.output
+    assert pair.exit_code != 0 and "two backbones side by side" in pair.output and "efficientnet-lite2" in pair.output
     text = CliRunner().invoke(app, ["lr-find", str(fashion_folder), "--backbone", "all-MiniLM-L6-v2"])
     assert text.exit_code != 0 and "is for texts" in text.output
-    with pytest.raises(DataError, match="'colour-texture-stats' is not a network: pick one of efficientnet-lite0"):
-        smalldata.train(smalldata.load_dataset(fashion_folder), backbone="colour-texture-stats", finetune="always",
-                        curve=False)
-
+    dataset = smalldata.load_dataset(fashion_folder)
+    with pytest.raises(DataError, match="'colour-texture-stats' is not a network, and fine-tuning trains one: pick one "
+                                        "of efficientnet-lite0, efficientnet-lite2, or leave out --finetune always"):
+        smalldata.train(dataset, backbone="colour-texture-stats", finetune="always", curve=False)
+    # with a budget (the CLI's default) the backbone the user chose is kept, and fine-tuning is not tried
+    model = smalldata.train(dataset, backbone="colour-texture-stats", budget="5m", curve=False)
+    assert model.features == "colour-texture-stats" and not model.fine_tuning["kept"]
+    assert model.fine_tuning["reason"] == "not tried: 'colour-texture-stats' is not a network, and fine-tuning trains one"
 
 
 def test_a_budget_lets_the_stronger_encoder_join_the_same_folds(topics_csv, tmp_path):
@@ -293,8 +298,10 @@ def test_a_paired_backbone_embeds_both_side_by_side_and_serves_uploads_like_path
     assert model.features == pair and model.comparison.chosen.features == pair
     uploads = [Path(path).read_bytes() for path in dataset.inputs[:3]]
     assert np.allclose(Predictor(model).images(uploads), model.predict_proba(dataset.inputs[:3]), atol=1e-4)
-    with pytest.raises(DataError, match="fine-tuning trains one network, and .* is two side by side"):
-        smalldata.train(dataset, backbone=pair, budget="5m", curve=False)
+    with pytest.raises(DataError, match="is two backbones side by side, and fine-tuning trains one network"):
+        smalldata.train(dataset, backbone=pair, finetune="always", curve=False)
+    budgeted = smalldata.train(dataset, backbone=pair, budget="5m", curve=False)
+    assert budgeted.features == pair and budgeted.fine_tuning["reason"].startswith("not tried: ")
 
 
 def test_the_stronger_encoder_needs_a_budget_that_fits_and_the_default_encoder(topics_csv, tmp_path):

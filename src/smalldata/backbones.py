@@ -263,16 +263,14 @@ class PairedBackbone:
 FINE_TUNABLE = {"image": ("efficientnet-lite0", "efficientnet-lite2"), "text": ("all-MiniLM-L6-v2", "all-mpnet-base-v2")}
 
 
-def one_network(name: str) -> Backbone:
-    """The backbone `name`, where fine-tuning can train it; else a DataError that says what to pick."""
+def why_not_fine_tunable(name: str) -> str | None:
+    """Why fine-tuning cannot train the backbone `name`, or None where it can (one network)."""
     backbone = get_backbone(name)
     if name in FINE_TUNABLE[backbone.modality]:
-        return backbone
-    from smalldata.data import DataError  # data imports this module
-
-    what = f"two side by side ({', '.join(backbone.parts)})" if isinstance(backbone, PairedBackbone) else "not a network"
-    raise DataError(f"fine-tuning trains one network, and {name!r} is {what}: pick one of "
-                    f"{', '.join(FINE_TUNABLE[backbone.modality])} (or, to train without fine-tuning, add --finetune never)")
+        return None
+    if isinstance(backbone, PairedBackbone):
+        return f"{name!r} is two backbones side by side, and fine-tuning trains one network"
+    return f"{name!r} is not a network, and fine-tuning trains one"
 
 
 def networks_of(backbone: Backbone) -> list[Backbone]:

@@ -38,6 +38,7 @@ TextColumn = typer.Option("text", "--text-column", help="CSV/TSV column holding 
 LabelColumn = typer.Option("label", "--label-column", help="CSV/TSV column holding the labels.")
 Quiet = typer.Option(False, "--quiet", "-q", help="No progress bars or tables; errors only.")
 AsJson = typer.Option(False, "--json", help="Print one JSON document to stdout instead of tables.")
+BackboneName = typer.Option(None, "--backbone", help="Backbone name (default: efficientnet-lite0 for images, all-MiniLM-L6-v2 for texts; also efficientnet-lite2, all-mpnet-base-v2, and efficientnet-lite0+efficientnet-lite2 for both side by side, which fine-tuning does not train).")
 ReportFile = typer.Option(None, "--report", help="Also write a self-contained HTML report to this file (its results as JSON beside it).")
 
 
@@ -50,7 +51,7 @@ def _fail(error: Exception) -> None:
 def train(
     data: Optional[Path] = typer.Argument(None, help="A folder of class subfolders of images, or a CSV/TSV of texts (texts: may be left out when --describe gives every class)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Model folder to write."),
-    backbone: Optional[str] = typer.Option(None, help="Backbone name (default: efficientnet-lite0 for images, all-MiniLM-L6-v2 for texts; also efficientnet-lite2, all-mpnet-base-v2, and efficientnet-lite0+efficientnet-lite2 for both side by side)."),
+    backbone: Optional[str] = BackboneName,
     label_from_name: Optional[str] = LabelFromName,
     text_column: str = TextColumn,
     label_column: str = LabelColumn,
@@ -160,7 +161,7 @@ def lr_find(
 def curve(
     data: Path = typer.Argument(..., help="A folder of class subfolders of images, or a CSV/TSV of texts."),
     head: str = typer.Option(DEFAULT_HEAD, help="Which candidate's curve: a name from the `train` table."),
-    backbone: Optional[str] = typer.Option(None, help="Backbone name (default: efficientnet-lite0 for images, all-MiniLM-L6-v2 for texts; also efficientnet-lite2, all-mpnet-base-v2, and efficientnet-lite0+efficientnet-lite2 for both side by side)."),
+    backbone: Optional[str] = BackboneName,
     label_from_name: Optional[str] = LabelFromName,
     text_column: str = TextColumn,
     label_column: str = LabelColumn,

@@ -35,8 +35,8 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from smalldata.augment import image_augmentation
-from smalldata.backbones import (FINE_TUNABLE, PIXEL_MEAN, PIXEL_STD, export_pooled_features, get_backbone, one_network,
-                                 onnx_of_weights)
+from smalldata.backbones import (FINE_TUNABLE, PIXEL_MEAN, PIXEL_STD, export_pooled_features, get_backbone, onnx_of_weights,
+                                 why_not_fine_tunable)
 from smalldata.budget import median_step_seconds
 from smalldata.data import DataError
 from smalldata.evaluate import held_out_fifth
@@ -394,9 +394,11 @@ def capped_lr(suggestion: float, cap: float | None = LR_CAP) -> float:
 def find_lr(dataset, *, backbone: str = "efficientnet-lite0", steps: int = 2 * LR_FINDER_STEPS,
             random_state: int = 0) -> LRFinderResult:
     """The range test on a whole dataset, after the head-first step, as fine-tuning would run it."""
-    if one_network(backbone).modality != "image":
-        raise DataError(f"lr-find fine-tunes an image network, and {backbone!r} is for texts: pick one of "
-                        f"{', '.join(FINE_TUNABLE['image'])}")
+    why_not = why_not_fine_tunable(backbone)
+    if get_backbone(backbone).modality != "image":
+        why_not = f"{backbone!r} is for texts, and lr-find fine-tunes an image network"
+    if why_not:
+        raise DataError(f"{why_not}: pick one of {', '.join(FINE_TUNABLE['image'])}")
     model = FineTunedImageClassifier(backbone=backbone, random_state=random_state)
     paths = [Path(p) for p in dataset.inputs]
     model.classes_, targets = np.unique(np.asarray(dataset.labels), return_inverse=True)

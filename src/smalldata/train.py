@@ -14,8 +14,8 @@ from typing import Mapping
 import numpy as np
 from sklearn.base import clone
 
-from smalldata.backbones import DEFAULT_BACKBONE, get_backbone, one_network
-from smalldata.budget import fine_tune_step, parse_budget
+from smalldata.backbones import DEFAULT_BACKBONE, FINE_TUNABLE, get_backbone, why_not_fine_tunable
+from smalldata.budget import FineTuneDecision, fine_tune_step, parse_budget
 from smalldata.baselines import image_baseline, text_baseline
 from smalldata.curve import LearningCurve, learning_curve
 from smalldata.data import DataError, Dataset, require_evaluable
@@ -107,8 +107,10 @@ def train(
     if resolved.modality != dataset.modality:
         raise DataError(f"backbone {backbone!r} is for {resolved.modality}s, but the data are {dataset.modality}s")
     tuning = finetune == "always" or (finetune != "never" and budget is not None)
-    if tuning:
-        one_network(backbone)
+    untunable = why_not_fine_tunable(backbone) if tuning else None
+    if untunable and finetune == "always":
+        raise DataError(f"{untunable}: pick one of {', '.join(FINE_TUNABLE[dataset.modality])}, "
+                        "or leave out --finetune always")
     if evaluate:
         dataset = require_evaluable(dataset, drop_small_classes=drop_small_classes)
     elif len(dataset.classes) < 2:
@@ -145,7 +147,10 @@ def train(
                 options += extra
         chosen = next(c for c in options if c.name == comparison.chosen.name)
     tuned_name, tuned, fine_tuning = None, None, None
-    if tuning:
+    if untunable:  # the backbone the user chose is kept; the budget's fine-tune is left out, and said so
+        fine_tuning = FineTuneDecision("", finetune, kept=False, reason=f"not tried: {untunable}").to_dict()
+        progress.log(f"fine-tuning: {fine_tuning['reason']}")
+    elif tuning:
         frozen = next(s for s in comparison.scores if s.name == chosen.name) if comparison else None
         tuned_name, tuned, fine_tuning = fine_tune_step(
             dataset, backbone, folds if evaluate else None, frozen, mode=finetune, flip=flip, tta=tta, progress=progress,

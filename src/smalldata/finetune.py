@@ -394,9 +394,10 @@ def capped_lr(suggestion: float, cap: float | None = LR_CAP) -> float:
 def find_lr(dataset, *, backbone: str = "efficientnet-lite0", steps: int = 2 * LR_FINDER_STEPS,
             random_state: int = 0) -> LRFinderResult:
     """The range test on a whole dataset, after the head-first step, as fine-tuning would run it."""
-    why_not = why_not_fine_tunable(backbone)
     if get_backbone(backbone).modality != "image":
         why_not = f"{backbone!r} is for texts, and lr-find fine-tunes an image network"
+    else:
+        why_not = why_not_fine_tunable(backbone)
     if why_not:
         raise DataError(f"{why_not}: pick one of {', '.join(FINE_TUNABLE['image'])}")
     model = FineTunedImageClassifier(backbone=backbone, random_state=random_state)

@@ -259,14 +259,17 @@ class PairedBackbone:
         return np.hstack(rows)
 
 
-# The backbones a fine-tune can train: one network each.
-FINE_TUNABLE = {"image": ("efficientnet-lite0", "efficientnet-lite2"), "text": ("all-MiniLM-L6-v2", "all-mpnet-base-v2")}
+def fine_tunable(modality: str) -> list[str]:
+    """The registry's backbones that fine-tuning can train for `modality`: single networks (not a
+    pair side by side, not the baseline's statistics)."""
+    return [name for name in REGISTRY
+            if isinstance(get_backbone(name), (ImageBackbone, TextBackbone)) and get_backbone(name).modality == modality]
 
 
 def why_not_fine_tunable(name: str) -> str | None:
     """Why fine-tuning cannot train the backbone `name`, or None where it can (one network)."""
     backbone = get_backbone(name)
-    if name in FINE_TUNABLE[backbone.modality]:
+    if isinstance(backbone, (ImageBackbone, TextBackbone)):
         return None
     if isinstance(backbone, PairedBackbone):
         return f"{name!r} is two backbones side by side, and fine-tuning trains one network"

@@ -35,8 +35,8 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from smalldata.augment import image_augmentation
-from smalldata.backbones import (FINE_TUNABLE, PIXEL_MEAN, PIXEL_STD, export_pooled_features, get_backbone, onnx_of_weights,
-                                 why_not_fine_tunable)
+from smalldata.backbones import (PIXEL_MEAN, PIXEL_STD, export_pooled_features, fine_tunable, get_backbone,
+                                 onnx_of_weights, why_not_fine_tunable)
 from smalldata.budget import median_step_seconds
 from smalldata.data import DataError
 from smalldata.evaluate import held_out_fifth
@@ -399,7 +399,7 @@ def find_lr(dataset, *, backbone: str = "efficientnet-lite0", steps: int = 2 * L
     else:
         why_not = why_not_fine_tunable(backbone)
     if why_not:
-        raise DataError(f"{why_not}: pick one of {', '.join(FINE_TUNABLE['image'])}")
+        raise DataError(f"{why_not}: pick one of {', '.join(fine_tunable('image'))}")
     model = FineTunedImageClassifier(backbone=backbone, random_state=random_state)
     paths = [Path(p) for p in dataset.inputs]
     model.classes_, targets = np.unique(np.asarray(dataset.labels), return_inverse=True)

@@ -14,7 +14,7 @@ from typing import Mapping
 import numpy as np
 from sklearn.base import clone
 
-from smalldata.backbones import DEFAULT_BACKBONE, FINE_TUNABLE, get_backbone, why_not_fine_tunable
+from smalldata.backbones import DEFAULT_BACKBONE, fine_tunable, get_backbone, why_not_fine_tunable
 from smalldata.budget import FineTuneDecision, fine_tune_step, parse_budget
 from smalldata.baselines import image_baseline, text_baseline
 from smalldata.curve import LearningCurve, learning_curve
@@ -109,7 +109,7 @@ def train(
     tuning = finetune == "always" or (finetune != "never" and budget is not None)
     untunable = why_not_fine_tunable(backbone) if tuning else None
     if untunable and finetune == "always":
-        raise DataError(f"{untunable}: pick one of {', '.join(FINE_TUNABLE[dataset.modality])}, "
+        raise DataError(f"{untunable}: pick one of {', '.join(fine_tunable(dataset.modality))}, "
                         "or leave out --finetune always")
     if evaluate:
         dataset = require_evaluable(dataset, drop_small_classes=drop_small_classes)

@@ -45,11 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import IMAGE_SETS, TEXT_SETS, capped, draw, load_split, machine  # noqa: E402
 
-from smalldata.backbones import DEFAULT_BACKBONE, get_backbone  # noqa: E402
+from smalldata.backbones import DEFAULT_BACKBONE, get_backbone, installed  # noqa: E402
 from smalldata.evaluate import single_threaded_math  # noqa: E402
 from smalldata.features import embed  # noqa: E402
 from smalldata.model import RAW_TEXT  # noqa: E402
-from smalldata.stronger import STRONGER  # noqa: E402
 from smalldata.train import DEFAULT_HEAD, candidates, frozen_heads, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +112,7 @@ def run_draw(train_split, test, test_features, options, size: int, seed: int) ->
     evaluate = size >= 2
     start = time.perf_counter()
     if STRONGER_BUDGET:
-        model = train(sample, seed=seed, evaluate=evaluate, budget=STRONGER_BUDGET, finetune="never")
+        model = train(sample, seed=seed, evaluate=evaluate)  # every installed backbone, frozen
     else:
         model = train(sample, seed=seed, evaluate=evaluate, backbone=BACKBONE[sample.modality])
     train_seconds = time.perf_counter() - start
@@ -127,7 +126,6 @@ def run_draw(train_split, test, test_features, options, size: int, seed: int) ->
         "cv": {s.name: {"mean": round(s.mean, 4), "folds": [round(a, 4) for a in s.fold_accuracies]}
                for s in model.comparison.scores} if model.comparison else None,
         "cv_protocol": model.comparison.to_dict()["protocol"] if model.comparison else None,
-        "stronger_encoder": model.stronger_encoder,
     }
     return {"seed": seed, "n_train": len(sample), "embed_seconds": round(embed_seconds, 2),
             "candidates": per_candidate, "choice": choice}
@@ -153,8 +151,8 @@ def run(sets, sizes, seeds) -> None:
     for name in sets:
         modality = "image" if name in IMAGE_SETS else "text"
         options = candidates(modality, BACKBONE[modality])
-        if STRONGER_BUDGET and BACKBONE[modality] in STRONGER:
-            options += frozen_heads(STRONGER[BACKBONE[modality]], named_by_backbone=True)
+        if STRONGER_BUDGET:  # the other installed networks' heads too
+            options += [h for n in installed(modality) if n != BACKBONE[modality] for h in frozen_heads(n, named_by_backbone=True)]
         train_split = load_split(name, "train")
         test = capped(load_split(name, "test"))
         start = time.perf_counter()

@@ -37,7 +37,7 @@ from common import IMAGE_SETS, capped, draw, load_split, machine  # noqa: E402
 from smalldata.backbones import DEFAULT_BACKBONE  # noqa: E402
 from smalldata.evaluate import single_threaded_math  # noqa: E402
 from smalldata.features import embed  # noqa: E402
-from smalldata.budget import fine_tune_candidate  # noqa: E402
+from smalldata.finetune_choice import fine_tune_candidate  # noqa: E402
 from smalldata.train import candidates, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

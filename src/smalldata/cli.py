@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from smalldata.budget import DEFAULT_CLI_BUDGET, parse_budget
+from smalldata.deadline import DEFAULT_BUDGET
+from smalldata.finetune_choice import FineTuneOptions
 from smalldata.curve import LearningCurve
 from smalldata.data import DataError, Dataset, load_dataset, read_texts
 from smalldata.evaluate import INFORMED_RULE, Comparison, TestResult
@@ -64,7 +65,7 @@ def train(
     describe: list[str] = typer.Option([], "--describe", help="What a class means, as LABEL=description (texts; repeatable), e.g. \"Sci/Tech=science and technology news\"."),
     describe_file: Optional[Path] = typer.Option(None, "--describe-file", help="A file of LABEL=description lines."),
     describe_names: bool = typer.Option(False, "--describe-names", help="Use the class names themselves as descriptions (for classes --describe leaves out too)."),
-    budget: str = typer.Option(DEFAULT_CLI_BUDGET, "--budget", help="Time for the whole training, e.g. 90s, 5m, 1h: fine-tuning and a stronger backbone are tried when they fit."),
+    budget: str = typer.Option(DEFAULT_BUDGET, "--budget", help="Time for the whole training, e.g. 90s, 5m, 1h; 0 for the fastest (frozen backbones only). Fine-tuning is tried when its estimated cost fits."),
     finetune: str = typer.Option("auto", "--finetune", help="auto: keep a fine-tune only where cross-validation says it pays; always; never."),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Mirror training images when fine-tuning (--no-flip where a mirror image changes the label)."),
     tta: bool = typer.Option(False, "--tta", help="Test-time augmentation: a fine-tuned image model averages each prediction with the mirror image's (scored that way in cross-validation too)."),
@@ -94,7 +95,7 @@ def train(
                           "unreadable, duplicates, or identical to a labeled example)")
         model = train_model(dataset, backbone=backbone, evaluate=evaluate, drop_small_classes=drop_small_classes,
                             curve=curve, seed=seed, unlabeled=pool, descriptions=descriptions,
-                            budget=parse_budget(budget), finetune=finetune, flip=flip, tta=tta, progress=progress)
+                            budget=budget, fine_tune=FineTuneOptions(finetune, flip=flip, tta=tta), progress=progress)
         model.save(out_dir)
         if report is not None:
             write_report(training_report(model, dataset, progress=progress), report)
@@ -102,7 +103,6 @@ def train(
         _fail(error)
     if as_json:
         print(json.dumps({"model": str(out_dir), "chosen": model.head_name, "fine_tuning": model.fine_tuning,
-                          "stronger_encoder": model.stronger_encoder,
                           "cross_validation": model.comparison.to_dict() if model.comparison else None,
                           "learning_curve": model.curve.to_dict() if model.curve else None,
                           "data": model.data}))
@@ -112,8 +112,6 @@ def train(
             _print_contributions(model.comparison)
         if model.curve:
             _print_curve(model.curve)
-        if model.stronger_encoder:
-            out.print(f"{model.stronger_encoder['encoder']}: {model.stronger_encoder['reason']}")
         if model.fine_tuning:
             out.print(f"fine-tuning: {model.fine_tuning['reason']}")
         out.print(f"chose [bold]{model.head_name}[/]; model saved to [bold]{out_dir}[/]")

@@ -177,6 +177,12 @@ def shot_sizes(counts: Sequence[int], max_per_class: int | None = None) -> list[
     return sizes
 
 
+def curve_fits(labels: Sequence[str], max_per_class: int | None = None) -> int:
+    """How many fits `learning_curve` makes on `labels`: what it costs, in refits."""
+    counts = np.unique(np.asarray(labels), return_counts=True)[1]
+    return sum(_draws(counts, n) for n in shot_sizes(counts, max_per_class))
+
+
 def learning_curve(
     features,
     labels: Sequence[str],

@@ -37,7 +37,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from smalldata.augment import image_augmentation
 from smalldata.backbones import (PIXEL_MEAN, PIXEL_STD, export_pooled_features, fine_tunable, get_backbone,
                                  onnx_of_weights, why_not_fine_tunable)
-from smalldata.budget import median_step_seconds
+from smalldata.costs import median_step_seconds
 from smalldata.data import DataError
 from smalldata.evaluate import held_out_fifth
 from smalldata.features import embed

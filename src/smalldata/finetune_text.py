@@ -23,7 +23,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from smalldata.backbones import get_backbone, onnx_of_weights
-from smalldata.budget import median_step_seconds
+from smalldata.costs import median_step_seconds
 from smalldata.features import in_length_order
 from smalldata.heads import logistic_regression_head
 

@@ -21,6 +21,7 @@ import numpy as np
 from smalldata.backbones import REGISTRY, get_backbone
 from smalldata.curve import LearningCurve
 from smalldata.describe import DescribedHead
+from smalldata.ensemble import AveragedLogisticRegression
 from smalldata.evaluate import Comparison, TestResult, score
 from smalldata.features import embed
 from smalldata.heads import LinearHead
@@ -53,8 +54,7 @@ class Model:
     comparison: Comparison | None = None
     data: dict = field(default_factory=dict)  # what training saw: counts per class, skipped files
     curve: LearningCurve | None = None  # accuracy against examples per class, extrapolated
-    fine_tuning: dict | None = None  # what fine-tuning tried and why it was kept or not (budget.FineTuneDecision)
-    stronger_encoder: dict | None = None  # whether a slower, stronger encoder was scored too (stronger.EncoderDecision)
+    fine_tuning: dict | None = None  # what fine-tuning tried and why it was kept or not (finetune_choice.FineTuneDecision)
 
     def features_of(self, inputs: Sequence, progress: Progress = QUIET):
         inputs = [Path(item) for item in inputs] if self.modality == "image" else [str(item) for item in inputs]
@@ -104,7 +104,6 @@ class Model:
             "data": self.data,
             "learning_curve": self.curve.to_dict() if self.curve else None,
             "fine_tuning": self.fine_tuning,
-            "stronger_encoder": self.stronger_encoder,
             "libraries": _library_versions(),
         }
         (folder / "model.json").write_text(json.dumps(description, indent=2) + "\n")
@@ -127,6 +126,14 @@ class Model:
                       str(folder / "head.safetensors"))
             return {"name": self.head_name, "kind": "described-head", "file": "head.safetensors",
                     "params": self.estimator.saved_params(), "classes": self.estimator.classes_.tolist()}
+        if isinstance(self.estimator, AveragedLogisticRegression):
+            from safetensors.numpy import save_file
+
+            save_file({k: np.ascontiguousarray(v) for k, v in self.estimator.state().items()},
+                      str(folder / "head.safetensors"))
+            return {"name": self.head_name, "kind": "averaged-logistic-regression", "file": "head.safetensors",
+                    "params": {**self.estimator.get_params(), "widths": list(self.estimator.widths)},
+                    "classes": self.estimator.classes_.tolist()}
         import skops.io
 
         skops.io.dump(self.estimator, folder / "head.skops")
@@ -167,7 +174,6 @@ class Model:
             data=description.get("data", {}),
             curve=LearningCurve.from_dict(curve) if curve else None,
             fine_tuning=description.get("fine_tuning"),
-            stronger_encoder=description.get("stronger_encoder"),
         )
 
 
@@ -185,6 +191,11 @@ def _load_head(folder: Path, head: dict):
 
         params = {k: v for k, v in head["params"].items() if k in DescribedHead().get_params()}
         return DescribedHead.from_state(params, head["classes"], load_file(str(file)))
+    if head["kind"] == "averaged-logistic-regression":
+        from safetensors.numpy import load_file
+
+        params = {k: v for k, v in head["params"].items() if k in AveragedLogisticRegression().get_params()}
+        return AveragedLogisticRegression.from_state(params, head["classes"], load_file(str(file)))
     if head["kind"] == "scikit-learn":
         return load_skops(file)
     if head["kind"] in FINE_TUNED_KINDS:

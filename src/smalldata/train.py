@@ -1,46 +1,59 @@
 """From a labeled dataset to the best model its examples can give, chosen by cross-validation.
 
-Baseline first, then heads on frozen embeddings of a pretrained backbone, all scored on the same
-folds; the simplest head that does as well as the best (within one standard error) is refit
-on every example.
+`train` reads as four steps, all reading one `Deadline`:
+
+1. `compare_frozen`: the baseline and heads on frozen embeddings of every installed backbone of the
+   modality (and, where there are two, the average of their logistic regressions), all on the same
+   folds. It always runs, whatever the budget or the load: at few examples per class it costs
+   seconds, and the same data then give the same model on a busy machine and a quiet one.
+2. `maybe_fine_tune`: fine-tuning a backbone, only where its estimated cost (`smalldata.costs`)
+   fits what the budget plans for it, kept only where the folds say it pays.
+3. `refit`: the choice, refit on every example.
+4. `curve`: its learning curve, when the deadline leaves time for it.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Mapping
 
 import numpy as np
 from sklearn.base import clone
 
-from smalldata.backbones import DEFAULT_BACKBONE, fine_tunable, get_backbone, why_not_fine_tunable
-from smalldata.budget import FineTuneDecision, fine_tune_step, parse_budget
+from smalldata.backbones import (DEFAULT_BACKBONE, cpu_threads, fine_tunable, get_backbone, installed, side_by_side,
+                                 why_not_fine_tunable)
 from smalldata.baselines import image_baseline, text_baseline
-from smalldata.curve import LearningCurve, learning_curve
+from smalldata.curve import LearningCurve, curve_fits, learning_curve
 from smalldata.data import DataError, Dataset, require_evaluable
-from smalldata.evaluate import Candidate, compare, cv_folds, fit_and_predict, single_threaded_math
+from smalldata.deadline import Deadline
+from smalldata.describe import DESCRIBED_HEAD, described_candidate
+from smalldata.ensemble import AveragedLogisticRegression
+from smalldata.evaluate import Candidate, Comparison, Folds, compare, cv_folds, single_threaded_math
 from smalldata.features import embed
+from smalldata.finetune_choice import (FINE_TUNE_SHARE_OF_BUDGET, MIN_FOLDS, FineTuneDecision, FineTuneOptions, consider,
+                                       estimated_cost, fine_tune_candidate, too_costly)
 from smalldata.heads import LinearHead, logistic_regression_head
 from smalldata.model import RAW_TEXT, Model
 from smalldata.progress import QUIET, Progress
-from smalldata.stronger import PAIRED, stronger_encoder
-from smalldata.describe import DESCRIBED_HEAD, described_candidate
 from smalldata.unlabeled import Pool, PoolHead, pool_candidates
 
 IMAGE_BASELINE_FEATURES = "colour-texture-stats"
 DEFAULT_HEAD = "logistic-regression"
+AVERAGED_HEAD = "average of logistic regressions"
+
+
+def baseline(modality: str) -> Candidate:
+    if modality == "text":
+        return Candidate("baseline: tf-idf + logistic regression", RAW_TEXT, text_baseline,
+                         "TF-IDF of words and word pairs, logistic regression", is_baseline=True)
+    return Candidate("baseline: colour/texture + random forest", IMAGE_BASELINE_FEATURES, image_baseline,
+                     "colour and texture statistics of a 64px thumbnail, random forest", is_baseline=True)
 
 
 def candidates(modality: str, backbone: str) -> list[Candidate]:
-    """The baseline, then the heads on `backbone`'s embeddings; earlier ones win ties."""
-    if modality == "text":
-        baseline = Candidate("baseline: tf-idf + logistic regression", RAW_TEXT, text_baseline,
-                             "TF-IDF of words and word pairs, logistic regression", is_baseline=True)
-    else:
-        baseline = Candidate("baseline: colour/texture + random forest", IMAGE_BASELINE_FEATURES, image_baseline,
-                             "colour and texture statistics of a 64px thumbnail, random forest", is_baseline=True)
-    return [baseline] + frozen_heads(backbone)
+    """The baseline, then the heads on one `backbone`'s embeddings; earlier ones win ties."""
+    return [baseline(modality)] + frozen_heads(backbone)
 
 
 def frozen_heads(backbone: str, *, named_by_backbone: bool = False) -> list[Candidate]:
@@ -57,6 +70,35 @@ def frozen_heads(backbone: str, *, named_by_backbone: bool = False) -> list[Cand
                       f"{what} on frozen {backbone} embeddings") for name, make, what in heads]
 
 
+def core_candidates(modality: str, networks: list[str]) -> list[Candidate]:
+    """The automatic choice's frozen candidates on every installed network, most preferred first:
+    the average of their logistic regressions, then logistic regression on each network, the
+    strongest (slowest) first. Only logistic regression: the linear heads trained with torch cost
+    most of the comparison and won or tied nowhere that logistic regression did not (BENCHMARKS.md,
+    "The automatic choice")."""
+    found = [baseline(modality)]
+    if len(networks) > 1:
+        joined = side_by_side(networks)
+        widths = tuple(get_backbone(n).dim for n in networks)
+        found.append(Candidate(AVERAGED_HEAD, joined, lambda: AveragedLogisticRegression(widths=widths),
+                               f"logistic regression on each of {', '.join(networks)}, probabilities averaged"))
+    found += [Candidate(f"{DEFAULT_HEAD} on {n}", n, logistic_regression_head, f"logistic regression on frozen {n} embeddings")
+              for n in reversed(networks)]
+    return found
+
+
+@dataclass
+class FrozenStep:
+    """What step 1 leaves: the candidates, their features, the folds and the comparison."""
+
+    options: list[Candidate]
+    features: dict
+    folds: Folds | None
+    comparison: Comparison | None
+    chosen: Candidate
+    informed: list[Candidate]
+
+
 def train(
     dataset: Dataset,
     *,
@@ -68,144 +110,146 @@ def train(
     unlabeled: Pool | None = None,
     descriptions: Mapping[str, str] | None = None,
     budget: float | str | None = None,
-    finetune: str = "auto",
-    flip: bool = True,
-    tta: bool = False,
+    fine_tune: FineTuneOptions = FineTuneOptions(),
     progress: Progress = QUIET,
 ) -> Model:
     """Cross-validate every candidate on the same folds, refit the chosen one on all of `dataset`,
     and (``curve=True``) draw its learning curve to say how much more data would help.
+
+    Without a `backbone`, the candidates are logistic regression on every installed backbone of
+    the modality (EfficientNet-Lite0 and -Lite2; all-MiniLM-L6-v2 and all-mpnet-base-v2) and the
+    average of those, always scored, whatever the budget; with one, the heads on that backbone.
 
     `unlabeled` (a `Pool`, see `smalldata.unlabeled.load_pool`) and `descriptions` (label ->
     what the class means, texts only) add candidates that use them; each is kept only as
     `Comparison.chosen` says; ``model.comparison.to_dict()["contributions"]`` says what each added,
     in points. Without evaluation the pool is not used (nothing could show that it helps).
 
-    With a time ``budget`` (seconds, or "5m"), fine-tuning the backbone is tried too when the
-    budget allows, scored on the same folds, and kept only where it beats the frozen choice: an
-    image fine-tune by more than one standard error, a text one at all
-    (``budget.STANDARD_ERRORS_REQUIRED``). ``finetune="always"`` keeps it regardless, "never" skips
-    it; ``budget=None`` means no fine-tuning unless "always". On the default backbone, a budget also
-    lets a stronger, slower backbone's heads (all-mpnet-base-v2 for texts, EfficientNet-Lite2 for
-    images) join the same folds when embedding with it and cross-validating them fit in a quarter
-    of it (`smalldata.stronger`), and for images logistic regression on both backbones' embeddings
-    side by side too; ``model.stronger_encoder`` says what happened. ``flip=False`` keeps image fine-tuning
-    from mirroring training images, where a mirror image would change the label; ``tta=True``
-    makes a fine-tuned image model average each prediction with its mirror image's (not with flip=False).
+    ``budget`` (seconds, or "90s", "2m"; None or 0: the frozen candidates only) bounds the whole
+    run, and fine-tuning a backbone is tried when its estimated cost on three folds fits
+    (`smalldata.finetune_choice`); it is kept only where its per-fold gain beats the frozen choice
+    by more than one standard error. ``fine_tune`` says how (`FineTuneOptions`: "always" keeps it
+    regardless, "never" skips it; image flips and test-time mirroring).
 
     With ``evaluate=False`` nothing is cross-validated (possible from 1 example per class): the
     default head (logistic regression on embeddings, or with descriptions the described head) is
     fit, and the model carries no accuracy estimate.
     """
-    started = time.perf_counter()
-    chosen_by_user = backbone is not None
-    backbone = backbone or DEFAULT_BACKBONE[dataset.modality]
-    if tta and not flip:
-        raise DataError("test-time augmentation mirrors test images, and --no-flip says a mirror image changes "
-                        "the label: use one or the other")
-    resolved = get_backbone(backbone)
-    if resolved.modality != dataset.modality:
-        raise DataError(f"backbone {backbone!r} is for {resolved.modality}s, but the data are {dataset.modality}s")
-    tuning = finetune == "always" or (finetune != "never" and budget is not None)
-    untunable = why_not_fine_tunable(backbone) if tuning else None
-    if untunable and finetune == "always":
-        raise DataError(f"{untunable}: pick one of {', '.join(fine_tunable(dataset.modality))}, "
-                        "or leave out --finetune always")
+    deadline = Deadline.of(budget)
+    networks = _networks(dataset, backbone, fine_tune)
     if evaluate:
         dataset = require_evaluable(dataset, drop_small_classes=drop_small_classes)
     elif len(dataset.classes) < 2:
         raise DataError("a classifier needs at least 2 classes: add examples of another class")
-    options = candidates(dataset.modality, backbone)
-    # Extra knowledge (an unlabeled pool, class descriptions) comes in as more candidates on the same folds.
-    informed = informed_candidates(dataset, backbone, unlabeled=unlabeled if evaluate else None,
-                                   descriptions=descriptions, progress=progress)
-    seconds = parse_budget(budget)
-    encoder = None
-    if not evaluate:
-        options = [c for c in options if c.name == DEFAULT_HEAD]
-        # Without folds nothing can be judged; descriptions, when given, are the user's own prior knowledge.
-        options = [c for c in informed if c.name == DESCRIBED_HEAD] or options
-    else:
-        options += informed
-    features = {name: _features(dataset, name, progress) for name in {c.features for c in options}}
-    comparison = None
-    chosen = options[0]
-    if evaluate:
-        folds = cv_folds(dataset.labels, seed=seed)
-        compared = time.perf_counter()
-        comparison = compare(options, features, dataset.labels, folds=folds, progress=progress,
-                             informed=[c.name for c in informed])
-        if seconds is not None and not chosen_by_user:  # a stronger backbone costs budget
-            # Its heads on embeddings up to twice as wide (mpnet 768 against MiniLM's 384; Lite2 and
-            # Lite0 both 1280): at most about twice what each of these candidates cost.
-            per_candidate = (time.perf_counter() - compared) / len(options)
-            heads_seconds = 2 * per_candidate * (len(frozen_heads(backbone)) + (backbone in PAIRED))
-            encoder, extra = _stronger_heads(dataset, backbone, features, folds, heads_seconds=heads_seconds,
-                                             seconds_left=seconds - (time.perf_counter() - started), progress=progress)
-            if extra:
-                comparison = comparison.with_preferred(compare(extra, features, dataset.labels, folds=folds, progress=progress))
-                options += extra
-        chosen = next(c for c in options if c.name == comparison.chosen.name)
-    tuned_name, tuned, fine_tuning = None, None, None
-    if untunable:  # the backbone the user chose is kept; the budget's fine-tune is left out, and said so
-        fine_tuning = FineTuneDecision("", finetune, kept=False, reason=f"not tried: {untunable}").to_dict()
-        progress.log(f"fine-tuning: {fine_tuning['reason']}")
-    elif tuning:
-        frozen = next(s for s in comparison.scores if s.name == chosen.name) if comparison else None
-        tuned_name, tuned, fine_tuning = fine_tune_step(
-            dataset, backbone, folds if evaluate else None, frozen, mode=finetune, flip=flip, tta=tta, progress=progress,
-            seconds_left=(seconds or 0.0) - (time.perf_counter() - started),
-            frozen_correct=_fit_and_check(chosen, features[chosen.features], dataset.labels))
+    frozen = compare_frozen(dataset, networks, chosen_by_user=backbone is not None, evaluate=evaluate, seed=seed,
+                            unlabeled=unlabeled, descriptions=descriptions, progress=progress)
+    decision, tuned_name, tuned = maybe_fine_tune(dataset, networks, frozen, fine_tune, deadline, progress)
     data = {**summary(dataset), **informed_summary(unlabeled, descriptions)}
+    common = dict(classes=dataset.classes, modality=dataset.modality, comparison=frozen.comparison, data=data,
+                  fine_tuning=decision and decision.to_dict())
     if tuned is not None:  # no learning curve: it would cost a fine-tune per point
-        return Model(classes=dataset.classes, modality=dataset.modality, features=fine_tuning["features"],
-                     head_name=tuned_name, estimator=tuned, comparison=comparison, data=data, fine_tuning=fine_tuning,
-                     stronger_encoder=encoder and encoder.to_dict())
-    estimator = _refit(chosen, features[chosen.features], dataset, progress)
+        return Model(features=tuned_name[1], head_name=tuned_name[0], estimator=tuned, **common)
+    chosen = frozen.chosen
+    started = time.perf_counter()
+    estimator = refit(chosen, frozen.features[chosen.features], dataset, progress)
     drawn = None
     if evaluate and curve:
-        drawn = learning_curve(features[chosen.features], dataset.labels, chosen.make_estimator,
-                               seed=seed, progress=progress)
-    return Model(classes=dataset.classes, modality=dataset.modality, features=chosen.features,
-                 head_name=chosen.name, estimator=estimator, fine_tuning=fine_tuning, comparison=comparison,
-                 data=data, curve=drawn, stronger_encoder=encoder and encoder.to_dict())
+        # Smaller draws fit faster than the refit: an upper bound, read only against the deadline.
+        needed = (time.perf_counter() - started) * curve_fits(dataset.labels) / cpu_threads()
+        if deadline.fits(needed):
+            drawn = learning_curve(frozen.features[chosen.features], dataset.labels, chosen.make_estimator,
+                                   seed=seed, progress=progress)
+        else:
+            progress.log(f"learning curve: not drawn: about {needed:.0f} s, and the budget leaves "
+                         f"{deadline.left():.0f} s (`smalldata curve` draws it alone)")
+    return Model(features=chosen.features, head_name=chosen.name, estimator=estimator, curve=drawn, **common)
 
 
-def _stronger_heads(dataset: Dataset, backbone: str, features: dict, folds, *, heads_seconds: float,
-                    seconds_left: float, progress: Progress):
-    """(the stronger encoder's decision or None, its heads to compare on `folds`, or none); when
-    tried, its embeddings are added to `features`."""
-    decision = stronger_encoder(dataset, backbone, seconds_left=seconds_left, heads_seconds=heads_seconds,
-                                progress=progress)
-    if decision is None:
-        return None, []
-    progress.log(f"{decision.encoder}: {decision.reason}")
-    if not decision.tried:
-        return decision, []
-    features[decision.encoder] = _features(dataset, decision.encoder, progress)  # cached by now
-    extra = frozen_heads(decision.encoder, named_by_backbone=True)
-    paired = PAIRED.get(backbone)
-    if paired:  # both embeddings are cached by now: side by side they cost only a wider head
-        features[paired] = _features(dataset, paired, progress)
-        extra = [Candidate(f"{DEFAULT_HEAD} on {paired}", paired, logistic_regression_head,
-                           f"logistic regression on frozen {backbone} and {decision.encoder} embeddings side by side")] + extra
-    return decision, extra
+def _networks(dataset: Dataset, backbone: str | None, fine_tune: FineTuneOptions) -> list[str]:
+    """The backbones the frozen step embeds with: the user's one, or every installed network."""
+    if backbone is None:
+        return installed(dataset.modality) or [DEFAULT_BACKBONE[dataset.modality]]
+    resolved = get_backbone(backbone)
+    if resolved.modality != dataset.modality:
+        raise DataError(f"backbone {backbone!r} is for {resolved.modality}s, but the data are {dataset.modality}s")
+    untunable = why_not_fine_tunable(backbone)
+    if untunable and fine_tune.mode == "always":
+        raise DataError(f"{untunable}: pick one of {', '.join(fine_tunable(dataset.modality))}, "
+                        "or leave out --finetune always")
+    return [backbone]
 
 
-def _fit_and_check(chosen: Candidate, features, labels):
-    """(train rows, test rows) -> which test examples `chosen` gets right when fit on the train rows:
-    the frozen side of a fine-tune scored on a held-out split."""
-    y = np.asarray(labels)
-    classes = np.unique(y)
+def compare_frozen(dataset: Dataset, networks: list[str], *, chosen_by_user: bool, evaluate: bool, seed: int,
+                   unlabeled: Pool | None, descriptions: Mapping[str, str] | None, progress: Progress) -> FrozenStep:
+    """Step 1: the baseline and the frozen heads (and any informed candidates) on the same folds."""
+    options = candidates(dataset.modality, networks[0]) if chosen_by_user else core_candidates(dataset.modality, networks)
+    # Extra knowledge (an unlabeled pool, class descriptions) comes in as more candidates on the
+    # same folds, on the strongest network: judged against the labeled-only choice, they must not
+    # start from weaker embeddings than it.
+    informed = informed_candidates(dataset, networks[-1], unlabeled=unlabeled if evaluate else None,
+                                   descriptions=descriptions, progress=progress)
+    if not evaluate:
+        # Without folds nothing can be judged; descriptions, when given, are the user's own prior knowledge.
+        default = [c for c in options if not c.is_baseline][0]
+        options = [c for c in informed if c.name == DESCRIBED_HEAD] or [default]
+    else:
+        options += informed
+    features = {name: _features(dataset, name, progress) for name in dict.fromkeys(c.features for c in options)}
+    if not evaluate:
+        return FrozenStep(options, features, None, None, options[0], informed)
+    folds = cv_folds(dataset.labels, seed=seed)
+    comparison = compare(options, features, dataset.labels, folds=folds, progress=progress,
+                         informed=[c.name for c in informed])
+    chosen = next(c for c in options if c.name == comparison.chosen.name)
+    return FrozenStep(options, features, folds, comparison, chosen, informed)
 
-    def correct(train, test):
-        with single_threaded_math():
-            proba = fit_and_predict(chosen, features, y, classes, (train, test))
-        return classes[proba.argmax(axis=1)] == y[test]
-    return correct
+
+def maybe_fine_tune(dataset: Dataset, networks: list[str], frozen: FrozenStep, options: FineTuneOptions,
+                    deadline: Deadline, progress: Progress):
+    """Step 2: (decision or None, (name, features) of the kept fine-tune or None, its estimator or None)."""
+    if options.mode == "never" or (options.mode == "auto" and not deadline.seconds):
+        return None, None, None
+    tunable = [n for n in networks if why_not_fine_tunable(n) is None]
+    if not tunable:  # the backbone the user chose is kept; the budget's fine-tune is left out, and said so
+        decision = FineTuneDecision("", options.mode, kept=False, reason=f"not tried: {why_not_fine_tunable(networks[0])}")
+        progress.log(f"fine-tuning: {decision.reason}")
+        return decision, None, None
+    X, y = list(dataset.inputs), np.asarray(dataset.labels)
+    if frozen.comparison is None:  # --no-evaluate with --finetune always
+        candidate = fine_tune_candidate(dataset.modality, tunable[0], options)
+        decision = FineTuneDecision(candidate.name, options.mode, kept=True, reason="kept without evaluation (--no-evaluate)")
+        return decision, *_fit_kept(candidate, X, y, progress)
+    planned = min(FINE_TUNE_SHARE_OF_BUDGET * (deadline.seconds or 0.0), deadline.left())
+    score = next(s for s in frozen.comparison.scores if s.name == frozen.chosen.name)
+    n_train = len(frozen.folds.splits[0][0])
+    decision = None
+    for network in reversed(tunable):  # the strongest whose folds fit; else the fastest says why not
+        candidate = fine_tune_candidate(dataset.modality, network, options)
+        if options.mode == "auto":  # first from a lower bound: what could never fit is not even timed
+            optimistic = estimated_cost(candidate, X, n_train, optimistic=True)
+            if optimistic.folds_within(planned) < MIN_FOLDS:
+                decision = too_costly(candidate, optimistic, planned, at_least=True)
+                continue
+        cost = estimated_cost(candidate, X, n_train)
+        if cost.folds_within(planned) < MIN_FOLDS and network != tunable[0]:
+            continue
+        decision = consider(candidate, X, y, frozen.folds, score, mode=options.mode, cost=cost,
+                            planned_seconds=planned, deadline=deadline, progress=progress)
+        break
+    progress.log(f"fine-tuning: {decision.reason}")
+    if not decision.kept:
+        return decision, None, None
+    return decision, *_fit_kept(fine_tune_candidate(dataset.modality, network, options), X, y, progress)
 
 
-def _refit(chosen: Candidate, features, dataset: Dataset, progress: Progress):
+def _fit_kept(candidate: Candidate, X, y, progress: Progress):
+    progress.log(f"fine-tuning [bold]{candidate.name}[/] on all {len(y)} examples")
+    estimator = candidate.make_estimator().fit(X, y)
+    # An image fine-tune whose early stopping went back to the head-only state says so in its name.
+    return (getattr(estimator, "kept_name_", None) or candidate.name, candidate.features), estimator
+
+
+def refit(chosen: Candidate, features, dataset: Dataset, progress: Progress):
     progress.log(f"refitting [bold]{chosen.name}[/] on all {len(dataset)} examples")
     with single_threaded_math():
         estimator = clone(chosen.make_estimator()).fit(features, np.asarray(dataset.labels))

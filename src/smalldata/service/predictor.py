@@ -49,8 +49,8 @@ class Predictor:
         if self.model.features == RAW_TEXT:
             return self.model.proba_of_features(list(texts))
         backbone = get_backbone(self.model.features)
-        if isinstance(backbone, TextBackbone):
-            return self.model.proba_of_features(network(backbone)(texts))
+        if isinstance(backbone, (TextBackbone, PairedBackbone)):  # each network through its own ONNX batcher
+            return self.model.proba_of_features(np.hstack([network(part)(texts) for part in networks_of(backbone)]))
         return self.model.proba_of_features(backbone.embed_batch(texts))
 
     async def texts_async(self, texts: list[str]) -> np.ndarray:

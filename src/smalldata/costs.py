@@ -1,0 +1,131 @@
+"""What a fine-tuning step costs on this machine: measured once per backbone, kept on disk.
+
+The budget decides whether fine-tuning is tried, and that decision must not depend on how busy
+the machine happens to be during one run (the same data must give the same model on a busy
+machine and a quiet one). So a step is timed once, on a fixed probe batch (seeded noise images at
+the backbone's resolution; fixed sentences), the first time a budget could allow fine-tuning, and
+the figure is kept in the cache folder under this machine's description. Every later run estimates
+from it without spending anything. `smalldata.finetune_choice` turns it into seconds per fit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from smalldata.backbones import cache_dir
+
+COSTS_FILE = "costs.json"
+# Probe sentences of a typical short-text length (about 70 characters); a user's texts scale the
+# figure by their mean length (`text_length_factor`).
+PROBE_TEXTS = [f"sentence {i}: the service was quick and the staff were friendly, would come back again"
+               for i in range(16)]
+PROBE_CLASSES = 4
+# Seconds per step that no CPU we know of beats by much: a quarter of what a quiet 2-core CPU
+# took (BENCHMARKS.md, "Training time"). Where fine-tuning cannot fit even at this pace, nothing is
+# measured: the first run on a machine does not spend its budget timing what could never fit.
+OPTIMISTIC_STEP_SECONDS = {"efficientnet-lite0": 0.7, "efficientnet-lite2": 1.7,
+                           "all-MiniLM-L6-v2": 0.15, "all-mpnet-base-v2": 0.6}
+
+
+def median_step_seconds(step: Callable[[], object], repeats: int = 3) -> float:
+    """Seconds `step()` takes here: the median of `repeats` timed calls after one untimed call (the
+    first pays for allocation). One timed step is not enough: now and then one runs twice as
+    long, and the fine-tune, estimated at twice its cost, fell back to a held-out fifth where
+    four folds fit (BENCHMARKS.md, "Fine-tuning")."""
+    step()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds))
+
+
+def machine_key() -> str:
+    """This machine, as far as speed goes: processor, core count, torch version."""
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model} | {os.cpu_count()} cores | torch {torch.__version__}"
+
+
+def _path() -> Path:
+    return cache_dir() / COSTS_FILE
+
+
+def _read() -> dict:
+    try:
+        return json.loads(_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def known_step_seconds(estimator) -> float | None:
+    """The kept figure for `estimator`'s kind of step on this machine, or None if never measured."""
+    return _read().get(machine_key(), {}).get(_key(estimator))
+
+
+def optimistic_step_seconds(estimator) -> float:
+    """A lower bound on `step_seconds(estimator)`, known without measuring anything."""
+    return known_step_seconds(estimator) or OPTIMISTIC_STEP_SECONDS.get(estimator.backbone, 0.0)
+
+
+def step_seconds(estimator) -> float:
+    """Seconds one training step of `estimator` (a fine-tune candidate's estimator) takes on this
+    machine: the kept figure, or measured now on the probe batch and kept."""
+    known = known_step_seconds(estimator)
+    if known is not None:
+        return known
+    with tempfile.TemporaryDirectory() as folder:
+        X, y = _probe(estimator, Path(folder))
+        seconds = float(estimator.time_step(X, y))
+    data = _read()
+    data.setdefault(machine_key(), {})[_key(estimator)] = round(seconds, 4)
+    path = _path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(partial, path)
+    return seconds
+
+
+def text_length_factor(texts) -> float:
+    """How much longer a step on `texts` takes than on the probe: their mean length against the
+    probe's (attention and padding grow with it), within 0.5 and 4."""
+    probe = np.mean([len(t) for t in PROBE_TEXTS])
+    return float(np.clip(np.mean([len(str(t)) for t in texts]) / probe, 0.5, 4.0))
+
+
+def _key(estimator) -> str:
+    return f"{type(estimator).__name__}:{estimator.backbone}:batch {estimator.batch_size}"
+
+
+def _probe(estimator, folder: Path):
+    labels = [f"class-{i % PROBE_CLASSES}" for i in range(estimator.batch_size)]
+    if not hasattr(estimator, "flip"):  # a text fine-tune
+        return (PROBE_TEXTS * (1 + estimator.batch_size // len(PROBE_TEXTS)))[: estimator.batch_size], labels
+    from PIL import Image
+
+    from smalldata.backbones import get_backbone
+
+    size = get_backbone(estimator.backbone).image_size
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(estimator.batch_size):
+        path = folder / f"probe-{i}.png"
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    return paths, labels

@@ -1,0 +1,67 @@
+"""Averaging instead of choosing: logistic regression on each backbone's embeddings, probabilities averaged.
+
+With 20-100 examples the folds cannot tell near-equal candidates apart, and choosing one of them
+adds the folds' noise to the result. Averaging the probabilities of logistic regression on every
+installed backbone of the modality uses what each backbone knows; on the development sets it
+beat logistic regression on the stronger backbone alone by more than choosing between them did
+(BENCHMARKS.md, "The automatic choice").
+
+The input is the backbones' embeddings side by side (a `PairedBackbone`); `widths` says how many
+columns each backbone gave. The estimator follows the scikit-learn contract, so `clone` and the
+shared folds work on it, and it saves as plain arrays (safetensors), never pickled.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+
+
+class AveragedLogisticRegression(ClassifierMixin, BaseEstimator):
+    """Logistic regression on each block of columns alone; `predict_proba` averages them."""
+
+    def __init__(self, *, widths: tuple[int, ...] = (), C: float = 1.0, max_iter: int = 3000):
+        self.widths = widths
+        self.C = C
+        self.max_iter = max_iter
+
+    def _blocks(self, X) -> list[np.ndarray]:
+        X = np.asarray(X)
+        if sum(self.widths) != X.shape[1]:
+            raise ValueError(f"expected {sum(self.widths)} columns (blocks of {list(self.widths)}), got {X.shape[1]}")
+        ends = np.cumsum(self.widths)
+        return [X[:, end - width:end] for width, end in zip(self.widths, ends)]
+
+    def fit(self, X, y) -> "AveragedLogisticRegression":
+        self.models_ = [LogisticRegression(C=self.C, max_iter=self.max_iter).fit(block, y) for block in self._blocks(X)]
+        self.classes_ = self.models_[0].classes_
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        return np.mean([model.predict_proba(block) for model, block in zip(self.models_, self._blocks(X))], axis=0)
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    # ---- saving: plain arrays -----------------------------------------------------------------
+    def state(self) -> dict[str, np.ndarray]:
+        arrays = {}
+        for i, model in enumerate(self.models_):
+            arrays[f"coef_{i}"], arrays[f"intercept_{i}"] = model.coef_, model.intercept_
+        return arrays
+
+    @classmethod
+    def from_state(cls, params: dict, classes: list, state: dict[str, np.ndarray]) -> "AveragedLogisticRegression":
+        estimator = cls(**{**params, "widths": tuple(params.get("widths", ()))})
+        estimator.classes_ = np.asarray(classes)
+        estimator.models_ = []
+        for i, width in enumerate(estimator.widths):
+            coef, intercept = state[f"coef_{i}"], state[f"intercept_{i}"]
+            expected = (1 if len(classes) == 2 else len(classes), width)
+            if coef.shape != expected:
+                raise ValueError(f"block {i} of the head has weights of shape {coef.shape}, expected {expected}")
+            model = LogisticRegression(C=estimator.C)
+            model.coef_, model.intercept_, model.classes_ = coef, intercept, estimator.classes_
+            estimator.models_.append(model)
+        return estimator

@@ -81,6 +81,11 @@ def report() -> None:
         for r in results.values():
             chosen[r["chosen"]] = chosen.get(r["chosen"], 0) + 1
         kept = sum(bool(r["fine_tuning"] and r["fine_tuning"].startswith("kept")) for r in results.values())
+        if busy:  # the same draws on a quiet machine: the same model?
+            quiet = json.loads((RESULTS / f"{name}-{size}.json").read_text())
+            same = sum(quiet[seed]["chosen"] == r["chosen"] and quiet[seed]["accuracy"] == r["accuracy"]
+                       for seed, r in results.items() if seed in quiet)
+            kept = f"{kept} (same model as quiet on {same} of {len(results)})"
         print(f"| {name} | {size} | {'busy' if busy else 'quiet'} | {len(results)} | {np.mean(accuracy):.1f} ± "
               f"{np.std(accuracy, ddof=1) if len(accuracy) > 1 else 0:.1f} | "
               + ", ".join(f"{k} {v}" for k, v in chosen.items())

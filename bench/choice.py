@@ -23,7 +23,6 @@ test images, written once as PNG folders under bench/results/).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import warnings
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -94,8 +93,9 @@ class ImageBackbone:
         """The pretrained network in eager PyTorch (for export and for fine-tuning)."""
         from efficientnet_lite_pytorch import EfficientNet
 
-        # The loader prints to stdout, which would corrupt `--json` output: send it to stderr.
-        with contextlib.redirect_stdout(sys.stderr):
+        # The loader prints "Loaded pretrained weights" to stdout, which would corrupt `--json`
+        # output and break `-q`: nothing of it is for the user.
+        with open(os.devnull, "w") as nowhere, contextlib.redirect_stdout(nowhere):
             # A str path: None or a Path would make the loader try to download.
             return EfficientNet.from_pretrained(self.name, weights_path=str(self.weights_file()))
 
@@ -206,7 +206,11 @@ class TextBackbone:
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
 
+            # Its "Loading weights" bar and notices would break `-q` and `--json`: progress is ours to show.
+            transformers_logging.set_verbosity_error()
+            transformers_logging.disable_progress_bar()
             self._model = SentenceTransformer(str(self.model_dir()), device="cpu")
         return self._model
 

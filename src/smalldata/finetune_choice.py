@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 from sklearn.base import clone

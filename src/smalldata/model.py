@@ -195,7 +195,10 @@ def _load_head(folder: Path, head: dict):
         from safetensors.numpy import load_file
 
         params = {k: v for k, v in head["params"].items() if k in AveragedLogisticRegression().get_params()}
-        return AveragedLogisticRegression.from_state(params, head["classes"], load_file(str(file)))
+        try:
+            return AveragedLogisticRegression.from_state(params, head["classes"], load_file(str(file)))
+        except (KeyError, ValueError) as error:
+            raise ModelFolderError(f"{file} does not match model.json ({error}); the folder is damaged: train again") from error
     if head["kind"] == "scikit-learn":
         return load_skops(file)
     if head["kind"] in FINE_TUNED_KINDS:

@@ -207,8 +207,11 @@ def compare_frozen(dataset: Dataset, networks: list[str], *, chosen_by_user: boo
 def maybe_fine_tune(dataset: Dataset, networks: list[str], frozen: FrozenStep, options: FineTuneOptions,
                     deadline: Deadline, progress: Progress):
     """Step 2: (decision or None, (name, features) of the kept fine-tune or None, its estimator or None)."""
-    if options.mode == "never" or (options.mode == "auto" and not deadline.seconds):
+    if options.mode == "never" or (options.mode == "auto" and deadline.seconds is None):
         return None, None, None
+    if options.mode == "auto" and deadline.seconds == 0:
+        return FineTuneDecision("", "auto", kept=False, reason="not tried: --budget 0 asks for the frozen backbones "
+                                "only; the default budget or a larger one tries it when it fits"), None, None
     tunable = [n for n in networks if why_not_fine_tunable(n) is None]
     if not tunable:  # the backbone the user chose is kept; the budget's fine-tune is left out, and said so
         decision = FineTuneDecision("", options.mode, kept=False, reason=f"not tried: {why_not_fine_tunable(networks[0])}")

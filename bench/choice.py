@@ -191,21 +191,42 @@ def all_lr(modality):
     return [k for C in ("1", "10") for k in with_pair(C)(modality)]
 
 
-def _average_first(saved, modality):
-    """The tool's rule: the average is a candidate listed first; one-SE over it and the singles."""
-    keys = singles()(modality)
+def _fold_scores_of_average(saved, keys) -> np.ndarray:
+    """Per-fold accuracy of the average of `keys`' out-of-fold probabilities."""
     y = np.searchsorted(saved["classes"], saved["y"])
     oof = np.mean([saved[f"{k}|oof"] for k in keys], axis=0)  # repeats x rows x classes
-    folds = saved["fold_test"]
     n_splits = int(saved["n_splits"])
-    held_out = [np.asarray(held, dtype=int) for held in folds]
-    scores = [np.array([np.mean(oof[i // n_splits, held].argmax(1) == y[held]) for i, held in enumerate(held_out)])]
-    scores += [saved[f"{k}|folds"] for k in keys]
-    tests = [average(singles())(saved, modality)] + [saved[f"{k}|test"] for k in keys]
-    means = [s.mean() for s in scores]
-    best = int(np.argmax(means))
-    bar = means[best] - scores[best].std() / np.sqrt(len(scores[best]))
-    return tests[next(i for i, m in enumerate(means) if m >= bar)]
+    held_out = [np.asarray(held, dtype=int) for held in saved["fold_test"]]
+    return np.array([np.mean(oof[i // n_splits, held].argmax(1) == y[held]) for i, held in enumerate(held_out)])
+
+
+def ordered(order: str, C: str = "1"):
+    """The one-standard-error rule over candidates in `order`, a string of "avg" (the average of
+    logistic regressions on every backbone), "strong", "weak": earlier ones preferred."""
+    def rule(saved, modality):
+        keys = singles(C)(modality)  # strongest first
+        named = {"strong": keys[0], "weak": keys[-1]}
+        scores, tests = [], []
+        for item in order.split(","):
+            if item == "avg":
+                scores.append(_fold_scores_of_average(saved, keys))
+                tests.append(average(singles(C))(saved, modality))
+            else:
+                scores.append(saved[f"{named[item]}|folds"])
+                tests.append(saved[f"{named[item]}|test"])
+        means = [s.mean() for s in scores]
+        best = int(np.argmax(means))
+        bar = means[best] - scores[best].std() / np.sqrt(len(scores[best]))
+        return tests[next(i for i, m in enumerate(means) if m >= bar)]
+    return rule
+
+
+def tools_rule(saved, modality):
+    """What `smalldata.train.core_candidates` does: its C and its place for the average, by modality."""
+    from smalldata.train import AVERAGE_FIRST, CORE_C
+
+    order = "avg,strong,weak" if AVERAGE_FIRST[modality] else "strong,avg,weak"
+    return ordered(order, f"{CORE_C[modality]:g}")(saved, modality)
 
 
 RULES = {
@@ -215,7 +236,10 @@ RULES = {
     "one-SE: pair, stronger, weaker (C=1)": one_se(with_pair()),
     "one-SE over C=1 and C=10": one_se(all_lr),
     "average LR C=1 of backbones": average(singles()),
-    "one-SE: average first, then pair, stronger, weaker (C=1)": lambda s, m: _average_first(s, m),
+    "the tool's rule (images: C=1, average first; texts: C=10, stronger first)": tools_rule,
+    "one-SE: average, stronger, weaker (C=1)": ordered("avg,strong,weak"),
+    "one-SE: stronger, average, weaker (C=1)": ordered("strong,avg,weak"),
+    "one-SE: stronger, average, weaker (C=10)": ordered("strong,avg,weak", "10"),
     "average LR C=10 of backbones": average(singles("10")),
     "average C=1 and C=10": average(lambda m: singles("1")(m) + singles("10")(m)),
     "greedy ensemble, C=1": greedy(with_pair()),

@@ -19,7 +19,7 @@ def test_training_compares_baseline_and_every_head_on_the_same_folds(text_model)
     comparison = text_model.comparison
     names = [s.name for s in comparison.scores]
     assert names[0].startswith("baseline") and comparison.baseline is comparison.scores[0]
-    assert names[1:] == ["average of logistic regressions", "logistic-regression on all-mpnet-base-v2",
+    assert names[1:] == ["logistic-regression on all-mpnet-base-v2", "average of logistic regressions",
                          "logistic-regression on all-MiniLM-L6-v2"]
     assert len({len(s.fold_accuracies) for s in comparison.scores}) == 1
     assert text_model.head_name == comparison.chosen.name
@@ -105,8 +105,8 @@ def test_without_evaluation_one_example_per_class_is_enough(tmp_path):
     path = tmp_path / "one.csv"
     path.write_text("text,label\nThe team won the final,sport\nBake for an hour,cooking\n")
     model = smalldata.train(smalldata.load_dataset(path), evaluate=False)
-    # nothing to choose with: the automatic choice's first frozen candidate, the average over every encoder
-    assert model.comparison is None and model.head_name == "average of logistic regressions"
+    # nothing to choose with: the automatic choice's first frozen candidate, on the strongest encoder
+    assert model.comparison is None and model.head_name == "logistic-regression on all-mpnet-base-v2"
     assert model.predict(["a football match"]) == ["sport"]
     with pytest.raises(smalldata.DataError, match="cross-validation needs at least 2"):
         smalldata.train(smalldata.load_dataset(path))
@@ -122,9 +122,12 @@ def test_a_backbone_the_user_chose_gets_every_head_on_it():
     assert {s.features for s in model.comparison.scores[1:]} == {"all-MiniLM-L6-v2"}
 
 
-def test_the_service_predicts_the_averaged_text_model_as_the_library_does(text_model):
+def test_the_service_predicts_a_model_on_both_text_encoders_as_the_library_does():
     from smalldata.service.predictor import Predictor
+    from tests.conftest import DATA
 
-    assert text_model.features == "all-MiniLM-L6-v2+all-mpnet-base-v2"  # both encoders, through ONNX when served
+    both = "all-MiniLM-L6-v2+all-mpnet-base-v2"
+    model = smalldata.train(smalldata.load_dataset(DATA / "topics.csv"), backbone=both, curve=False)
+    assert model.features == both  # both encoders, each through its ONNX batcher when served
     texts = ["The referee showed a red card.", "Stir in the flour.", "Grey skies all day."]
-    assert np.allclose(Predictor(text_model).texts(texts), text_model.predict_proba(texts), atol=1e-3)
+    assert np.allclose(Predictor(model).texts(texts), model.predict_proba(texts), atol=1e-3)

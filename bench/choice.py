@@ -5,7 +5,8 @@ offline: which one to ship, or how to average them.
     .venv/bin/python bench/choice.py collect --sets sst2 trec6 agnews banking77 --sizes 8 16
     .venv/bin/python bench/choice.py collect --sets cifar10 fashion-mnist --sizes 10     # confirmation
     .venv/bin/python bench/choice.py collect --sets mr clinc150 --sizes 8               # confirmation
-    .venv/bin/python bench/choice.py report --sets flowers12 clothing10 sst2 trec6 agnews banking77
+    .venv/bin/python bench/choice.py report --sets flowers12 clothing10 sst2 trec6 agnews banking77 --sizes 5 8 10 16 20
+    .venv/bin/python bench/choice.py targets --sets cifar10 fashion-mnist mr clinc150 --sizes 5 8 10 16 20
 
 For each set, size and seed (0-4), a stratified draw of the train split (`common.draw`) is the
 training set. Every frozen candidate (logistic regression at each C in `CS` on each installed
@@ -247,6 +248,34 @@ RULES = {
 }
 
 
+def targets(sets, sizes) -> None:
+    """One row per set and size: the two plain anchors and the tool's rule, as the targets read."""
+    anchors = ("LR weaker (anchor)", "LR stronger (anchor)")
+    tool = next(rule for rule in RULES if rule.startswith("the tool's rule"))
+    print("| set | per class | draws | LR on the weaker backbone | LR on the stronger | the tool's frozen choice | "
+          "vs better anchor | vs LR stronger |")
+    print("|---|---|---|---|---|---|---|---|")
+    gains = []
+    for name in sets:
+        modality = "image" if name in IMAGE else "text"
+        for size in sizes:
+            files = sorted(RESULTS.glob(f"{name}-{size}-*.npz"))
+            if not files:
+                continue
+            scores = {rule: [] for rule in (*anchors, tool)}
+            for file in files:
+                saved = np.load(file, allow_pickle=True)
+                for rule in scores:
+                    scores[rule].append(100 * _accuracy(saved, RULES[rule](saved, modality)))
+            mean = {rule: np.mean(v) for rule, v in scores.items()}
+            spread = {rule: np.std(v, ddof=1) for rule, v in scores.items()}
+            better = max(anchors, key=mean.get)
+            gains.append(mean[tool] - mean[anchors[1]])
+            print(f"| {name} | {size} | {len(files)} | " + " | ".join(f"{mean[r]:.1f} ± {spread[r]:.1f}" for r in (*anchors, tool))
+                  + f" | {mean[tool] - mean[better]:+.1f} (std {spread[better]:.1f}) | {gains[-1]:+.1f} |")
+    print(f"\nmean gain over LR on the stronger backbone: {np.mean(gains):+.2f} points over {len(gains)} rows")
+
+
 def report(sets, sizes) -> None:
     rows = []
     for name in sets:
@@ -273,13 +302,13 @@ def report(sets, sizes) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("collect", "report"))
+    parser.add_argument("action", choices=("collect", "report", "targets"))
     parser.add_argument("--sets", nargs="+", default=list(DEVELOPMENT))
     parser.add_argument("--sizes", nargs="+", type=int, default=[10])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     args = parser.parse_args()
-    if args.action == "report":
-        report(args.sets, args.sizes)
+    if args.action in ("report", "targets"):
+        (report if args.action == "report" else targets)(args.sets, args.sizes)
         return
     for name in args.sets:
         for size in args.sizes:

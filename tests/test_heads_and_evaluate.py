@@ -105,12 +105,15 @@ def test_a_stronger_backbones_heads_are_preferred_in_a_tie_and_not_when_clearly_
     assert default.with_preferred(worse).chosen.name == "head"
 
 
-def test_the_baseline_is_chosen_only_when_no_head_comes_close():
+def test_the_baseline_is_the_reference_and_never_shipped_where_a_head_exists():
+    # an mr draw of 16 sentences: folds of 3-4 put TF-IDF 13 points above every pretrained head,
+    # which the test split put 25 points above it
     scores = [_score("baseline", [0.90, 0.92, 0.91, 0.91], is_baseline=True),
               _score("head", [0.60, 0.62, 0.61, 0.61])]
-    assert Comparison(scores, n_splits=4, n_repeats=1, n_examples=40).chosen.name == "baseline"
-    scores[1] = _score("head", [0.91, 0.92, 0.90, 0.90])  # a hair below the baseline: a tie
-    assert Comparison(scores, n_splits=4, n_repeats=1, n_examples=40).chosen.name == "head"
+    comparison = Comparison(scores, n_splits=4, n_repeats=1, n_examples=40)
+    assert comparison.best.name == "baseline" and comparison.chosen.name == "head"
+    alone = Comparison(scores[:1], n_splits=4, n_repeats=1, n_examples=40)
+    assert alone.chosen.name == "baseline"  # nothing else to ship
 
 
 def test_the_average_of_logistic_regressions_is_the_mean_of_each_backbones_own():

@@ -85,8 +85,8 @@ class Comparison:
 
     @property
     def chosen(self) -> CandidateScore:
-        """The one-standard-error rule: the simplest head whose mean is within one standard error of
-        the best mean; the baseline only when no head comes that close.
+        """The one-standard-error rule: the first head whose mean is within one standard error of
+        the best head's mean (`one_standard_error_choice`; the baseline is the reference, not shipped).
 
         With ~10 small folds the highest mean is partly luck, and the luckiest candidate is most
         often the most flexible one; the simplest head that is statistically as good does better
@@ -119,7 +119,7 @@ class Comparison:
             "n_examples": self.n_examples,
             "best": self.best.name,
             "chosen": self.chosen.name,
-            "selection_rule": "the simplest head within one standard error of the best mean accuracy"
+            "selection_rule": "the first head within one standard error of the best head's mean accuracy (the baseline is the reference)"
                               + (f"; then {INFORMED_RULE}" if self.informed else ""),
             "candidates": [score.to_dict() for score in self.scores],
             "informed": list(self.informed),
@@ -139,10 +139,17 @@ class Comparison:
 
 
 def one_standard_error_choice(scores: Sequence[CandidateScore]) -> CandidateScore:
-    best = max(scores, key=lambda score: score.mean)
+    """The first head (in the order given) within one standard error of the best head's mean.
+
+    The baseline is measured and every head is reported against it, but it is not shipped where
+    a head exists: on folds of 3-4 examples it beat every pretrained head by 13 points on an mr
+    draw of 16 sentences, and lost to them by 25 on the test split; over every development and
+    confirmation set and size, a pretrained head beat it on test (BENCHMARKS.md, "The automatic
+    choice")."""
+    heads = [score for score in scores if not score.is_baseline] or list(scores)  # in order of preference
+    best = max(heads, key=lambda score: score.mean)
     threshold = best.mean - best.standard_error
-    heads = [score for score in scores if not score.is_baseline]  # in order of simplicity
-    return next((score for score in heads if score.mean >= threshold), best)
+    return next(score for score in heads if score.mean >= threshold)
 
 
 INFORMED_TOLERANCE = 2.0  # standard errors: rejected only when the folds show harm as a one-sided test at ~2.5%

@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score
 
-from smalldata.costs import optimistic_step_seconds, step_seconds, text_length_factor
+from smalldata.costs import known_step_seconds, optimistic_step_seconds, step_seconds, text_length_factor
 from smalldata.data import DataError
 from smalldata.deadline import Deadline
 from smalldata.evaluate import Candidate, CandidateScore, Folds, take_rows
@@ -114,11 +114,18 @@ class FineTuneCost:
         return int(max(0.0, seconds - self.refit_seconds) // self.fold_seconds)
 
 
-def estimated_cost(candidate: Candidate, X, n_train: int, *, optimistic: bool = False) -> FineTuneCost:
+def estimated_cost(candidate: Candidate, X, n_train: int, *, optimistic: bool = False,
+                   progress: Progress | None = None) -> FineTuneCost:
     """From the step cost kept for this machine (measured now if it never was); `optimistic`: from
     a lower bound, measuring nothing."""
     estimator = candidate.make_estimator()
-    step = optimistic_step_seconds(estimator) if optimistic else step_seconds(estimator)
+    if optimistic:
+        step = optimistic_step_seconds(estimator)
+    elif known_step_seconds(estimator) is None and progress is not None:
+        with progress.spinner(f"timing a fine-tuning step of {estimator.backbone} (once on this machine)"):
+            step = step_seconds(estimator)
+    else:
+        step = step_seconds(estimator)
     if not hasattr(estimator, "flip"):  # a text step grows with the texts' length
         step *= text_length_factor(X)
     return FineTuneCost(estimator.estimated_fit_seconds(step, n_train), estimator.estimated_fit_seconds(step, len(X)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager, nullcontext
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -43,6 +44,12 @@ class Progress:
         )
         bar.start()
         return Task(bar, bar.add_task(description, total=total))
+
+    @contextmanager
+    def spinner(self, description: str):
+        """A spinner with `description` while the block runs: for a long step with no count to show."""
+        with self.console.status(description) if self.enabled else nullcontext():
+            yield
 
     def log(self, message: str) -> None:
         if self.enabled:

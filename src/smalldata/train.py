@@ -248,7 +248,7 @@ def maybe_fine_tune(dataset: Dataset, networks: list[str], frozen: FrozenStep, o
             if optimistic.folds_within(planned) < MIN_FOLDS:
                 decision = too_costly(candidate, optimistic, planned, at_least=True)
                 continue
-        cost = estimated_cost(candidate, X, n_train)
+        cost = estimated_cost(candidate, X, n_train, progress=progress)
         if cost.folds_within(planned) < MIN_FOLDS and network != tunable[0]:
             continue
         decision = consider(candidate, X, y, frozen.folds, score, mode=options.mode, cost=cost,
@@ -261,15 +261,14 @@ def maybe_fine_tune(dataset: Dataset, networks: list[str], frozen: FrozenStep, o
 
 
 def _fit_kept(candidate: Candidate, X, y, progress: Progress):
-    progress.log(f"fine-tuning [bold]{candidate.name}[/] on all {len(y)} examples")
-    estimator = candidate.make_estimator().fit(X, y)
+    with progress.spinner(f"fine-tuning {candidate.name} on all {len(y)} examples"):
+        estimator = candidate.make_estimator().fit(X, y)
     # An image fine-tune whose early stopping went back to the head-only state says so in its name.
     return (getattr(estimator, "kept_name_", None) or candidate.name, candidate.features), estimator
 
 
 def refit(chosen: Candidate, features, dataset: Dataset, progress: Progress):
-    progress.log(f"refitting [bold]{chosen.name}[/] on all {len(dataset)} examples")
-    with single_threaded_math():
+    with progress.spinner(f"refitting {chosen.name} on all {len(dataset)} examples"), single_threaded_math():
         estimator = clone(chosen.make_estimator()).fit(features, np.asarray(dataset.labels))
     if isinstance(estimator, PoolHead):
         estimator = estimator.head_  # the pool is needed to fit, not to predict: save the plain LR

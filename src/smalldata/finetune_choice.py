@@ -159,8 +159,9 @@ def consider(candidate: Candidate, X, y: np.ndarray, folds: Folds, frozen: Candi
                  f"examples here; scoring it on {planned} of {len(folds.splits)} folds")
     task = progress.task(f"cross-validating {candidate.name}", planned)
     for train, test in folds.splits[:planned]:
+        # The pace measured so far, where it is slower than estimated, scales the refit too.
         pace = max(decision.measured_fold_seconds, default=cost.fold_seconds)
-        if not deadline.fits(pace + cost.refit_seconds) and decision.folds_used >= (MIN_FOLDS if mode == "auto" else 0):
+        if not deadline.fits(pace + cost.refit_seconds * max(1.0, pace / cost.fold_seconds)):
             decision.stopped_early = True
             break
         start = time.perf_counter()
@@ -176,9 +177,13 @@ def consider(candidate: Candidate, X, y: np.ndarray, folds: Folds, frozen: Candi
 
 def _decide(decision: FineTuneDecision) -> FineTuneDecision:
     """Keep the fine-tune where its paired per-fold gain exceeds the standard errors required."""
-    if decision.folds_used == 0:
-        decision.kept = decision.mode == "always"
+    if decision.folds_used == 0 and decision.mode == "always":
+        decision.kept = True
         decision.reason = "kept without evaluation (--finetune always; the budget allowed no fold)"
+        return decision
+    if decision.folds_used < MIN_FOLDS and decision.mode == "auto":
+        decision.reason = (f"not kept: only {decision.folds_used} folds ran before the budget's deadline (this machine "
+                           f"ran slower than its measured pace), and fewer than {MIN_FOLDS} cannot tell a gain from luck")
         return decision
     gain, error = paired_gain(decision.fold_accuracies, decision.frozen_fold_accuracies)
     decision.mean_gain, decision.gain_standard_error = round(gain, 4), round(error, 4)

@@ -239,6 +239,7 @@ RULES = {
     "average LR C=1 of backbones": average(singles()),
     "the tool's rule (images: C=1, average first; texts: C=10, stronger first)": tools_rule,
     "one-SE: average, stronger, weaker (C=1)": ordered("avg,strong,weak"),
+    "one-SE: average, stronger, weaker (C=10)": ordered("avg,strong,weak", "10"),
     "one-SE: stronger, average, weaker (C=1)": ordered("strong,avg,weak"),
     "one-SE: stronger, average, weaker (C=10)": ordered("strong,avg,weak", "10"),
     "average LR C=10 of backbones": average(singles("10")),

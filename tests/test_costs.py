@@ -27,5 +27,5 @@ def test_a_step_is_measured_once_on_the_probe_and_kept_for_this_machine(monkeypa
 def test_longer_texts_cost_more_within_bounds():
     probe_length = len(costs.PROBE_TEXTS[0])
     assert costs.text_length_factor(["x" * probe_length] * 3) == pytest.approx(1.0, rel=0.05)
-    assert costs.text_length_factor(["x" * (3 * probe_length)]) == pytest.approx(3.0, rel=0.05)
-    assert costs.text_length_factor(["short"]) == 1.0 and costs.text_length_factor(["x" * 10_000]) == 4.0
+    assert costs.text_length_factor(["x" * (4 * probe_length)]) == pytest.approx(2.0, rel=0.05)
+    assert costs.text_length_factor(["short"]) == 0.5 and costs.text_length_factor(["x" * 100_000]) == 3.0

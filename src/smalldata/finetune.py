@@ -37,7 +37,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from smalldata.augment import image_augmentation
 from smalldata.backbones import (PIXEL_MEAN, PIXEL_STD, export_pooled_features, fine_tunable, get_backbone,
                                  onnx_of_weights, why_not_fine_tunable)
-from smalldata.costs import median_step_seconds
+from smalldata.costs import fastest_step_seconds
 from smalldata.data import DataError
 from smalldata.evaluate import held_out_fifth
 from smalldata.features import embed
@@ -185,7 +185,7 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
 
     # ---- cost, for the time budget ------------------------------------------------------------
     def time_step(self, X, y) -> float:
-        """Seconds one training step on a batch takes here (`median_step_seconds`)."""
+        """Seconds one training step on a batch takes here (`fastest_step_seconds`)."""
         net = get_backbone(self.backbone).torch_model().eval()
         head = torch.nn.Linear(1280, len(np.unique(y)))
         for p in net.parameters():
@@ -200,7 +200,7 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        return median_step_seconds(step) * self.batch_size / len(pixels)
+        return fastest_step_seconds(step) * self.batch_size / len(pixels)
 
     def estimated_fit_seconds(self, step_seconds: float, n_examples: int) -> float:
         steps = self.epochs * math.ceil(0.8 * n_examples / self.batch_size)

@@ -23,7 +23,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from smalldata.backbones import get_backbone, onnx_of_weights
-from smalldata.costs import median_step_seconds
+from smalldata.costs import fastest_step_seconds
 from smalldata.features import in_length_order
 from smalldata.heads import logistic_regression_head
 
@@ -89,7 +89,7 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
         return self.epochs * max(1, n_examples // self.batch_size)
 
     def time_step(self, X, y) -> float:
-        """Seconds one training step takes here, measured on a copy (`median_step_seconds`)."""
+        """Seconds one training step takes here, measured on a copy (`fastest_step_seconds`)."""
         from sentence_transformers.sentence_transformer.losses import BatchAllTripletLoss
 
         texts = [str(t) for t in X][: self.batch_size]
@@ -98,7 +98,7 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
         probe.encoder_ = copy.deepcopy(get_backbone(self.backbone).encoder())
         loss = BatchAllTripletLoss(probe.encoder_, margin=self.margin)
         optimizer = torch.optim.AdamW(probe.encoder_.parameters(), lr=self.lr)
-        return median_step_seconds(lambda: probe._step(loss, optimizer, texts, labels))
+        return fastest_step_seconds(lambda: probe._step(loss, optimizer, texts, labels))
 
     def estimated_fit_seconds(self, step_seconds: float, n_examples: int) -> float:
         """Training at the measured rate per text, plus loading the encoder and embedding the texts

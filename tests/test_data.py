@@ -105,3 +105,27 @@ def test_unknown_path_and_format_errors(tmp_path):
     (tmp_path / "model.bin").write_bytes(b"x")
     with pytest.raises(DataError, match="neither a folder"):
         load_dataset(tmp_path / "model.bin")
+
+
+def test_a_long_strip_of_pixels_is_refused_before_any_resize(tmp_path):
+    # a 99-byte PNG of 20000x1 pixels took 25 s and 4.9 GB when its short side was scaled to 224 px
+    from PIL import Image
+
+    from smalldata.images import ImageShapeError, load_rgb
+    from smalldata.service.uploads import Limits, UploadError, check_image
+
+    folder = tmp_path / "photos"
+    for label in ("a", "b"):
+        (folder / label).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (40, 30), (i * 90, 20, 200)).save(folder / label / f"{i}.png")
+    strip = folder / "a" / "strip.png"
+    Image.new("RGB", (20000, 1)).save(strip)
+    assert strip.stat().st_size < 1000
+    with pytest.raises(ImageShapeError, match="20000x1 pixels, more than 20 times longer"):
+        load_rgb(strip, 224)
+    dataset = load_image_folder(folder)
+    assert len(dataset) == 4 and any("20000x1" in skipped.reason for skipped in dataset.skipped)
+    with pytest.raises(UploadError, match="more than 20 times longer") as refused:
+        check_image(strip.read_bytes(), Limits())
+    assert refused.value.status == 422

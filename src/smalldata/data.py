@@ -18,6 +18,7 @@ from PIL import Image
 
 from smalldata.backbones import cpu_threads
 from smalldata.features import content_key, hash_bytes
+from smalldata.images import ImageShapeError, check_shape
 
 TEXT_SUFFIXES = {".csv", ".tsv", ".txt"}
 MIN_PER_CLASS_FOR_CV = 2
@@ -186,10 +187,13 @@ def _check_image(file: Path) -> tuple[str, str | None]:
         return "", "empty file"
     try:
         with Image.open(io.BytesIO(data)) as image:
+            check_shape(*image.size)
             image.draft("RGB", (64, 64))  # a full decode at low scale catches truncated files cheaply
             image.load()
     except Image.DecompressionBombError:
         return "", f"image too large (more than {Image.MAX_IMAGE_PIXELS} pixels)"
+    except ImageShapeError as error:
+        return "", str(error)
     except Exception as error:  # PIL raises many types for bad files; all mean "not usable"
         return "", f"not a readable image ({type(error).__name__}: {error})"
     return hash_bytes(data), None

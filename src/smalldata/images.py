@@ -8,6 +8,25 @@ from PIL import Image, ImageOps
 
 # Decompression bombs: refuse images above this many pixels instead of filling memory.
 Image.MAX_IMAGE_PIXELS = 80_000_000
+# A strip far longer than it is wide: resizing its shorter side to a backbone's 224-260 px would
+# scale the longer one past memory (a 99-byte PNG of 20000x1 pixels took 25 s and 4.9 GB).
+# Panoramas and receipts stay well under this.
+MAX_ASPECT_RATIO = 20
+
+
+class ImageShapeError(ValueError):
+    """An image whose shape no model can use; the message says what is wrong with it."""
+
+
+def check_shape(width: int, height: int) -> None:
+    """Raise ImageShapeError for an image of no pixels, too many, or too long a strip."""
+    if width < 1 or height < 1:
+        raise ImageShapeError(f"the image is {width}x{height} pixels: it has no pixels")
+    if width * height > Image.MAX_IMAGE_PIXELS:
+        raise ImageShapeError(f"the image is {width}x{height} pixels, more than {Image.MAX_IMAGE_PIXELS}: make it smaller")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageShapeError(f"the image is {width}x{height} pixels, more than {MAX_ASPECT_RATIO} times longer than "
+                              "it is wide: crop it to what should be classified")
 
 
 def load_rgb(path: str | Path, size: int) -> Image.Image:
@@ -17,6 +36,7 @@ def load_rgb(path: str | Path, size: int) -> Image.Image:
     to the network.
     """
     with Image.open(path) as image:
+        check_shape(*image.size)  # before any decoding or resizing
         image.draft("RGB", (size, size))  # JPEG only: decode at 1/2, 1/4, 1/8 scale when large
         image = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
         image = image.convert("RGB")

@@ -16,6 +16,8 @@ from pathlib import PurePosixPath
 
 from PIL import Image
 
+from smalldata.images import ImageShapeError, check_shape
+
 IMAGE_FORMATS = {"JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF"}
 
 
@@ -80,6 +82,10 @@ def check_image(data: bytes, limits: Limits) -> None:
             width, height = image.size
             if width * height > limits.max_pixels:
                 raise UploadError(413, f"the image has {width}x{height} pixels, more than the {limits.max_pixels} allowed")
+            try:
+                check_shape(width, height)
+            except ImageShapeError as error:
+                raise UploadError(422, str(error)) from error
             image.verify()  # checksums and structure, without decoding
         with Image.open(io.BytesIO(data)) as image:
             image.draft("RGB", (64, 64))  # a full decode at low scale catches truncated files cheaply

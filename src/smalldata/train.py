@@ -34,7 +34,7 @@ from smalldata.ensemble import AveragedLogisticRegression
 from smalldata.evaluate import Candidate, Comparison, Folds, compare, cv_folds, single_threaded_math
 from smalldata.features import embed
 from smalldata.finetune_choice import (FINE_TUNE_SHARE_OF_BUDGET, MIN_FOLDS, FineTuneDecision, FineTuneOptions, consider,
-                                       estimated_cost, fine_tune_candidate, too_costly)
+                                       estimated_cost, fine_tune_candidate, folds_too_small, too_costly)
 from smalldata.heads import LinearHead, logistic_regression_head
 from smalldata.model import RAW_TEXT, Model
 from smalldata.progress import QUIET, Progress
@@ -237,6 +237,10 @@ def maybe_fine_tune(dataset: Dataset, networks: list[str], frozen: FrozenStep, o
         candidate = fine_tune_candidate(dataset.modality, tunable[0], options)
         decision = FineTuneDecision(candidate.name, options.mode, kept=True, reason="kept without evaluation (--no-evaluate)")
         return decision, *_fit_kept(candidate, X, y, progress)
+    too_small = folds_too_small(fine_tune_candidate(dataset.modality, tunable[0], options), frozen.folds)
+    if options.mode == "auto" and too_small:
+        progress.log(f"fine-tuning: {too_small.reason}")
+        return too_small, None, None
     planned = min(FINE_TUNE_SHARE_OF_BUDGET * (deadline.seconds or 0.0), deadline.left())
     score = next(s for s in frozen.comparison.scores if s.name == frozen.chosen.name)
     n_train = len(frozen.folds.splits[0][0])

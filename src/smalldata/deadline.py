@@ -13,9 +13,9 @@ import re
 import time
 
 # What a person waits for at a terminal. On a 2-core CPU 10 images per class finish in 10-20 s
-# (an image fine-tune never fits: minutes a fold), and 8 texts per class leave room for MiniLM's
-# contrastive fine-tune on three folds of trec6 or sst2 (about 80 s in all; agnews's longer texts
-# need about 4m): BENCHMARKS.md, "Training time".
+# (an image fine-tune never fits: minutes a fold), and 8 questions per class of trec6 leave room
+# for MiniLM's contrastive fine-tune on three or four folds (50-75 s in all): BENCHMARKS.md,
+# "Training time".
 DEFAULT_BUDGET = "3m"
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 

@@ -249,6 +249,22 @@ RULES = {
 }
 
 
+def accuracies(sets, sizes, rules):
+    """(set, size, draws, rule -> test accuracies in %) for every saved set and size."""
+    for name in sets:
+        modality = "image" if name in IMAGE else "text"
+        for size in sizes:
+            files = sorted(RESULTS.glob(f"{name}-{size}-*.npz"))
+            if not files:
+                continue
+            scores = {rule: [] for rule in rules}
+            for file in files:
+                saved = np.load(file, allow_pickle=True)
+                for rule in rules:
+                    scores[rule].append(100 * _accuracy(saved, RULES[rule](saved, modality)))
+            yield name, size, len(files), scores
+
+
 def targets(sets, sizes) -> None:
     """One row per set and size: the two plain anchors and the tool's rule, as the targets read."""
     anchors = ("LR weaker (anchor)", "LR stronger (anchor)")
@@ -257,41 +273,19 @@ def targets(sets, sizes) -> None:
           "vs better anchor | vs LR stronger |")
     print("|---|---|---|---|---|---|---|---|")
     gains = []
-    for name in sets:
-        modality = "image" if name in IMAGE else "text"
-        for size in sizes:
-            files = sorted(RESULTS.glob(f"{name}-{size}-*.npz"))
-            if not files:
-                continue
-            scores = {rule: [] for rule in (*anchors, tool)}
-            for file in files:
-                saved = np.load(file, allow_pickle=True)
-                for rule in scores:
-                    scores[rule].append(100 * _accuracy(saved, RULES[rule](saved, modality)))
-            mean = {rule: np.mean(v) for rule, v in scores.items()}
-            spread = {rule: np.std(v, ddof=1) for rule, v in scores.items()}
-            better = max(anchors, key=mean.get)
-            gains.append(mean[tool] - mean[anchors[1]])
-            print(f"| {name} | {size} | {len(files)} | " + " | ".join(f"{mean[r]:.1f} ± {spread[r]:.1f}" for r in (*anchors, tool))
-                  + f" | {mean[tool] - mean[better]:+.1f} (std {spread[better]:.1f}) | {gains[-1]:+.1f} |")
+    for name, size, draws, scores in accuracies(sets, sizes, (*anchors, tool)):
+        mean = {rule: np.mean(v) for rule, v in scores.items()}
+        spread = {rule: np.std(v, ddof=1) for rule, v in scores.items()}
+        better = max(anchors, key=mean.get)
+        gains.append(mean[tool] - mean[anchors[1]])
+        print(f"| {name} | {size} | {draws} | " + " | ".join(f"{mean[r]:.1f} ± {spread[r]:.1f}" for r in (*anchors, tool))
+              + f" | {mean[tool] - mean[better]:+.1f} (std {spread[better]:.1f}) | {gains[-1]:+.1f} |")
     print(f"\nmean gain over LR on the stronger backbone: {np.mean(gains):+.2f} points over {len(gains)} rows")
 
 
 def report(sets, sizes) -> None:
-    rows = []
-    for name in sets:
-        modality = "image" if name in IMAGE else "text"
-        for size in sizes:
-            files = sorted(RESULTS.glob(f"{name}-{size}-*.npz"))
-            if not files:
-                continue
-            accuracies = {rule: [] for rule in RULES}
-            for file in files:
-                saved = np.load(file, allow_pickle=True)
-                for rule, apply in RULES.items():
-                    accuracies[rule].append(100 * _accuracy(saved, apply(saved, modality)))
-            rows.append((name, size, len(files), {r: (np.mean(a), np.std(a, ddof=1) if len(a) > 1 else 0.0)
-                                                  for r, a in accuracies.items()}))
+    rows = [(name, size, draws, {r: (np.mean(a), np.std(a, ddof=1) if len(a) > 1 else 0.0) for r, a in scores.items()})
+            for name, size, draws, scores in accuracies(sets, sizes, tuple(RULES))]
     print("| rule | " + " | ".join(f"{n} {s} ({k})" for n, s, k, _ in rows) + " | mean | mean gain over LR stronger |")
     print("|---" * (len(rows) + 3) + "|")
     for rule in RULES:

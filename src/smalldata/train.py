@@ -111,7 +111,6 @@ class FrozenStep:
     folds: Folds | None
     comparison: Comparison | None
     chosen: Candidate
-    informed: list[Candidate]
 
 
 def train(
@@ -211,12 +210,12 @@ def compare_frozen(dataset: Dataset, networks: list[str], *, chosen_by_user: boo
         options += informed
     features = {name: _features(dataset, name, progress) for name in dict.fromkeys(c.features for c in options)}
     if not evaluate:
-        return FrozenStep(options, features, None, None, options[0], informed)
+        return FrozenStep(options, features, None, None, options[0])
     folds = cv_folds(dataset.labels, seed=seed)
     comparison = compare(options, features, dataset.labels, folds=folds, progress=progress,
                          informed=[c.name for c in informed])
     chosen = next(c for c in options if c.name == comparison.chosen.name)
-    return FrozenStep(options, features, folds, comparison, chosen, informed)
+    return FrozenStep(options, features, folds, comparison, chosen)
 
 
 def maybe_fine_tune(dataset: Dataset, networks: list[str], frozen: FrozenStep, options: FineTuneOptions,

@@ -37,6 +37,27 @@ def test_an_error_reaches_the_callers_of_that_batch_and_the_lane_goes_on():
     assert batcher(["fine", "ok"]).tolist() == [4, 2]
 
 
+def test_one_callers_bad_input_fails_only_that_caller_not_the_others_in_its_batch():
+    # a lone surrogate from one client made the tokenizer raise for every request batched with it
+    release = threading.Event()
+
+    def picky(items):
+        release.wait(5)  # hold the lane so the next requests queue up and go in one batch
+        if any("\udfff" in item for item in items):
+            raise UnicodeEncodeError("utf-8", "\udfff", 0, 1, "surrogates not allowed")
+        return np.array([len(item) for item in items])
+
+    batcher = Batcher(picky)
+    first = batcher.submit(["warm"])  # occupies the lane while the others arrive
+    good = [batcher.submit([f"text {i}"]) for i in range(8)]
+    bad = batcher.submit(["x \udfff"])
+    release.set()
+    assert first.result(5).tolist() == [4]
+    assert [future.result(5).tolist() for future in good] == [[6]] * 8
+    with pytest.raises(UnicodeEncodeError):
+        bad.result(5)
+
+
 def test_a_later_lane_runs_only_while_the_first_is_busy():
     release, first_running = threading.Event(), threading.Event()
     used = []

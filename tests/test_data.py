@@ -129,3 +129,13 @@ def test_a_long_strip_of_pixels_is_refused_before_any_resize(tmp_path):
     with pytest.raises(UploadError, match="more than 20 times longer") as refused:
         check_image(strip.read_bytes(), Limits())
     assert refused.value.status == 422
+
+
+def test_texts_the_tokenizer_or_the_database_cannot_take_are_refused_with_a_422():
+    from smalldata.service.uploads import Limits, UploadError, check_text
+
+    for text, why in (("x \udfff", "not valid Unicode"), ("a\x00b", "NUL character")):
+        with pytest.raises(UploadError, match=why) as refused:
+            check_text(text, Limits())
+        assert refused.value.status == 422
+    assert check_text("  café ☕  ", Limits()) == "café ☕"

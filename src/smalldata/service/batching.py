@@ -68,10 +68,24 @@ class Batcher:
             groups = self._inboxes[index].get()
             try:
                 outcome = run([item for items, _ in groups for item in items])
-            except Exception as error:  # each caller gets the error, the lane lives on
+            except Exception as error:  # the lane lives on
                 outcome = error
+            if isinstance(outcome, Exception) and len(groups) > 1:
+                # One caller's bad input must not fail the others batched with it: each runs alone,
+                # and only the caller whose items fail gets the error.
+                for group in groups:
+                    _deliver([group], _run_alone(run, group[0]))
+                self._idle.put(index)
+                continue
             self._idle.put(index)  # idle again before anyone is answered, so a caller's next request finds it free
             _deliver(groups, outcome)
+
+
+def _run_alone(run: Run, items: list) -> np.ndarray | Exception:
+    try:
+        return run(items)
+    except Exception as error:
+        return error
 
 
 def _deliver(groups, outcome: np.ndarray | Exception) -> None:

@@ -66,6 +66,13 @@ def check_text(text: str, limits: Limits) -> str:
         raise UploadError(422, "the text is empty")
     if len(text) > limits.max_text_chars:
         raise UploadError(413, f"a text is longer than {limits.max_text_chars} characters: shorten it")
+    if "\x00" in text:  # PostgreSQL cannot store it, and no tokenizer means anything by it
+        raise UploadError(422, "the text contains a NUL character (\\u0000): remove it")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:  # a lone surrogate, e.g. "\udfff": the tokenizer would raise
+        raise UploadError(422, f"the text is not valid Unicode ({error.reason} at position {error.start}): "
+                               "send UTF-8 text") from error
     return text
 
 

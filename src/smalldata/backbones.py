@@ -228,7 +228,7 @@ class PairedBackbone:
     Logistic regression on Lite0's and Lite2's frozen embeddings side by side beat logistic
     regression on the better of the two alone on clothing10's validation split at 5, 10 and 20
     images per class, by 1.2 to 1.8 points, and on the test split of 5 of the 6 image sets and
-    sizes (BENCHMARKS.md, session 17).
+    sizes (bench/HISTORY.md, session 17).
     """
 
     parts: tuple[str, ...]
@@ -358,7 +358,7 @@ REGISTRY: dict[str, Callable[[], Backbone]] = {
     "efficientnet-lite0": lambda: ImageBackbone("efficientnet-lite0", 224, _lite0_weights),
     "efficientnet-lite2": lambda: ImageBackbone("efficientnet-lite2", 260, _lite2_weights),
     "all-MiniLM-L6-v2": lambda: TextBackbone("all-MiniLM-L6-v2", _minilm_dir, 384),
-    # stronger and about 10x slower to embed (BENCHMARKS.md): `--backbone all-mpnet-base-v2`
+    # stronger and about 10x slower to embed (bench/HISTORY.md): `--backbone all-mpnet-base-v2`
     "all-mpnet-base-v2": lambda: TextBackbone("all-mpnet-base-v2", _mpnet_dir, 768),
     # not a network: the image baseline's thumbnail statistics, batched and cached the same way
     "colour-texture-stats": _colour_texture,

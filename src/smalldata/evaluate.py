@@ -163,12 +163,12 @@ def informed_choice(comparison: Comparison, labeled: Sequence[CandidateScore]) -
 
     Why not the plain one-standard-error rule: with 5-40 labels the folds cannot tell a 2-3 point
     gain from noise, and the rule keeps the simpler labeled-only head; but an unlabeled pool or a
-    description adds information the labels lack, and published results (and BENCHMARKS.md) show it
+    description adds information the labels lack, and published results (and bench/HISTORY.md) show it
     helps far more often than it hurts. So the burden of proof is reversed: the informed candidate
     is the null hypothesis, rejected only when the same folds, compared pairwise (which cancels the
     folds' shared difficulty), show it worse at the conventional two standard errors. A
     one-standard-error bar rejected self-training where it helped most (trec6: -7 points on the
-    folds of the few labels, +11 on the test split; BENCHMARKS.md).
+    folds of the few labels, +11 on the test split; bench/HISTORY.md).
     """
     if not comparison.informed:
         return None
@@ -245,7 +245,7 @@ def fits_side_by_side() -> Parallel:
     Threads suit a one-off run: the solvers spend most of their time in numpy and scipy code that
     releases the GIL, and no process has to start and import torch. The linear heads' 200 small
     torch steps hold the GIL for most of each step, though, so a long-lived caller that fits
-    often (the service's training worker) does better with warm processes (BENCHMARKS.md).
+    often (the service's training worker) does better with warm processes (bench/HISTORY.md).
     """
     return Parallel(n_jobs=cpu_threads(), prefer="threads", return_as="generator")
 

@@ -5,7 +5,7 @@
 2. Then the whole body is unfrozen with discriminative learning rates (each earlier group at a
    third of the next one's rate), a one-cycle schedule and AdamW, on augmented crops at the
    backbone's own resolution, with no label smoothing: on clothing10 at 20 per class (session 6,
-   BENCHMARKS.md) smoothing cost 1.6 points and tuning only blocks 8+ gained less.
+   bench/HISTORY.md) smoothing cost 1.6 points and tuning only blocks 8+ gained less.
    The peak rate is the range test's suggestion, a tenth of the last rate before the loss blows up,
    at most LR_CAP.
 3. Batch norm keeps its pretrained statistics (eval mode): batches of 16 images from a few classes
@@ -49,7 +49,7 @@ LOSSES = ("cross-entropy", "cosine", "cosine+cross-entropy")
 # The range test's suggestions come in steps of about 2.3x (1.5e-4, 3.5e-4, 8.1e-4 on the benchmark
 # sets). Where it said 8.1e-4 the fine-tune lost 3-6 points to the frozen head (4 clothing10 draws,
 # sessions 7-8); on the one fresh draw where this cap, fixed beforehand, applied, 4e-4 gained 3.2
-# points over 8.1e-4 (BENCHMARKS.md, session 9).
+# points over 8.1e-4 (bench/HISTORY.md, session 9).
 LR_CAP = 4e-4
 
 
@@ -378,7 +378,7 @@ def suggest_lr(lrs: list[float], losses: list[float]) -> float:
 
     Not the rate of steepest descent: after the head-first step the training loss starts near its
     floor and only wanders with each batch until it blows up, so the steepest dip is noise (on
-    clothing10 at 20 per class it suggested 2e-6 where 3e-4 gained 2-3 points, BENCHMARKS.md).
+    clothing10 at 20 per class it suggested 2e-6 where 3e-4 gained 2-3 points, bench/HISTORY.md).
     """
     running_min = np.minimum.accumulate(np.asarray(losses))
     blown = np.flatnonzero(np.asarray(losses) > DIVERGED * running_min)

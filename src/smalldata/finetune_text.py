@@ -5,7 +5,7 @@ texts of the same class move together and texts of different classes apart, then
 regression on the tuned embeddings. SetFit draws explicit pairs; here every batch is one set of
 labeled texts and sentence-transformers' ``BatchAllTripletLoss`` uses every valid
 (anchor, positive, negative) triple in it, so each forward pass serves many pairs. That is why
-it needs fewer passes than the setfit library for the same gain (see BENCHMARKS.md).
+it needs fewer passes than the setfit library for the same gain (see bench/HISTORY.md).
 
 `ContrastiveTextClassifier` follows the scikit-learn contract and reads raw strings, so the same
 cross-validation folds that score the frozen heads score it too. Its tuned weights are saved as

@@ -3,7 +3,7 @@
 
 Answering one text, sentence-transformers in eager PyTorch spends most of its ~25 ms in Python
 and dispatch overhead; the same network under ONNX Runtime with the Rust tokenizer and fused
-transformer operators takes well under half (BENCHMARKS.md). The vectors are the library's own
+transformer operators takes well under half (bench/HISTORY.md). The vectors are the library's own
 (mean pooling over the attention mask, L2-normalised), equal within 1e-4
 (tests/service/test_model_mode_and_cli.py), so a head trained on the library's embeddings reads
 these unchanged.
@@ -46,7 +46,7 @@ class OnnxTextEncoder:
         options.intra_op_num_threads = cpu_threads()
         options.inter_op_num_threads = 1
         # No spin-waiting between operators: in-process it takes one sentence from 10.9 to 8.8 ms,
-        # but over HTTP the spinning threads take the cores the response needs (BENCHMARKS.md).
+        # but over HTTP the spinning threads take the cores the response needs (bench/HISTORY.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self._inputs = {i.name for i in self.session.get_inputs()}
@@ -76,7 +76,7 @@ def export_encoder(encoder, path: Path) -> None:
     transformer fusions (attention, layer norm, GELU as single operators), written atomically.
 
     The fusions take one text from about 10.4 to 9.1 ms on this CPU and change no output by more
-    than 2e-7 (BENCHMARKS.md). They recognise attention written out as matrix products, so the
+    than 2e-7 (bench/HISTORY.md). They recognise attention written out as matrix products, so the
     graph is traced with the eager attention, not PyTorch's fused kernel.
     """
     transformer = encoder[0].auto_model.eval()

@@ -37,7 +37,7 @@ from smalldata.features import content_key
 
 METHODS = ("self-training", "label-spreading")
 # Of each class's pseudo-labels, the most confident 80% are kept in the last round. Zou et al. grow
-# to 50%; on the benchmark's exploration draws (seeds 0-4, test splits, BENCHMARKS.md) 0.8 beat 0.5
+# to 50%; on the benchmark's exploration draws (seeds 0-4, test splits, bench/HISTORY.md) 0.8 beat 0.5
 # on all five sets (mean +5.1 against +4.1 points) and 1.0 was no better than 0.8.
 KEPT_SHARE = 0.8
 ROUNDS = 3  # self-training rounds, the kept share growing linearly to KEPT_SHARE
@@ -169,7 +169,7 @@ def pool_candidates(pool_embeddings: np.ndarray, backbone: str) -> list[Candidat
     Label spreading (`PoolHead(method="label-spreading")`) is not offered: on the benchmark it was
     never better than self-training by more than noise, was far worse where neighbours in embedding
     space share a topic rather than a class (trec6 question types: -6 points on the test split), and
-    there cross-validation on the few labels chose it anyway (BENCHMARKS.md): one more candidate
+    there cross-validation on the few labels chose it anyway (bench/HISTORY.md): one more candidate
     that the folds cannot judge is one more chance to pick a lucky one.
     """
     n = len(pool_embeddings)
@@ -187,7 +187,7 @@ def most_confident_per_class(probabilities: np.ndarray, classes: np.ndarray, sha
     A threshold per class, not one for all: a class the model is sure of (often the easiest or the
     largest) would otherwise take every pseudo-label. Not the same number per class either: pools
     are rarely balanced (clothing10's classes range from 112 to 795), and equal counts force wrong
-    labels into the rare classes (-3.5 points on clothing10, BENCHMARKS.md).
+    labels into the rare classes (-3.5 points on clothing10, bench/HISTORY.md).
     """
     predicted = probabilities.argmax(axis=1)
     confidence = probabilities.max(axis=1)

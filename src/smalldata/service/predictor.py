@@ -93,7 +93,7 @@ def network(backbone) -> Batcher:
 def image_lanes(backbone: ImageBackbone) -> list:
     """One lane on every core, for a lone request's latency, then single-thread lanes (up to 3)
     that take requests only while the lanes before them are busy. Batching more images into one
-    run saved nothing per image on a 2-core CPU (BENCHMARKS.md), so a small batch keeps the lanes
+    run saved nothing per image on a 2-core CPU (bench/HISTORY.md), so a small batch keeps the lanes
     evenly loaded."""
     threads = [cpu_threads()] + [1] * min(cpu_threads() - 1, 3)
     for count in set(threads):

@@ -24,7 +24,7 @@ from smalldata.unlabeled import Pool, pool_from
 def fit(dataset: Dataset, progress: Progress, *, unlabeled: Pool | None = None) -> Model:
     """Cross-validated choice of head, refit on everything; with unlabeled examples, self-training
     on them is one more candidate on the same folds. No learning curve: it costs about as much as
-    the cross-validation again, and the service retrains often (see BENCHMARKS.md)."""
+    the cross-validation again, and the service retrains often (see bench/HISTORY.md)."""
     return train(dataset, evaluate=True, curve=False, seed=0, unlabeled=unlabeled, progress=progress)
 
 

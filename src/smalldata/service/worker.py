@@ -74,7 +74,7 @@ def worker_main(conn) -> None:
     from smalldata.service import training  # imported here: the service process never loads torch for training
 
     # Cross-validation fits in warm processes rather than threads: the linear heads' small torch
-    # steps hold the GIL, and a retrain is about a third faster this way (BENCHMARKS.md). The
+    # steps hold the GIL, and a retrain is about a third faster this way (bench/HISTORY.md). The
     # processes start with the first job and stay while the user adds examples and trains again.
     with parallel_config(backend="loky", idle_worker_timeout=FIT_PROCESSES_IDLE_S):
         while True:

@@ -2,16 +2,17 @@
 
 After the frozen candidates are cross-validated, the fine-tune's cost per fold is estimated from
 what a training step costs on this machine (`smalldata.costs`, measured once per backbone and
-kept), never from timing steps in this run: the same data and budget then give the same decision
-on a busy machine and a quiet one. It is scored on as many of the frozen candidates' own folds as
-the planned time allows (all of them when it can; the first few otherwise, and the decision says
-so), and skipped at once, saying so, when fewer than three fit: fewer paired differences give no
-usable standard error.
+kept), never from timing steps in this run, so the plan does not depend on the load of the
+moment. It is scored on as many of the frozen candidates' own folds as the planned time allows
+(all of them when it can; the first few otherwise, and the decision says so). It is skipped at
+once, saying so, when fewer than three fit (fewer paired differences give no usable standard
+error) or when the folds are too small to judge it.
 
 It is kept only when its paired per-fold gain over the frozen choice is larger than one standard
 error of those differences, for images and texts alike (`STANDARD_ERRORS_REQUIRED` says why).
-The deadline is read only as a guard: a machine much slower than its measured pace stops scoring
-folds early, and the decision says so.
+The deadline is read only as a guard: a machine more than about twice as slow as its measured
+pace (another process fighting torch's threads made it five times slower) stops scoring folds
+early, and the decision says so; there, and only there, the busy machine's model differs.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ MIN_FOLDS = 3  # fewer paired differences give no usable standard error
 # draws, +15 points on test (BENCHMARKS.md, "The automatic choice"). Chosen after mr was seen.
 MIN_EXAMPLES_PER_FOLD = 8
 # How many standard errors a fine-tune's gain must clear. One, for both modalities. A bar of zero
-# for texts (a gain above zero was enough) was chosen on agnews at 8 per class, where folds of 3
-# texts hid a 7-point gain; on data it was not chosen on it kept a contrastive MiniLM fine-tune 7.9
+# for texts (a gain above zero was enough) was chosen on agnews at 8 per class, where small folds
+# hid a 7-point gain; on data it was not chosen on it kept a contrastive MiniLM fine-tune 7.9
 # points under plain logistic regression on mpnet. With every installed encoder in the frozen
 # core the fine-tune now has to beat a stronger choice, and the bar asks the folds for evidence
 # that survives their noise (BENCHMARKS.md, "The automatic choice").

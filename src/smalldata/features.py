@@ -89,6 +89,9 @@ def embed(
     cache = _cache_of(model) if use_cache else None
     missing = [i for i, key in enumerate(keys) if cache is None or cache.get(key) is None]
     if missing:
+        if progress is not None and hasattr(model, "load"):  # loading (an ONNX export the first time) takes seconds
+            with progress.spinner(f"loading {model.name}"):
+                model.load()
         fresh = _compute([items[i] for i in missing], model, progress)
         if cache is not None:
             cache.add([keys[i] for i in missing], fresh)

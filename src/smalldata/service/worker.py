@@ -20,6 +20,7 @@ import shutil
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from multiprocessing.connection import wait
 from pathlib import Path
 
@@ -63,6 +64,11 @@ class PipeProgress(Progress):
 
     def log(self, message: str) -> None:
         self._send(Text.from_markup(message).plain, 0, 0)
+
+    @contextmanager
+    def spinner(self, description: str):
+        self._send(description, 0, 0)  # the page shows the stage while it runs
+        yield
 
 
 def worker_main(conn) -> None:

@@ -228,7 +228,7 @@ class PairedBackbone:
     Logistic regression on Lite0's and Lite2's frozen embeddings side by side beat logistic
     regression on the better of the two alone on clothing10's validation split at 5, 10 and 20
     images per class, by 1.2 to 1.8 points, and on the test split of 5 of the 6 image sets and
-    sizes (bench/HISTORY.md, session 17).
+    sizes (bench/HISTORY.md, "Two image backbones side by side: a frozen head that beats either alone").
     """
 
     parts: tuple[str, ...]

@@ -4,8 +4,9 @@
    so the body starts training against a head that is already good, not a random one.
 2. Then the whole body is unfrozen with discriminative learning rates (each earlier group at a
    third of the next one's rate), a one-cycle schedule and AdamW, on augmented crops at the
-   backbone's own resolution, with no label smoothing: on clothing10 at 20 per class (session 6,
-   bench/HISTORY.md) smoothing cost 1.6 points and tuning only blocks 8+ gained less.
+   backbone's own resolution, with no label smoothing: on clothing10 at 20 per class (bench/HISTORY.md,
+   "Image fine-tuning on clothing10 at 20 per class") smoothing cost 1.6 points and tuning only
+   blocks 8+ gained less.
    The peak rate is the range test's suggestion, a tenth of the last rate before the loss blows up,
    at most LR_CAP.
 3. Batch norm keeps its pretrained statistics (eval mode): batches of 16 images from a few classes
@@ -47,9 +48,9 @@ BODY_FILE = "body.safetensors"
 HEAD_FILE = "head.skops"
 LOSSES = ("cross-entropy", "cosine", "cosine+cross-entropy")
 # The range test's suggestions come in steps of about 2.3x (1.5e-4, 3.5e-4, 8.1e-4 on the benchmark
-# sets). Where it said 8.1e-4 the fine-tune lost 3-6 points to the frozen head (4 clothing10 draws,
-# sessions 7-8); on the one fresh draw where this cap, fixed beforehand, applied, 4e-4 gained 3.2
-# points over 8.1e-4 (bench/HISTORY.md, session 9).
+# sets). Where it said 8.1e-4 the fine-tune lost 3-6 points to the frozen head (4 clothing10 draws);
+# on the one fresh draw where this cap, fixed beforehand, applied, 4e-4 gained 3.2 points over
+# 8.1e-4 (bench/HISTORY.md, "The range test's suggestion capped at 4e-4, on fresh draws").
 LR_CAP = 4e-4
 
 

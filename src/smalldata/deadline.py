@@ -1,7 +1,7 @@
 """One time budget for a whole training run, read by every step that may spend it.
 
 A budget is what the user gives (`--budget 90s`, `train(budget="5m")`); a `Deadline` is that budget
-started: made once at the start of `train`, it says how much is left and what a share of that is.
+started: made once at the start of `train`, it says how much is left.
 What each step does is decided from estimates that do not depend on how busy the machine is
 (`smalldata.costs`); the deadline itself is read only as a guard, so that a machine slowed by
 other work stops a step early instead of running past the budget.
@@ -43,10 +43,6 @@ class Deadline:
     def of(cls, budget: str | float | None) -> "Deadline":
         return cls(parse_budget(budget))
 
-    @property
-    def limited(self) -> bool:
-        return self.seconds is not None
-
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
@@ -55,10 +51,6 @@ class Deadline:
         if self.seconds is None:
             return float("inf")
         return max(0.0, self.seconds - self.elapsed())
-
-    def share(self, fraction: float) -> float:
-        """`fraction` of what is left."""
-        return fraction * self.left()
 
     def fits(self, seconds: float) -> bool:
         return seconds <= self.left()

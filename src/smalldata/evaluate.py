@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -72,11 +72,6 @@ class Comparison:
     # Candidates that bring knowledge beyond the labels (an unlabeled pool, class descriptions):
     # judged against the labeled-only choice on paired folds (see `informed_choice`).
     informed: list[str] = field(default_factory=list)
-
-    def with_preferred(self, extra: "Comparison") -> "Comparison":
-        """This comparison with `extra`'s candidates (labeled-only ones, scored on the same folds)
-        listed before its own: the one-standard-error rule prefers earlier ones."""
-        return replace(self, scores=extra.scores + self.scores, out_of_fold={**self.out_of_fold, **extra.out_of_fold})
 
     @property
     def best(self) -> CandidateScore:

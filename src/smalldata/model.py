@@ -35,6 +35,13 @@ FINE_TUNED_KINDS = {
     "contrastive-text": "smalldata.finetune_text:ContrastiveTextClassifier",
     "fine-tuned-image": "smalldata.finetune:FineTunedImageClassifier",
 }
+# Heads saved as plain arrays in head.safetensors: kind -> (class, the parameters model.json keeps).
+TENSOR_HEADS = {
+    "linear-head": (LinearHead, lambda head: head.get_params()),
+    "described-head": (DescribedHead, lambda head: head.saved_params()),
+    "averaged-logistic-regression": (AveragedLogisticRegression,
+                                     lambda head: {**head.get_params(), "widths": list(head.widths)}),
+}
 LIBRARIES = ("smalldata", "numpy", "scikit-learn", "torch", "onnxruntime", "sentence-transformers", "skops")
 
 
@@ -112,28 +119,14 @@ class Model:
     def _save_head(self, folder: Path) -> dict:
         if hasattr(self.estimator, "save_folder"):  # a fine-tuned model writes its own tensors
             return {"name": self.head_name, **self.estimator.save_folder(folder)}
-        if isinstance(self.estimator, LinearHead):
-            from safetensors.numpy import save_file
+        for kind, (cls, saved_params) in TENSOR_HEADS.items():
+            if isinstance(self.estimator, cls):
+                from safetensors.numpy import save_file
 
-            save_file({k: np.ascontiguousarray(v) for k, v in self.estimator.state().items()},
-                      str(folder / "head.safetensors"))
-            return {"name": self.head_name, "kind": "linear-head", "file": "head.safetensors",
-                    "params": self.estimator.get_params(), "classes": self.estimator.classes_.tolist()}
-        if isinstance(self.estimator, DescribedHead):
-            from safetensors.numpy import save_file
-
-            save_file({k: np.ascontiguousarray(v) for k, v in self.estimator.state().items()},
-                      str(folder / "head.safetensors"))
-            return {"name": self.head_name, "kind": "described-head", "file": "head.safetensors",
-                    "params": self.estimator.saved_params(), "classes": self.estimator.classes_.tolist()}
-        if isinstance(self.estimator, AveragedLogisticRegression):
-            from safetensors.numpy import save_file
-
-            save_file({k: np.ascontiguousarray(v) for k, v in self.estimator.state().items()},
-                      str(folder / "head.safetensors"))
-            return {"name": self.head_name, "kind": "averaged-logistic-regression", "file": "head.safetensors",
-                    "params": {**self.estimator.get_params(), "widths": list(self.estimator.widths)},
-                    "classes": self.estimator.classes_.tolist()}
+                save_file({k: np.ascontiguousarray(v) for k, v in self.estimator.state().items()},
+                          str(folder / "head.safetensors"))
+                return {"name": self.head_name, "kind": kind, "file": "head.safetensors",
+                        "params": saved_params(self.estimator), "classes": self.estimator.classes_.tolist()}
         import skops.io
 
         skops.io.dump(self.estimator, folder / "head.skops")
@@ -181,22 +174,13 @@ def _load_head(folder: Path, head: dict):
     file = folder / Path(head["file"]).name  # a name only: a model folder can't point elsewhere
     if not file.exists():
         raise ModelFolderError(f"{folder} lacks {file.name}, which model.json names: the folder is incomplete; copy it whole")
-    if head["kind"] == "linear-head":
+    if head["kind"] in TENSOR_HEADS:
         from safetensors.numpy import load_file
 
-        params = {k: v for k, v in head["params"].items() if k in LinearHead().get_params()}
-        return LinearHead.from_state(params, head["classes"], load_file(str(file)))
-    if head["kind"] == "described-head":
-        from safetensors.numpy import load_file
-
-        params = {k: v for k, v in head["params"].items() if k in DescribedHead().get_params()}
-        return DescribedHead.from_state(params, head["classes"], load_file(str(file)))
-    if head["kind"] == "averaged-logistic-regression":
-        from safetensors.numpy import load_file
-
-        params = {k: v for k, v in head["params"].items() if k in AveragedLogisticRegression().get_params()}
+        cls = TENSOR_HEADS[head["kind"]][0]
+        params = {k: v for k, v in head["params"].items() if k in cls().get_params()}
         try:
-            return AveragedLogisticRegression.from_state(params, head["classes"], load_file(str(file)))
+            return cls.from_state(params, head["classes"], load_file(str(file)))
         except (KeyError, ValueError) as error:
             raise ModelFolderError(f"{file} does not match model.json ({error}); the folder is damaged: train again") from error
     if head["kind"] == "scikit-learn":

@@ -336,6 +336,56 @@ def test_a_worker_crash_fails_the_job_and_loses_nothing(service, text_project, b
     assert answer.status_code == 200  # the active version still serves
 
 
+def test_a_leftover_model_folder_is_set_aside_not_a_stuck_job(service, text_project, backend):
+    if backend is not None:
+        pytest.skip("the runner's folders do not depend on the database: once, on SQLite, is enough")
+    pid = text_project["id"]
+    number = max(v["number"] for v in service.client.get(f"/api/projects/{pid}/versions").json()) + 1
+    leftover = service.state.data_dir / f"models/{pid}/{number}"  # what a crash between rename and commit leaves
+    leftover.mkdir(parents=True)
+    (leftover / "model.json").write_text("{}")
+    job = service.post(f"/api/projects/{pid}/jobs").json()
+    finished = service.wait(job["id"], report=False)
+    assert finished["state"] == "succeeded", finished
+    assert (leftover / "model.json").read_text() != "{}"  # the new version is in its place
+    aside = list((service.state.data_dir / "models/.orphaned").iterdir())
+    assert any((folder / "model.json").read_text() == "{}" for folder in aside)  # kept, not deleted
+
+
+def test_an_error_while_recording_fails_the_job_and_the_next_job_runs(service, text_project, backend, monkeypatch):
+    if backend is not None:
+        pytest.skip("the runner does the same on both databases: once, on SQLite, is enough")
+    pid = text_project["id"]
+    runner = service.state.runner
+    versions_before = [v["id"] for v in service.client.get(f"/api/projects/{pid}/versions").json()]
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runner, "_add_version", disk_full)
+    job = service.post(f"/api/projects/{pid}/jobs").json()
+    failed = service.wait(job["id"], report=False, timeout=180)
+    assert failed["state"] == "failed" and "No space left on device" in failed["error"], failed
+    assert [v["id"] for v in service.client.get(f"/api/projects/{pid}/versions").json()] == versions_before
+    monkeypatch.undo()
+    # The next job reads none of the failed job's messages (its worker was replaced) and succeeds.
+    job = service.post(f"/api/projects/{pid}/jobs").json()
+    assert service.wait(job["id"], report=False)["state"] == "succeeded"
+
+
+def test_a_message_of_another_job_is_never_taken_for_this_one(service, text_project, backend):
+    if backend is not None:
+        pytest.skip("the runner does the same on both databases: once, on SQLite, is enough")
+    pid = text_project["id"]
+    runner = service.state.runner
+    # While the runner is idle, hand the worker a bogus job 0: its "failed" answer waits in the pipe.
+    runner._conn.send((0, {}))
+    time.sleep(1.0)
+    job = service.post(f"/api/projects/{pid}/jobs").json()
+    finished = service.wait(job["id"], report=False)
+    assert finished["state"] == "succeeded", finished  # job 0's answer was dropped, not taken for this job's
+
+
 def test_a_restart_marks_running_jobs_failed(backend, tmp_path, request):
     from smalldata.service.storage import Job, Project
 

@@ -4,9 +4,12 @@ The worker is started once (spawn) and kept: backbones it loaded stay loaded, an
 its cross-validation fits run in stay warm, so a retrain pays only for what is new. The job
 runner, a thread of the service, takes the oldest queued job from the database, hands the worker
 a snapshot of the project's examples, and records what comes back.
-Cancelling kills the worker and starts a fresh one; a worker that dies fails its job. A version
-exists only once its folder is complete (written under a temporary name, then renamed), so
-neither a crash nor a cancel can leave half a model or touch an earlier one.
+Cancelling kills the worker and starts a fresh one; a worker that dies fails its job, and so does
+any error while the runner records a job: a job is never left "running" without a worker on it.
+Every message carries its job's id, and one for another job is dropped. The worker dies with the
+service, even a killed one (`_die_with_parent`). A version exists only once its folder is complete
+(written under a temporary name, then renamed), so neither a crash nor a cancel can leave half a
+model or touch an earlier one.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from smalldata.service.storage import Example, Job, ModelVersion, Project, Unlab
 log = logging.getLogger("smalldata.service")
 PROGRESS_EVERY_S = 0.25  # at most this often a progress message crosses to the service
 FIT_PROCESSES_IDLE_S = 1800  # the worker's fit processes (~300 MB each) end after this long unused
+PARENT_CHECK_S = 1.0  # how often the worker looks whether the service is still there
 
 
 # ----------------------------------------------------------------------------- in the worker
@@ -71,9 +75,10 @@ class PipeProgress(Progress):
         yield
 
 
-def worker_main(conn) -> None:
+def worker_main(conn, service_pid: int) -> None:
     """The worker process: train each job it is sent until it is sent None (or the service is gone)."""
     os.setpgrp()  # a process group of its own: stopping it stops the processes its fits run in, too
+    threading.Thread(target=_die_with_parent, args=(service_pid,), name="smalldata-watchdog", daemon=True).start()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from joblib import parallel_config
 
@@ -95,6 +100,15 @@ def worker_main(conn) -> None:
                 _train(conn, job_id, spec, training)
             except Exception as error:  # any failure is the job's, reported with its message; the worker lives on
                 conn.send(("failed", job_id, f"{type(error).__name__}: {error}"))
+
+
+def _die_with_parent(service_pid: int) -> None:
+    """End the worker's whole process group once the service is gone. A service killed with -9 runs
+    no exit hook and the worker, busy training, would not read the closed pipe for minutes: its
+    parent changing (to init or a subreaper) is the one sign that never fails to come."""
+    while os.getppid() == service_pid:
+        time.sleep(PARENT_CHECK_S)
+    os.killpg(0, signal.SIGKILL)
 
 
 def _train(conn, job_id: int, spec: dict, training) -> None:
@@ -124,6 +138,7 @@ class JobRunner:
         self.reports_dir = self.data_dir / "reports"
         self._wake, self._stop = threading.Event(), threading.Event()
         self._cancel: set[int] = set()
+        self._orphans: dict[int, str] = {}  # job id -> why it failed, for jobs not yet marked so
         self._lock = threading.Lock()
         self._process = self._conn = None
         self._thread = threading.Thread(target=self._loop, name="smalldata-jobs", daemon=True)
@@ -153,7 +168,8 @@ class JobRunner:
         self._conn, child = context.Pipe()
         # Not a daemon: joblib runs no processes from a daemon. `stop()` ends it, and it ends by
         # itself when the service's end of the pipe closes.
-        self._process = context.Process(target=worker_main, args=(child,), name="smalldata-trainer", daemon=False)
+        self._process = context.Process(target=worker_main, args=(child, os.getpid()), name="smalldata-trainer",
+                                        daemon=False)
         self._process.start()
         _live_workers.add(self._process)
         child.close()
@@ -189,6 +205,7 @@ class JobRunner:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                self._fail_orphans()
                 claimed = self._claim_next()
                 if claimed is None:
                     self._wake.wait(timeout=1.0)
@@ -198,6 +215,18 @@ class JobRunner:
             except Exception:  # the runner must outlive any one job (e.g. the database away for a moment)
                 log.exception("job runner error")
                 time.sleep(1.0)
+
+    def _fail_orphans(self) -> None:
+        """Fail the jobs an error left "running" (kept until the database takes the write)."""
+        with self._lock:
+            orphans, self._orphans = dict(self._orphans), {}
+        try:
+            for job_id, message in list(orphans.items()):
+                self._finish(job_id, "failed", message, only_if_running=True)
+                orphans.pop(job_id)
+        finally:
+            with self._lock:
+                self._orphans.update(orphans)
 
     def _claim_next(self):
         with self.sessions.begin() as session:
@@ -235,9 +264,22 @@ class JobRunner:
                     self._cancel.add(job_id)  # the running job's own loop acts on it
 
     def _run(self, job_id: int, project_id: int, spec: dict) -> None:
+        """Follow one job to its end; on any error, fail it and start a fresh worker: the old one's
+        pipe may still hold this job's messages, and the next job must not read them."""
+        try:
+            self._follow(job_id, project_id, spec)
+        except Exception as error:
+            log.exception("job %d: the runner failed while recording it", job_id)
+            self._restart_worker()
+            with self._lock:
+                self._orphans[job_id] = (f"the service could not record this job ({type(error).__name__}: {error}); "
+                                         "no example or earlier version was lost: train again")
+            self._fail_orphans()
+            shutil.rmtree(spec["out_dir"], ignore_errors=True)
+
+    def _follow(self, job_id: int, project_id: int, spec: dict) -> None:
         if self._process is None or not self._process.is_alive():
-            self._stop_worker(graceful=False)
-            self._start_worker()
+            self._restart_worker()
             if self._process is None:  # the service is stopping: the job is marked failed at the next start
                 return
         self._conn.send((job_id, spec))
@@ -262,6 +304,9 @@ class JobRunner:
             else:
                 continue
             kind = message[0]
+            if message[1] != job_id:  # left over from an earlier job: never this job's answer
+                log.warning("job %d: dropped a %r message of job %r", job_id, kind, message[1])
+                continue
             if kind == "progress":
                 self._progress(job_id, *message[2:])
             elif kind == "model":
@@ -275,13 +320,25 @@ class JobRunner:
                 shutil.rmtree(spec["out_dir"], ignore_errors=True)
                 return
             elif kind == "died":
-                code = self._process.exitcode
+                how = self._worker_exit()
                 self._restart_worker()
                 if not serving:
-                    self._finish(job_id, "failed", f"the training worker stopped unexpectedly (exit code {code}); "
+                    self._finish(job_id, "failed", f"the training worker stopped unexpectedly ({how}); "
                                  "no example or earlier version was lost: train again")
                     shutil.rmtree(spec["out_dir"], ignore_errors=True)
                 return
+
+    def _worker_exit(self) -> str:
+        """How the worker ended, in words (its exit code is known only once it is joined)."""
+        self._process.join(timeout=5)
+        code = self._process.exitcode
+        if code is None:
+            return "its pipe closed while it still ran"
+        if code < 0:
+            name = signal.Signals(-code).name
+            hint = ": the machine may have run out of memory" if -code == signal.SIGKILL else ""
+            return f"killed by {name}{hint}"
+        return f"exit code {code}"
 
     def _restart_worker(self) -> None:
         self._stop_worker(graceful=False)
@@ -292,9 +349,11 @@ class JobRunner:
             job = session.get(Job, job_id)
             job.stage, job.done, job.total = stage[:300], done, total
 
-    def _finish(self, job_id: int, state: str, message: str) -> None:
+    def _finish(self, job_id: int, state: str, message: str, *, only_if_running: bool = False) -> None:
         with self.sessions.begin() as session:
             job = session.get(Job, job_id)
+            if job is None or (only_if_running and job.state != "running"):
+                return
             job.state, job.finished = state, now()
             if state == "failed":
                 job.error = message
@@ -307,6 +366,7 @@ class JobRunner:
             folder = f"models/{project_id}/{number}"
             target = self.data_dir / folder
             target.parent.mkdir(parents=True, exist_ok=True)
+            self._set_aside(target)
             os.replace(spec["out_dir"], target)
             version = ModelVersion(project_id=project_id, number=number, job_id=job_id, folder=folder, summary=summary)
             session.add(version)
@@ -317,6 +377,15 @@ class JobRunner:
             job.stage = f"version {number} is served; writing its report"
             job.done = job.total = 0
         self.on_new_version(project_id)
+
+    def _set_aside(self, target: Path) -> None:
+        """A folder where the next version goes has no row: a crash came between its rename and its
+        commit. It was never served; it is moved to models/.orphaned rather than deleted."""
+        if target.exists():
+            aside = self.data_dir / "models" / ".orphaned" / f"{target.parent.name}-{target.name}-{time.time_ns()}"
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(target, aside)
+            log.warning("%s had no version recorded (left by a crash); moved to %s", target, aside)
 
     def _add_report(self, job_id: int, spec: dict, findings: dict | None) -> None:
         with self.sessions.begin() as session:

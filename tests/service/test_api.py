@@ -157,12 +157,23 @@ def test_decompression_bombs_and_oversized_bodies_are_refused(service, text_proj
     url = f"/api/projects/{pid}/examples/images"
     for width, height in ((5000, 5000), (100_000, 100_000)):  # over our limit; over Pillow's own bomb limit
         result = service.post(url, data={"label": "a"}, files={"files": ("b.png", _png_header_claiming(width, height), "image/png")})
-        assert result.status_code == 201 and result.json()["added"] == []
-        assert "pixels" in result.json()["rejected"][0]["reason"] or "bomb" in result.json()["rejected"][0]["reason"]
+        assert result.status_code == 422 and "nothing was added" in result.json()["detail"]  # not a 201 that added nothing
+        assert "pixels" in result.json()["detail"] or "bomb" in result.json()["detail"]
     body = service.post(url, data={"label": "a"}, files={"files": ("big.png", os.urandom(3 * 2**20), "image/png")})
-    assert body.status_code == 413
+    assert body.status_code == 413 and "larger than 2 MiB" in body.json()["detail"]
     long = service.post(f"/api/projects/{text_project['id']}/predict/texts", json={"texts": ["x" * 3 * 2**20]})
-    assert long.status_code == 413
+    assert long.status_code == 413 and long.headers["content-type"] == "application/json"
+    # Even where no key was sent (the 401 comes first) and no length declared, the 413 is JSON.
+    unkeyed = service.client.post(url, data={"label": "a"}, files={"files": ("big.png", os.urandom(3 * 2**20), "image/png")})
+    assert unkeyed.status_code == 413 and "detail" in unkeyed.json()
+
+    def chunks():
+        for _ in range(3):
+            yield os.urandom(2**20)
+
+    streamed = service.post(f"/api/projects/{text_project['id']}/predict/texts", content=chunks(),
+                            headers={"Content-Type": "application/json"})
+    assert streamed.status_code == 413 and "detail" in streamed.json()
 
 
 def _zip(entries: dict[str, bytes]) -> bytes:
@@ -195,6 +206,105 @@ def test_zip_of_class_folders_and_unsafe_or_bomb_zips(service, fashion_pngs):
     many = _zip({f"bag/{i}.png": b"x" for i in range(41)})
     assert service.post(url, files={"file": ("m.zip", many, "application/zip")}).status_code == 413
     assert service.post(url, files={"file": ("n.zip", b"PK not really", "application/zip")}).status_code == 415
+
+
+# ------------------------------------------------------------------ what the database cannot hold, and races
+
+def test_values_the_database_cannot_hold_are_a_422(service):
+    pid = service.post("/api/projects", json={"name": "bounds", "modality": "text"}).json()["id"]
+    for path in (f"/api/projects/{2**31}", f"/api/examples/{2**40}", f"/api/jobs/{2**53}"):
+        assert service.client.get(path).status_code == 422
+    assert service.client.get(f"/api/projects/{2**31 - 1}").status_code == 404
+    examples = f"/api/projects/{pid}/examples"
+    assert service.client.get(examples, params={"offset": 2**63}).status_code == 422
+    assert service.client.get(examples, params={"offset": 2**31 - 1}).json() == []
+    assert service.client.get(examples, params={"label": "a\x00b"}).status_code == 422
+    texts = service.post(f"/api/projects/{pid}/examples/texts", json={"examples": [{"text": "a\x00b", "label": "x"}]})
+    assert texts.status_code == 422 and "NUL" in texts.json()["detail"]
+
+
+def test_zip_member_names_are_shown_clean_and_stored_short(service, fashion_pngs):
+    pid = service.post("/api/projects", json={"name": "names", "modality": "image"}).json()["id"]
+    long_name = "x" * 300 + ".png"
+    archive = _zip({f"bag/{long_name}": fashion_pngs["bag"][0], "sneaker/a\nb\x1b[31m.png": fashion_pngs["sneaker"][0],
+                    "top\nlevel.png": fashion_pngs["bag"][1]})
+    result = service.post(f"/api/projects/{pid}/examples/zip", files={"file": ("n.zip", archive, "application/zip")})
+    assert result.status_code == 201, result.text
+    names = sorted(e["filename"] for e in result.json()["added"])
+    assert all(len(n) <= 255 and n.isprintable() for n in names) and "ab[31m.png" in names
+    assert all(r["name"].isprintable() for r in result.json()["rejected"])
+
+
+def test_timestamps_say_their_time_zone(service):
+    project = service.post("/api/projects", json={"name": "clock", "modality": "text"}).json()
+    assert project["created"].endswith(("Z", "+00:00"))
+
+
+def test_deleted_ids_are_never_given_again(service):
+    pid = service.post("/api/projects", json={"name": "ids", "modality": "text"}).json()["id"]
+    first = service.post(f"/api/projects/{pid}/examples/texts", json={"examples": [{"text": "one", "label": "a"}]})
+    first_id = first.json()["added"][0]["id"]
+    assert service.client.delete(f"/api/examples/{first_id}", headers=service.headers).status_code == 204
+    second = service.post(f"/api/projects/{pid}/examples/texts", json={"examples": [{"text": "two", "label": "a"}]})
+    assert second.json()["added"][0]["id"] > first_id  # a kept link to the deleted one never reaches another
+
+
+def test_uploads_that_add_nothing_say_so(service):
+    pid = service.post("/api/projects", json={"name": "nothing", "modality": "text"}).json()["id"]
+    url = f"/api/projects/{pid}/examples/texts"
+    assert service.post(url, json={"examples": [{"text": "once", "label": "a"}]}).status_code == 201
+    again = service.post(url, json={"examples": [{"text": "once", "label": "a"}]})
+    assert again.status_code == 200 and again.json()["added"] == []  # nothing new: not "201 Created"
+    assert "already in the project" in again.json()["rejected"][0]["reason"]
+    csv = b"text,label\n,a\nb,\n"
+    empty = service.post(f"/api/projects/{pid}/examples/csv", files={"file": ("e.csv", csv, "text/csv")})
+    assert empty.status_code == 422 and "nothing was added" in empty.json()["detail"]
+
+
+def test_concurrent_identical_uploads_add_once_and_never_fail(service):
+    from concurrent.futures import ThreadPoolExecutor
+
+    pid = service.post("/api/projects", json={"name": "race", "modality": "text"}).json()["id"]
+    body = {"examples": [{"text": f"the same text {i}", "label": "a"} for i in range(5)]}
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: service.post(f"/api/projects/{pid}/examples/texts", json=body), range(8)))
+    assert all(a.status_code in (200, 201) for a in answers), [a.text for a in answers]
+    assert sum(len(a.json()["added"]) for a in answers) == 5
+    assert service.client.get(f"/api/projects/{pid}").json()["n_examples"] == 5
+
+
+def test_concurrent_training_requests_start_one_job(service):
+    from concurrent.futures import ThreadPoolExecutor
+
+    pid = service.post("/api/projects", json={"name": "twice", "modality": "text"}).json()["id"]
+    service.post(f"/api/projects/{pid}/examples/csv", files={"file": ("t.csv", (DATA / "topics.csv").read_bytes(), "text/csv")})
+    runner = service.state.runner
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: service.post(f"/api/projects/{pid}/jobs"), range(6)))
+    assert sorted(a.status_code for a in answers) == [202] + [409] * 5
+    job = next(a.json() for a in answers if a.status_code == 202)
+    runner.cancel(job["id"])
+    assert service.wait(job["id"])["state"] in ("cancelled", "succeeded")
+
+
+def test_a_full_disk_is_a_507_and_leaves_nothing_behind(service, fashion_pngs, monkeypatch):
+    import errno
+    from pathlib import Path as P
+
+    pid = service.post("/api/projects", json={"name": "full", "modality": "image"}).json()["id"]
+    real_write = P.write_bytes
+
+    def full(path, data):
+        real_write(path, data[:10])  # a part written, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(P, "write_bytes", full)
+    answer = service.post(f"/api/projects/{pid}/examples/images", data={"label": "bag"},
+                          files={"files": ("b.png", fashion_pngs["bag"][7], "image/png")})
+    monkeypatch.undo()
+    assert answer.status_code == 507 and "disk is full" in answer.json()["detail"]
+    assert not list((service.state.data_dir / "blobs").rglob("*.partial"))
+    assert service.client.get(f"/api/projects/{pid}").json()["n_examples"] == 0
 
 
 # ------------------------------------------------------------------------ training and versions

@@ -12,33 +12,42 @@ from pathlib import Path as FilePath
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, Request, UploadFile
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, Request, Security, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import delete, func, select
-from starlette.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 
 from smalldata.data import DataError, Dataset
 from smalldata.features import hash_bytes
 from smalldata.service import auth
 from smalldata.service.blobs import sha256
 from smalldata.service.predictor import answers
-from smalldata.service.schemas import (Added, ExampleOut, JobOut, PredictTexts, Predictions, ProjectIn, ProjectOut,
-                                       Relabel, TextsIn, UnlabeledAdded, UnlabeledTextsIn, VersionOut)
-from smalldata.service.storage import UNFINISHED, Example, Job, ModelVersion, Project, UnlabeledExample
+from smalldata.service.schemas import (Added, ErrorOut, ExampleOut, JobOut, PredictTexts, Predictions, ProjectIn,
+                                       ProjectOut, Relabel, TextsIn, UnlabeledAdded, UnlabeledTextsIn, VersionOut)
+from smalldata.service.storage import (UNFINISHED, Example, Job, ModelVersion, Project, UnlabeledExample,
+                                       insert_unless_present)
 from smalldata.service.training import check_trainable
-from smalldata.service.uploads import Rejected, UploadError, check_image, check_label, check_text, read_csv, read_zip
+from smalldata.service.uploads import (Rejected, UploadError, check_image, check_label, check_text, display_name, read_csv,
+                                       read_zip)
 
 
 def state(request: Request):
     return request.app.state.service
 
 
-async def require_key(request: Request) -> None:
+# Declared so that the OpenAPI description names the two ways to send a key; `require_key` reads them.
+KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="a key from `smalldata api-key create`")
+BEARER = HTTPBearer(auto_error=False, description="the same key, as `Authorization: Bearer KEY`")
+
+
+async def require_key(request: Request, header: str | None = Security(KEY_HEADER),
+                      bearer: HTTPAuthorizationCredentials | None = Security(BEARER)) -> None:
     # async, with known keys in memory: a prediction pays no thread hand-over and no database trip for it
     service = state(request)
-    key = auth.key_from_headers(request.headers)
-    if key is None:
+    key = (header or "").strip() or (bearer.credentials.strip() if bearer else None)
+    if not key:
         raise HTTPException(401, "an API key is needed: send it as 'X-API-Key: KEY' (make one with `smalldata api-key create`)",
                             headers={"WWW-Authenticate": "Bearer"})
     if not (service.key_is_known(key) or await run_in_threadpool(service.key_is_valid, key)):
@@ -51,8 +60,22 @@ def session(request: Request):
 
 
 Keyed = [Depends(require_key)]
-Id = Annotated[int, Path(ge=1, le=2**53, description="a row id")]  # bounded: a huge number is a 422, not a database overflow
-router = APIRouter(prefix="/api")
+MAX_ID = 2**31 - 1  # the databases' integer columns: a larger id or offset is a 422, not an overflow in the database
+Id = Annotated[int, Path(ge=1, le=MAX_ID, description="a row id")]
+
+WHY = {400: "the body cannot be read (not JSON, or broken multipart)", 401: "no API key was sent", 403: "the API key is not known here", 404: "no such project, example, job or version",
+       409: "the request conflicts with the project's state (no model yet, a job already running, ...)",
+       413: "too large: a body, a file, or too many items", 415: "not a kind of file the service reads",
+       422: "invalid input: what is wrong and what to do", 507: "the server's disk is full: nothing was added"}
+
+
+def errors(*codes: int) -> dict:
+    """The OpenAPI description of the error answers a route can give (all `{"detail": ...}`)."""
+    return {code: {"model": ErrorOut, "description": WHY[code]} for code in codes}
+
+
+UPLOAD_ERRORS = errors(409, 413, 415, 507)
+router = APIRouter(prefix="/api", responses=errors(400, 401, 403, 404, 422))
 
 
 # ----------------------------------------------------------------------------------- projects
@@ -107,8 +130,11 @@ def problems(counts: dict[str, int]) -> list[str]:
 
 # ----------------------------------------------------------------------------------- examples
 
+NOTHING_NEW = {200: {"description": "nothing new: every example was in the project already"}}
+
+
 @router.post("/projects/{project_id}/examples/images", status_code=201, response_model=Added, dependencies=Keyed,
-             tags=["examples"])
+             tags=["examples"], responses={**UPLOAD_ERRORS, **NOTHING_NEW})
 def add_images(project_id: Id, request: Request, label: str = Form(...), files: list[UploadFile] = File(...),
                db=Depends(session)):
     """Several images of one class (multipart: `label` and one or more `files`)."""
@@ -137,7 +163,7 @@ def checked_images(files: list[UploadFile], limits) -> tuple[list[tuple[str, byt
 
 
 @router.post("/projects/{project_id}/examples/zip", status_code=201, response_model=Added, dependencies=Keyed,
-             tags=["examples"])
+             tags=["examples"], responses={**UPLOAD_ERRORS, **NOTHING_NEW})
 def add_zip(project_id: Id, request: Request, file: UploadFile = File(...), db=Depends(session)):
     """A zip of class folders: CLASS/IMAGE (any folders above the class folders are ignored)."""
     service = state(request)
@@ -147,7 +173,7 @@ def add_zip(project_id: Id, request: Request, file: UploadFile = File(...), db=D
 
 
 @router.post("/projects/{project_id}/examples/texts", status_code=201, response_model=Added, dependencies=Keyed,
-             tags=["examples"])
+             tags=["examples"], responses={**UPLOAD_ERRORS, **NOTHING_NEW})
 def add_texts(project_id: Id, body: TextsIn, request: Request, db=Depends(session)):
     service = state(request)
     project = find(db, Project, project_id, modality="text")
@@ -158,7 +184,7 @@ def add_texts(project_id: Id, body: TextsIn, request: Request, db=Depends(sessio
 
 
 @router.post("/projects/{project_id}/examples/csv", status_code=201, response_model=Added, dependencies=Keyed,
-             tags=["examples"])
+             tags=["examples"], responses={**UPLOAD_ERRORS, **NOTHING_NEW})
 def add_csv(project_id: Id, request: Request, file: UploadFile = File(...), db=Depends(session)):
     """A CSV or TSV with a header naming the columns `text` and `label`."""
     service = state(request)
@@ -184,27 +210,50 @@ def store_texts(db, project: Project, items, rejected: list[Rejected]) -> Added:
 
 def store(db, project: Project, rows, rejected: list[Rejected], blobs) -> Added:
     """Add the new examples; one whose content the project has already is left out and said so."""
-    known = dict(db.execute(select(Example.content_hash, Example.label).where(Example.project_id == project.id)).all())
+    lock_project(db, project)
     added = []
     for example, data in rows:
-        name = example.filename or short(example.text)
-        if example.content_hash in known:
-            rejected.append(Rejected(name, f"already in the project (labeled {known[example.content_hash]!r}): relabel that one instead"))
-            continue
         if data is not None:
             blobs.put(data)  # before the row: a row never points at a missing file
-        known[example.content_hash] = example.label
-        db.add(example)
-        added.append(example)
+        row = insert_unless_present(db, example)
+        if row is None:
+            label = db.scalar(select(Example.label).where(Example.project_id == project.id,
+                                                          Example.content_hash == example.content_hash))
+            name = example.filename or short(example.text)
+            rejected.append(Rejected(name, f"{ALREADY_THERE} (labeled {label!r}): relabel that one instead"))
+            continue
+        added.append(row)
     db.commit()
-    return Added(added=[ExampleOut.model_validate(e, from_attributes=True) for e in added],
-                 rejected=[{"name": r.name, "reason": r.reason} for r in rejected])
+    return answered(Added(added=[ExampleOut.model_validate(e, from_attributes=True) for e in added],
+                          rejected=[{"name": r.name, "reason": r.reason} for r in rejected]), len(added), rejected)
+
+
+def lock_project(db, project: Project) -> None:
+    """Uploads to one project take turns (PostgreSQL: a row lock until commit; SQLite's writes take
+    turns anyway). Two uploads sharing content in different orders would otherwise each wait for
+    a row the other inserted, and PostgreSQL would break the deadlock with an error."""
+    db.execute(select(Project.id).where(Project.id == project.id).with_for_update())
+
+
+ALREADY_THERE = "already in the project"
+
+
+def answered(result, n_added: int, rejected: list[Rejected]):
+    """201 with what was added; 200 when every item was there already; 422 when nothing could be
+    added, with why (a list of rejections under a 201 hid that the upload did nothing)."""
+    if n_added:
+        return result
+    if rejected and all(r.reason.startswith(ALREADY_THERE) for r in rejected):
+        return JSONResponse(result.model_dump(mode="json"), status_code=200)
+    reasons = "; ".join(f"{r.name}: {r.reason}" for r in rejected[:5])
+    more = f" (and {len(rejected) - 5} more)" if len(rejected) > 5 else ""
+    raise UploadError(422, f"nothing was added: {reasons}{more}")
 
 
 # -------------------------------------------------------------------------- unlabeled examples
 
 @router.post("/projects/{project_id}/unlabeled/images", status_code=201, response_model=UnlabeledAdded,
-             dependencies=Keyed, tags=["unlabeled"])
+             dependencies=Keyed, tags=["unlabeled"], responses={**UPLOAD_ERRORS, **NOTHING_NEW})
 def add_unlabeled_images(project_id: Id, request: Request, files: list[UploadFile] = File(...), db=Depends(session)):
     """Images without labels (multipart `files`): training may learn from them too, and keeps what
     they add only where cross-validation does not show harm."""
@@ -217,7 +266,7 @@ def add_unlabeled_images(project_id: Id, request: Request, files: list[UploadFil
 
 
 @router.post("/projects/{project_id}/unlabeled/texts", status_code=201, response_model=UnlabeledAdded,
-             dependencies=Keyed, tags=["unlabeled"])
+             dependencies=Keyed, tags=["unlabeled"], responses={**UPLOAD_ERRORS, **NOTHING_NEW})
 def add_unlabeled_texts(project_id: Id, body: UnlabeledTextsIn, request: Request, db=Depends(session)):
     service = state(request)
     project = find(db, Project, project_id, modality="text")
@@ -235,21 +284,23 @@ def add_unlabeled_texts(project_id: Id, body: UnlabeledTextsIn, request: Request
 def store_unlabeled(db, project: Project, rows, rejected: list[Rejected], blobs) -> UnlabeledAdded:
     """Add what is new; a copy of a labeled or an unlabeled example already there is left out (a
     labeled copy in the pool would be scored and learned from at once)."""
-    known = set(db.scalars(select(Example.content_hash).where(Example.project_id == project.id)).all())
-    known |= set(db.scalars(select(UnlabeledExample.content_hash).where(UnlabeledExample.project_id == project.id)).all())
+    labeled = set(db.scalars(select(Example.content_hash).where(Example.project_id == project.id)).all())
     added = 0
+    lock_project(db, project)
     for row, data, name in rows:
-        if row.content_hash in known:
-            rejected.append(Rejected(name, "already in the project"))
+        if row.content_hash in labeled:
+            rejected.append(Rejected(name, ALREADY_THERE))
             continue
         if data is not None:
             blobs.put(data)  # before the row: a row never points at a missing file
-        known.add(row.content_hash)
-        db.add(row)
+        if insert_unless_present(db, row) is None:
+            rejected.append(Rejected(name, ALREADY_THERE))
+            continue
         added += 1
     db.commit()
-    return UnlabeledAdded(added=added, n_unlabeled=count_unlabeled(db, project.id),
-                          rejected=[{"name": r.name, "reason": r.reason} for r in rejected])
+    result = UnlabeledAdded(added=added, n_unlabeled=count_unlabeled(db, project.id),
+                            rejected=[{"name": r.name, "reason": r.reason} for r in rejected])
+    return answered(result, added, rejected)
 
 
 def count_unlabeled(db, project_id: int) -> int:
@@ -266,12 +317,12 @@ def delete_unlabeled(project_id: Id, db=Depends(session)):
 
 
 @router.get("/projects/{project_id}/examples", response_model=list[ExampleOut], tags=["examples"])
-def list_examples(project_id: Id, label: str | None = None, offset: int = Query(0, ge=0),
-                  limit: int = Query(100, ge=1, le=1000), db=Depends(session)):
+def list_examples(project_id: Id, request: Request, label: str | None = Query(None, max_length=200),
+                  offset: int = Query(0, ge=0, le=MAX_ID), limit: int = Query(100, ge=1, le=1000), db=Depends(session)):
     find(db, Project, project_id)
     query = select(Example).where(Example.project_id == project_id)
     if label is not None:
-        query = query.where(Example.label == label)
+        query = query.where(Example.label == check_label(label, state(request).limits))
     return db.scalars(query.order_by(Example.id).offset(offset).limit(limit)).all()
 
 
@@ -310,7 +361,8 @@ def delete_example(example_id: Id, db=Depends(session)):
 
 # --------------------------------------------------------------------------------------- jobs
 
-@router.post("/projects/{project_id}/jobs", status_code=202, response_model=JobOut, dependencies=Keyed, tags=["jobs"])
+@router.post("/projects/{project_id}/jobs", status_code=202, response_model=JobOut, dependencies=Keyed, tags=["jobs"],
+             responses=errors(409))
 def start_training(project_id: Id, request: Request, db=Depends(session)):
     """Queue a training job on the project's examples as they are now; poll GET /api/jobs/{id}."""
     project = find(db, Project, project_id)
@@ -324,8 +376,8 @@ def start_training(project_id: Id, request: Request, db=Depends(session)):
     try:
         db.add(job)
         db.commit()
-    except IntegrityError as error:
-        raise HTTPException(409, "the project changed while the job was being made: try again") from error
+    except IntegrityError as error:  # another request started one a moment ago (one unfinished job per project)
+        raise HTTPException(409, "a training job of this project is already queued or running: wait for it or cancel it") from error
     state(request).runner.submit()
     return job
 
@@ -341,7 +393,8 @@ def get_job(job_id: Id, db=Depends(session)):
     return find(db, Job, job_id)
 
 
-@router.post("/jobs/{job_id}/cancel", status_code=202, response_model=JobOut, dependencies=Keyed, tags=["jobs"])
+@router.post("/jobs/{job_id}/cancel", status_code=202, response_model=JobOut, dependencies=Keyed, tags=["jobs"],
+             responses=errors(409))
 def cancel_job(job_id: Id, request: Request, db=Depends(session)):
     """Stop a queued or running job; its state turns to "cancelled" within a moment."""
     job = find(db, Job, job_id)
@@ -392,7 +445,9 @@ def download(version_id: Id, request: Request, db=Depends(session)):
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-@router.get("/versions/{version_id}/report", response_class=HTMLResponse, tags=["versions"])
+# Not `response_class=HTMLResponse`: that would describe the JSON error answers as HTML, too.
+@router.get("/versions/{version_id}/report", tags=["versions"],
+            responses={200: {"content": {"text/html": {}}, "description": "the HTML report (404 until it is written)"}})
 def report(version_id: Id, request: Request, db=Depends(session)):
     version = find(db, ModelVersion, version_id)
     if version.report is None:
@@ -409,7 +464,8 @@ def version_out(version: ModelVersion, project: Project) -> VersionOut:
 
 # ------------------------------------------------------------------------------------ predict
 
-@router.post("/projects/{project_id}/predict/images", response_model=Predictions, dependencies=Keyed, tags=["predict"])
+@router.post("/projects/{project_id}/predict/images", response_model=Predictions, dependencies=Keyed, tags=["predict"],
+             responses=errors(409, 413, 415))
 def predict_images(project_id: Id, request: Request, files: list[UploadFile] = File(...)):
     """Label one or more images (multipart `files`) with the project's active version."""
     service = state(request)
@@ -417,7 +473,8 @@ def predict_images(project_id: Id, request: Request, files: list[UploadFile] = F
     return Predictions(version_id=version_id, predictions=predict_uploads(service, predictor, files))
 
 
-@router.post("/projects/{project_id}/predict/texts", response_model=Predictions, dependencies=Keyed, tags=["predict"])
+@router.post("/projects/{project_id}/predict/texts", response_model=Predictions, dependencies=Keyed, tags=["predict"],
+             responses=errors(409, 413))
 async def predict_texts(project_id: Id, body: PredictTexts, request: Request):
     """Label one or more texts with the project's active version."""
     service = state(request)
@@ -480,12 +537,6 @@ def find(db, table, row_id: int, *, modality: str | None = None):
     if modality is not None and row.modality != modality:
         raise HTTPException(422, f"project {row_id} holds {row.modality}s, not {modality}s")
     return row
-
-
-def display_name(name: str | None) -> str:
-    """A file name to show, never to open: its last part, printable, at most 255 characters."""
-    base = (name or "upload").replace("\\", "/").rsplit("/", 1)[-1]
-    return "".join(ch for ch in base if ch.isprintable())[:255] or "upload"
 
 
 def short(text: str | None, width: int = 60) -> str:

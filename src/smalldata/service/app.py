@@ -24,7 +24,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from smalldata.data import DataError
 from smalldata.model import Model, ModelFolderError
 from smalldata.service import api, auth
-from smalldata.service.blobs import BlobStore
+from smalldata.service.blobs import BlobStore, DiskFull
+from smalldata.service.body_limit import BodyLimit
 from smalldata.service.predictor import Predictor, Predictors, answers
 from smalldata.service.schemas import PredictTexts, Predictions
 from smalldata.service.storage import database_url, fail_interrupted_jobs, make_engine, session_factory
@@ -103,11 +104,12 @@ def create_app(data_dir: str | Path = "smalldata-data", *, db_url: str | None = 
                 service.runner.stop()
             engine.dispose()
 
-    app = FastAPI(title="smalldata", version="1", lifespan=lifespan, max_body_size=limits.max_request_bytes,
+    app = FastAPI(title="smalldata", version="1", lifespan=lifespan,
                   description="Few-shot image and text classification: upload examples, train, predict. "
                               "Writes and predictions need an API key (`smalldata api-key create`) in the "
                               "`X-API-Key` header.")
     app.state.service = service
+    app.add_middleware(BodyLimit, max_bytes=limits.max_request_bytes)
     add_error_handlers(app)
     app.include_router(api.router if model_dir is None else model_router())
     app.add_api_route("/api/health", lambda: {"status": "ok", "mode": "model" if model_dir else "projects"},
@@ -119,7 +121,7 @@ def create_app(data_dir: str | Path = "smalldata-data", *, db_url: str | None = 
 
 def model_router() -> APIRouter:
     """Predict-only routes over the one model folder given with --model."""
-    router = APIRouter(prefix="/api", tags=["predict"])
+    router = APIRouter(prefix="/api", tags=["predict"], responses=api.errors(400, 401, 403, 413, 415, 422))
     keyed = [Depends(api.require_key)]
 
     @router.get("/model")
@@ -159,6 +161,10 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DataError)
     async def data_error(_request, error: DataError):
         return detail(422, str(error))
+
+    @app.exception_handler(DiskFull)
+    async def disk_full(_request, _error: DiskFull):
+        return detail(507, "the server's disk is full: nothing was added by this request; free some space and try again")
 
     @app.exception_handler(ModelFolderError)
     async def model_folder_error(_request, error: ModelFolderError):

@@ -3,6 +3,7 @@ a sha256 the service computed, never anything a request said."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -10,6 +11,10 @@ import uuid
 from pathlib import Path
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class DiskFull(OSError):
+    """The blob store could not write a file: the disk (or the user's quota) is full."""
 
 
 def sha256(data: bytes) -> str:
@@ -32,8 +37,14 @@ class BlobStore:
         if not target.exists():
             target.parent.mkdir(exist_ok=True)
             partial = target.with_name(f".{uuid.uuid4().hex}.partial")
-            partial.write_bytes(data)
-            os.replace(partial, target)  # atomic: a reader never sees half a file
+            try:
+                partial.write_bytes(data)
+                os.replace(partial, target)  # atomic: a reader never sees half a file
+            except OSError as error:
+                partial.unlink(missing_ok=True)  # no half-written file stays behind
+                if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise DiskFull(error.errno, "the server's disk is full") from error
+                raise
         return digest
 
     def read(self, digest: str) -> bytes:

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import datetime, timezone
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+
+
+def _in_utc(moment: datetime) -> datetime:
+    # The database keeps naive UTC (the same on SQLite and PostgreSQL); the API says which zone it is,
+    # as the `date-time` format requires.
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+Timestamp = Annotated[datetime, AfterValidator(_in_utc)]
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx and 5xx answer: what went wrong and what to do, or the fields that failed validation."""
+
+    detail: str | list[dict]
 
 
 class ProjectIn(BaseModel):
@@ -51,7 +66,7 @@ class ExampleOut(BaseModel):
     label: str
     text: str | None
     filename: str | None
-    created: datetime
+    created: Timestamp
 
 
 class Added(BaseModel):
@@ -69,9 +84,9 @@ class JobOut(BaseModel):
     error: str | None
     n_examples: int
     version_id: int | None
-    created: datetime
-    started: datetime | None
-    finished: datetime | None
+    created: Timestamp
+    started: Timestamp | None
+    finished: Timestamp | None
 
 
 class VersionOut(BaseModel):
@@ -83,14 +98,14 @@ class VersionOut(BaseModel):
     summary: dict
     findings: dict | None
     report_ready: bool
-    created: datetime
+    created: Timestamp
 
 
 class ProjectOut(BaseModel):
     id: int
     name: str
     modality: str
-    created: datetime
+    created: Timestamp
     n_examples: int
     n_unlabeled: int = 0  # unlabeled examples training may learn from
     counts: dict[str, int]

@@ -6,13 +6,16 @@ SQLAlchemy, so the same code runs on SQLite in the data folder (the default) or 
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint, create_engine, event, select, update
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, create_engine, event, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+log = logging.getLogger("smalldata.service")
 MODALITIES = ("image", "text")
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 UNFINISHED = ("queued", "running")
@@ -23,7 +26,9 @@ def now() -> datetime:
 
 
 class Base(DeclarativeBase):
-    pass
+    # SQLite otherwise hands a deleted row's id to the next row: a link or a client that kept the
+    # old id would then reach another example or job.
+    __table_args__ = {"sqlite_autoincrement": True}
 
 
 class Project(Base):
@@ -40,7 +45,7 @@ class Example(Base):
     """One labeled image (its bytes in the blob store under `blob`) or text (in `text`)."""
 
     __tablename__ = "examples"
-    __table_args__ = (UniqueConstraint("project_id", "content_hash"),)
+    __table_args__ = (UniqueConstraint("project_id", "content_hash"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
@@ -58,7 +63,7 @@ class UnlabeledExample(Base):
     never scores on it. A table of its own, so a database made before it existed only gains it."""
 
     __tablename__ = "unlabeled_examples"
-    __table_args__ = (UniqueConstraint("project_id", "content_hash"),)
+    __table_args__ = (UniqueConstraint("project_id", "content_hash"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
@@ -86,11 +91,17 @@ class Job(Base):
     finished: Mapped[datetime | None] = mapped_column(default=None)
 
 
+# At most one queued or running job per project, kept by the database: two requests at once cannot
+# both start one (the second's insert fails and is answered 409).
+ONE_UNFINISHED_JOB = Index("one_unfinished_job_per_project", Job.project_id, unique=True,
+                           sqlite_where=Job.state.in_(UNFINISHED), postgresql_where=Job.state.in_(UNFINISHED))
+
+
 class ModelVersion(Base):
     """An immutable trained model: its folder under models/ never changes once written."""
 
     __tablename__ = "model_versions"
-    __table_args__ = (UniqueConstraint("project_id", "number"),)
+    __table_args__ = (UniqueConstraint("project_id", "number"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
@@ -130,6 +141,11 @@ def make_engine(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
     Base.metadata.create_all(engine)
+    try:
+        ONE_UNFINISHED_JOB.create(engine, checkfirst=True)  # a database made before the index existed gains it
+    except DBAPIError as error:  # two unfinished jobs of one project already there: the API still checks
+        log.warning("could not add the one-unfinished-job index (%s); it is added at a start after they finish",
+                    type(error).__name__)
     return engine
 
 
@@ -147,6 +163,19 @@ def fail_interrupted_jobs(sessions: sessionmaker[Session]) -> int:
                 error="the service stopped while this job ran; no example or earlier version was lost: train again")
         )
         return result.rowcount
+
+
+def insert_unless_present(session: Session, row: Base) -> Base | None:
+    """Insert `row` unless a row with the same unique values is there (another request may have
+    added it a moment ago): the database decides, so two identical uploads at once cannot both
+    insert, nor fail. The new row, or None."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    table = type(row)
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    values = {c.key: getattr(row, c.key) for c in table.__table__.columns if getattr(row, c.key) is not None}
+    statement = insert(table).values(**values).on_conflict_do_nothing().returning(table)
+    return session.scalars(statement).first()
 
 
 def next_version_number(session: Session, project_id: int) -> int:

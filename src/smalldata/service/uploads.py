@@ -49,6 +49,19 @@ class Rejected:
     reason: str
 
 
+def display_name(name: str | None) -> str:
+    """A file name to show, never to open: its last part, printable, at most 255 characters (what
+    the database keeps)."""
+    base = (name or "upload").replace("\\", "/").rsplit("/", 1)[-1]
+    return "".join(ch for ch in base if ch.isprintable())[:255] or "upload"
+
+
+def shown(path: str) -> str:
+    """A zip member's whole name, for messages: printable, and cut at 255 characters."""
+    clean = "".join(ch for ch in path if ch.isprintable())
+    return clean if len(clean) <= 255 else clean[:252] + "..."
+
+
 def check_label(label: str, limits: Limits) -> str:
     label = (label or "").strip()
     if not label:
@@ -120,14 +133,15 @@ def read_zip(data: bytes, limits: Limits) -> tuple[list[tuple[str, str, bytes]],
     for info in members:
         parts = PurePosixPath(info.filename.replace("\\", "/")).parts
         if info.filename.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-            raise UploadError(422, f"the zip has an unsafe member name {info.filename!r} (absolute or with '..'): make it again from a folder")
+            raise UploadError(422, f"the zip has an unsafe member name {shown(info.filename)!r} (absolute or with '..'): "
+                                   "make it again from a folder")
         if any(part.startswith(".") or part == "__MACOSX" for part in parts):
             continue  # hidden files and macOS resource forks are not examples
         if len(parts) < 2:
-            rejected.append(Rejected(info.filename, "not inside a class folder (expected CLASS/IMAGE)"))
+            rejected.append(Rejected(shown(info.filename), "not inside a class folder (expected CLASS/IMAGE)"))
             continue
         if info.file_size > limits.max_file_bytes:
-            rejected.append(Rejected(info.filename, f"larger than {limits.max_file_bytes // 2**20} MiB"))
+            rejected.append(Rejected(shown(info.filename), f"larger than {limits.max_file_bytes // 2**20} MiB"))
             continue
         with archive.open(info) as member:
             content = member.read(limits.max_file_bytes + 1)  # a lying header cannot make us read more
@@ -138,9 +152,9 @@ def read_zip(data: bytes, limits: Limits) -> tuple[list[tuple[str, str, bytes]],
             label = check_label(parts[-2], limits)
             check_image(content, limits)
         except UploadError as error:
-            rejected.append(Rejected(info.filename, error.message))
+            rejected.append(Rejected(shown(info.filename), error.message))
             continue
-        images.append((label, parts[-1], content))
+        images.append((label, display_name(parts[-1]), content))
     return images, rejected
 
 

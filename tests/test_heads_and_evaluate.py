@@ -122,5 +122,7 @@ def test_the_average_of_logistic_regressions_is_the_mean_of_each_backbones_own()
     assert np.allclose(restored.predict_proba(X), expected)
     with pytest.raises(ValueError, match="expected 10 columns"):
         averaged.predict_proba(X[:, :8])
-    with pytest.raises(ValueError, match="shape"):
-        AveragedLogisticRegression.from_state({"widths": [4, 5]}, ["a", "b", "c"], averaged.state())
+    # what a saved head's arrays must be (Model.load refuses others before from_state sees them)
+    assert {name: array.shape for name, array in averaged.state().items()} == averaged.state_shapes(3, 10)
+    with pytest.raises(ValueError, match="do not split"):
+        AveragedLogisticRegression(widths=(4, 5)).state_shapes(3, 10)

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from smalldata.deadline import DEFAULT_BUDGET
@@ -44,7 +45,9 @@ ReportFile = typer.Option(None, "--report", help="Also write a self-contained HT
 
 
 def _fail(error: Exception) -> None:
-    err.print(f"[bold red]error:[/] {error}")
+    # escaped: a message quotes file names and values, whose brackets are not Rich markup; one line
+    # however wide, so that it reads whole in a log
+    err.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -306,10 +309,10 @@ def serve(
 
     from smalldata.service import create_app
 
-    if model_dir is not None and not (model_dir / "model.json").exists():
-        _fail(ModelFolderError(f"{model_dir} is not a smalldata model folder (no model.json)"))
-
-    application = create_app(data_dir, db_url=db, model_dir=model_dir, threads=threads)
+    try:  # the model folder is loaded and checked here, before anything listens
+        application = create_app(data_dir, db_url=db, model_dir=model_dir, threads=threads)
+    except ModelFolderError as error:
+        _fail(error)
     err.print(f"smalldata serving on http://{host}:{port}/ (API description: http://{host}:{port}/docs); "
               "writes and predictions need a key from `smalldata api-key create`")
     uvicorn.run(application, host=host, port=port, log_level="warning")

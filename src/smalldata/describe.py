@@ -134,6 +134,12 @@ class DescribedHead(ClassifierMixin, BaseEstimator):
         """The parameters worth writing to model.json (the descriptions' effect is in the state)."""
         return {"prior_strength": self.prior_strength, "scale": self.scale, "C": self.C}
 
+    @staticmethod
+    def state_shapes(n_classes: int, n_features: int) -> dict[str, tuple[int, ...]]:
+        """The arrays `state` holds, by name and shape (a saved head is checked against it): a row
+        per class, two rows for two classes too (see `fit`)."""
+        return {"coef": (n_classes, n_features), "intercept": (n_classes,), "zero_shot": (1,)}
+
     @classmethod
     def from_state(cls, params: dict, classes: list[str], state: dict[str, np.ndarray]) -> "DescribedHead":
         head = cls(**params)

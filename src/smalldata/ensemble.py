@@ -51,16 +51,25 @@ class AveragedLogisticRegression(ClassifierMixin, BaseEstimator):
             arrays[f"coef_{i}"], arrays[f"intercept_{i}"] = model.coef_, model.intercept_
         return arrays
 
+    def state_shapes(self, n_classes: int, n_features: int) -> dict[str, tuple[int, ...]]:
+        """The arrays `state` holds for these widths, by name and shape (a saved head is checked against it)."""
+        widths = list(self.widths) if isinstance(self.widths, (list, tuple)) else None
+        if not widths or not all(type(width) is int and width > 0 for width in widths) or sum(widths) != n_features:
+            raise ValueError(f"widths {self.widths!r} do not split the backbone's {n_features} columns")
+        rows = 1 if n_classes == 2 else n_classes  # scikit-learn keeps one row for two classes
+        shapes = {}
+        for i, width in enumerate(widths):
+            shapes[f"coef_{i}"], shapes[f"intercept_{i}"] = (rows, width), (rows,)
+        return shapes
+
     @classmethod
     def from_state(cls, params: dict, classes: list, state: dict[str, np.ndarray]) -> "AveragedLogisticRegression":
+        """The head from arrays of the shapes `state_shapes` gives (`Model.load` checks them first)."""
         estimator = cls(**{**params, "widths": tuple(params.get("widths", ()))})
         estimator.classes_ = np.asarray(classes)
         estimator.models_ = []
-        for i, width in enumerate(estimator.widths):
+        for i in range(len(estimator.widths)):
             coef, intercept = state[f"coef_{i}"], state[f"intercept_{i}"]
-            expected = (1 if len(classes) == 2 else len(classes), width)
-            if coef.shape != expected:
-                raise ValueError(f"block {i} of the head has weights of shape {coef.shape}, expected {expected}")
             model = LogisticRegression(C=estimator.C)
             model.coef_, model.intercept_, model.classes_ = coef, intercept, estimator.classes_
             estimator.models_.append(model)

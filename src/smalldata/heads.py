@@ -107,6 +107,15 @@ class LinearHead(ClassifierMixin, BaseEstimator):
     def state(self) -> dict[str, np.ndarray]:
         return dict(self.tensors_)
 
+    def state_shapes(self, n_classes: int, n_features: int) -> dict[str, tuple[int, ...]]:
+        """The arrays `state` holds for these parameters, by name and shape (a saved head is checked against it)."""
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, not {self.loss!r}")
+        shapes = {"0.weight": (n_classes, n_features), "0.bias": (n_classes,)}
+        if self.loss == "cosine+cross-entropy":
+            shapes |= {"1.weight": (n_classes, n_classes), "1.bias": (n_classes,)}
+        return shapes
+
     @classmethod
     def from_state(cls, params: dict, classes: list[str], state: dict[str, np.ndarray]) -> "LinearHead":
         head = cls(**params)

@@ -74,8 +74,12 @@ class ServiceState:
 
 def create_app(data_dir: str | Path = "smalldata-data", *, db_url: str | None = None, model_dir: str | Path | None = None,
                limits: Limits = Limits(), start_worker: bool = True, threads: int | None = None) -> FastAPI:
-    """`threads`: how many requests run at once (FastAPI runs plain endpoints in threads; 40 by default)."""
+    """`threads`: how many requests run at once (FastAPI runs plain endpoints in threads; 40 by default).
+
+    A `model_dir` is loaded here, not when the service starts: a damaged folder is a `ModelFolderError`
+    to the caller (`smalldata serve` prints it) rather than a failed start."""
     service = ServiceState(Path(data_dir), limits)
+    model = Model.load(model_dir) if model_dir is not None else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -86,8 +90,8 @@ def create_app(data_dir: str | Path = "smalldata-data", *, db_url: str | None = 
         service.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(database_url(service.data_dir, db_url))
         service.sessions = session_factory(engine)
-        if model_dir is not None:
-            service.model = Predictor(Model.load(model_dir))
+        if model is not None:
+            service.model = Predictor(model)
             service.model.warm_up()
         else:
             service.blobs = BlobStore(service.data_dir / "blobs")

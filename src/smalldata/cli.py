@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
@@ -303,6 +304,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on (the default answers this machine only)."),
     port: int = typer.Option(8000, help="Port to listen on."),
     threads: int = typer.Option(32, help="Requests handled at once (a thread each)."),
+    public_read: bool = typer.Option(False, "--public-read", help="Let anyone read every project, its examples and "
+                                     "models without a key (writes and predictions still need one)."),
 ) -> None:
     """Start the web page and the REST API (OpenAPI at /docs): upload examples, train, predict."""
     import uvicorn
@@ -310,16 +313,30 @@ def serve(
     from smalldata.service import create_app
 
     try:  # the model folder is loaded and checked here, before anything listens
-        application = create_app(data_dir, db_url=db, model_dir=model_dir, threads=threads)
+        application = create_app(data_dir, db_url=db, model_dir=model_dir, threads=threads, public_read=public_read)
     except ModelFolderError as error:
         _fail(error)
+    reads = "anyone may read (--public-read); writes and predictions" if public_read else "every request"
     err.print(f"smalldata serving on http://{host}:{port}/ (API description: http://{host}:{port}/docs); "
-              "writes and predictions need a key from `smalldata api-key create`")
+              f"{reads} need a key from `smalldata api-key create`")
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
-api_key_app = typer.Typer(no_args_is_help=True, help="API keys for the service's writes and predictions.")
+api_key_app = typer.Typer(no_args_is_help=True, help="API keys for the service: make, list and revoke them.")
 app.add_typer(api_key_app, name="api-key")
+
+
+@contextmanager
+def _key_store(data_dir: Path, db: Optional[str]):
+    """The service's database, for the key commands (made, or brought up to date, if need be)."""
+    from smalldata.service.storage import database_url, make_engine, session_factory
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(database_url(data_dir, db))
+    try:
+        yield session_factory(engine)
+    finally:
+        engine.dispose()
 
 
 @api_key_app.command("create")
@@ -327,17 +344,48 @@ def api_key_create(
     data_dir: Path = DataDir,
     db: Optional[str] = DbUrl,
     name: str = typer.Option("", help="A note on who or what the key is for."),
+    owner: str = typer.Option("default", help="The user or team the key acts for: keys of one owner share its "
+                              "projects and see no other's."),
 ) -> None:
     """Make a new API key and print it once (only its hash is stored)."""
     from smalldata.service import auth
-    from smalldata.service.storage import database_url, make_engine, session_factory
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(database_url(data_dir, db))
-    key = auth.create_key(session_factory(engine), name)
-    engine.dispose()
+    with _key_store(data_dir, db) as sessions:
+        try:
+            key = auth.create_key(sessions, name, owner)
+        except auth.KeyRequestError as error:
+            _fail(error)
     print(key)
-    err.print("this key is shown once: keep it; send it as the X-API-Key header")
+    err.print(f"this key is shown once: keep it; send it as the X-API-Key header (owner: {owner})")
+
+
+@api_key_app.command("list")
+def api_key_list(data_dir: Path = DataDir, db: Optional[str] = DbUrl) -> None:
+    """The keys (never the keys themselves): id, owner, note, when made and when revoked."""
+    from smalldata.service import auth
+
+    with _key_store(data_dir, db) as sessions:
+        keys = auth.list_keys(sessions)
+    table = Table("id", "owner", "note", "created (UTC)", "revoked (UTC)", title=f"{len(keys)} API keys")
+    for key in keys:
+        table.add_row(str(key.id), key.owner, key.name, f"{key.created:%Y-%m-%d %H:%M}",
+                      f"{key.revoked:%Y-%m-%d %H:%M}" if key.revoked else "")
+    out.print(table)
+
+
+@api_key_app.command("revoke")
+def api_key_revoke(key_id: int = typer.Argument(..., help="The key's id, from `smalldata api-key list`."),
+                   data_dir: Path = DataDir, db: Optional[str] = DbUrl) -> None:
+    """Revoke a key: running services refuse it within a few seconds. Its owner's projects stay."""
+    from smalldata.service import auth
+
+    with _key_store(data_dir, db) as sessions:
+        try:
+            key = auth.revoke(sessions, key_id)
+        except auth.KeyRequestError as error:
+            _fail(error)
+    err.print(f"key {key.id} (owner {key.owner}) is revoked; services refuse it within "
+              f"{auth.KEY_RECHECK_S:.0f} s")
 
 
 def _prediction_inputs(model: Model, inputs: list[str], file: Optional[Path], text_column: str) -> list:

@@ -80,10 +80,14 @@ def backend(request):
 
 
 class Service:
-    """A running app with a TestClient and an API key."""
+    """A running app with a TestClient that sends an API key, and one (`anonymous`) that sends none."""
 
     def __init__(self, client, key: str):
+        from fastapi.testclient import TestClient
+
         self.client, self.key = client, key
+        client.headers["X-API-Key"] = key
+        self.anonymous = TestClient(client.app)  # the app has started already: this client only sends requests
         self.app = client.app
         self.state = client.app.state.service
         self.headers = {"X-API-Key": key}
@@ -104,14 +108,14 @@ class Service:
         raise AssertionError(f"job {job_id} did not finish in {timeout} s: {job}")
 
 
-def start_service(data_dir: Path, db_url: str | None, **options):
+def start_service(data_dir: Path, db_url: str | None, owner: str = "tests", **options):
     from fastapi.testclient import TestClient
 
     from smalldata.service import auth, create_app
 
     client = TestClient(create_app(data_dir, db_url=db_url, **options))
     client.__enter__()
-    return Service(client, auth.create_key(client.app.state.service.sessions, "tests"))
+    return Service(client, auth.create_key(client.app.state.service.sessions, "tests", owner))
 
 
 @pytest.fixture(scope="module")

@@ -40,14 +40,58 @@ def test_health_and_openapi_describe_every_endpoint(service):
 
 def test_writes_and_predictions_need_a_known_key(service, text_project):
     body = {"name": "x", "modality": "text"}
-    missing = service.client.post("/api/projects", json=body)
+    missing = service.anonymous.post("/api/projects", json=body)
     assert missing.status_code == 401 and "api-key create" in missing.json()["detail"]
-    assert service.client.post("/api/projects", json=body, headers={"X-API-Key": "sd_wrong"}).status_code == 403
-    bearer = service.client.post("/api/projects", json=body, headers={"Authorization": f"Bearer {service.key}"})
+    assert service.anonymous.post("/api/projects", json=body, headers={"X-API-Key": "sd_wrong"}).status_code == 403
+    bearer = service.anonymous.post("/api/projects", json=body, headers={"Authorization": f"Bearer {service.key}"})
     assert bearer.status_code == 201
     predict = f"/api/projects/{text_project['id']}/predict/texts"
-    assert service.client.post(predict, json={"texts": ["rain"]}).status_code == 401
-    assert service.client.get("/api/projects").status_code == 200  # reads are open
+    assert service.anonymous.post(predict, json={"texts": ["rain"]}).status_code == 401
+    assert service.anonymous.get("/api/projects").status_code == 401  # reads need a key too
+    assert service.anonymous.get(f"/api/projects/{text_project['id']}/examples").status_code == 401
+
+
+def test_a_key_reaches_only_its_owners_projects(service, text_project, monkeypatch):
+    from smalldata.service import auth
+
+    other = {"X-API-Key": auth.create_key(service.state.sessions, "someone else", "mallory")}
+    teammate = {"X-API-Key": auth.create_key(service.state.sessions, "same team", "tests")}
+    pid = text_project["id"]
+    example = service.client.get(f"/api/projects/{pid}/examples").json()[0]
+    version = service.client.get(f"/api/projects/{pid}/versions").json()[0]
+    job = service.client.get(f"/api/projects/{pid}/jobs").json()[0]
+    assert pid not in [p["id"] for p in service.anonymous.get("/api/projects", headers=other).json()]
+    for path in (f"/api/projects/{pid}", f"/api/projects/{pid}/examples", f"/api/examples/{example['id']}",
+                 f"/api/examples/{example['id']}/content", f"/api/jobs/{job['id']}", f"/api/versions/{version['id']}",
+                 f"/api/versions/{version['id']}/download", f"/api/versions/{version['id']}/report"):
+        assert service.anonymous.get(path, headers=other).status_code == 404, path  # as if it were not there
+        assert service.anonymous.get(path, headers=teammate).status_code == 200, path
+    assert service.anonymous.patch(f"/api/examples/{example['id']}", json={"label": "x"}, headers=other).status_code == 404
+    assert service.anonymous.delete(f"/api/examples/{example['id']}", headers=other).status_code == 404
+    assert service.anonymous.post(f"/api/projects/{pid}/jobs", headers=other).status_code == 404
+    assert service.anonymous.post(f"/api/projects/{pid}/predict/texts", json={"texts": ["rain"]}, headers=other).status_code == 404
+    assert service.client.get(f"/api/examples/{example['id']}").json()["label"] == example["label"]  # untouched
+    # Revoked: refused once the service looks the key up again.
+    monkeypatch.setattr(auth, "KEY_RECHECK_S", 0.0)
+    assert service.anonymous.get("/api/projects", headers=teammate).status_code == 200
+    revoked = next(k for k in auth.list_keys(service.state.sessions) if k.name == "same team")
+    auth.revoke(service.state.sessions, revoked.id)
+    refused = service.anonymous.get("/api/projects", headers=teammate)
+    assert refused.status_code == 403 and "revoked" in refused.json()["detail"]
+
+
+def test_public_read_is_an_explicit_choice(tmp_path, backend, request):
+    db = None if backend is None else fresh_database(request.getfixturevalue("postgres_server"))
+    public = start_service(tmp_path, db, start_worker=False, public_read=True)
+    try:
+        pid = public.post("/api/projects", json={"name": "open", "modality": "text"}).json()["id"]
+        assert public.anonymous.get(f"/api/projects/{pid}").status_code == 200
+        assert public.anonymous.get("/api/projects").json()[0]["id"] == pid
+        assert public.anonymous.post("/api/projects", json={"name": "x", "modality": "text"}).status_code == 401
+        assert public.anonymous.post(f"/api/projects/{pid}/examples/texts",
+                                     json={"examples": [{"text": "a", "label": "b"}]}).status_code == 401
+    finally:
+        public.client.__exit__(None, None, None)
 
 
 def test_project_create_list_get_and_bad_input(service):
@@ -164,7 +208,7 @@ def test_decompression_bombs_and_oversized_bodies_are_refused(service, text_proj
     long = service.post(f"/api/projects/{text_project['id']}/predict/texts", json={"texts": ["x" * 3 * 2**20]})
     assert long.status_code == 413 and long.headers["content-type"] == "application/json"
     # Even where no key was sent (the 401 comes first) and no length declared, the 413 is JSON.
-    unkeyed = service.client.post(url, data={"label": "a"}, files={"files": ("big.png", os.urandom(3 * 2**20), "image/png")})
+    unkeyed = service.anonymous.post(url, data={"label": "a"}, files={"files": ("big.png", os.urandom(3 * 2**20), "image/png")})
     assert unkeyed.status_code == 413 and "detail" in unkeyed.json()
 
     def chunks():
@@ -376,7 +420,7 @@ def test_retraining_makes_a_new_version_and_keeps_the_old_one(service, text_proj
     answer = service.post(f"/api/projects/{pid}/predict/texts", json={"texts": ["A sunny day"]}).json()
     assert answer["version_id"] == first["id"]
     service.client.post(f"/api/versions/{versions[0]['id']}/activate", headers=service.headers)
-    assert service.client.post(f"/api/versions/{first['id']}/activate").status_code == 401
+    assert service.anonymous.post(f"/api/versions/{first['id']}/activate").status_code == 401
 
 
 def test_cancel_stops_the_worker_and_the_next_job_still_runs(service, text_project, backend):
@@ -502,7 +546,7 @@ def test_a_restart_marks_running_jobs_failed(backend, tmp_path, request):
     db = None if backend is None else fresh_database(request.getfixturevalue("postgres_server"))
     first = start_service(tmp_path, db, start_worker=False)
     with first.state.sessions.begin() as session:
-        project = Project(name="p", modality="text")
+        project = Project(name="p", modality="text", owner="tests")
         session.add(project)
         session.flush()
         job = Job(project_id=project.id, state="running", stage="embedding")
@@ -519,13 +563,15 @@ def test_a_restart_marks_running_jobs_failed(backend, tmp_path, request):
 def test_an_unexpected_error_is_json_and_says_nothing_changed(service, monkeypatch):
     from smalldata.service import api
 
+    service.post("/api/projects", json={"name": "listed", "modality": "text"})  # so that the list has one to show
+
     def broken(*_args, **_kwargs):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(api, "project_out", broken)
     from fastapi.testclient import TestClient
 
-    client = TestClient(service.app, raise_server_exceptions=False)
+    client = TestClient(service.app, raise_server_exceptions=False, headers=service.headers)
     answer = client.get("/api/projects")
     assert answer.status_code == 500 and "nothing stored was changed" in answer.json()["detail"]
 
@@ -549,7 +595,7 @@ def test_unlabeled_texts_are_stored_checked_and_learned_from(service, backend):
     assert [r["reason"] for r in added.json()["rejected"]] == ["already in the project"]  # a labeled one is never in the pool
     assert service.client.get(f"/api/projects/{pid}").json()["n_unlabeled"] == len(UNLABELED)
     # Bad input: no key, an empty text, images for a text project, no project.
-    assert service.client.post(f"/api/projects/{pid}/unlabeled/texts", json={"texts": ["x"]}).status_code == 401
+    assert service.anonymous.post(f"/api/projects/{pid}/unlabeled/texts", json={"texts": ["x"]}).status_code == 401
     assert service.post(f"/api/projects/{pid}/unlabeled/texts", json={"texts": ["   "]}).status_code == 422
     assert service.post(f"/api/projects/{pid}/unlabeled/texts", json={"texts": []}).status_code == 422
     wrong = service.post(f"/api/projects/{pid}/unlabeled/images", files=[("files", ("a.png", b"x", "image/png"))])

@@ -86,13 +86,21 @@ def test_create_upload_train_and_try_an_image_in_the_browser(live_server, browse
     page.click("#try-image button")
     expect(page.locator("#predicted-label")).to_have_text("bag")
     expect(page.locator("#report-link a")).to_be_visible(timeout=60_000)
+    # Reads need the key: the model zip and the report come through fetches that send it.
+    with page.expect_download() as download:
+        page.click("#download")
+    assert download.value.suggested_filename.endswith(".zip") and download.value.failure() is None
+    with page.context.expect_page() as report_tab:
+        page.click("#report-link a")
+    expect(report_tab.value.locator("body")).to_contain_text("accuracy", timeout=30_000)
+    report_tab.value.close()
     if os.environ.get("SMALLDATA_SCREENSHOT"):
         page.screenshot(path=os.environ["SMALLDATA_SCREENSHOT"], full_page=True)
     assert not errors, errors
 
     # The same project through the REST API of the running server: an image batch in one request.
     files = [("files", (f"{name}.png", pngs[-2], "image/png")) for name, pngs in fashion_pngs.items()]
-    projects = httpx.get(f"{url}/api/projects").json()
+    projects = httpx.get(f"{url}/api/projects", headers={"X-API-Key": key}).json()
     answer = httpx.post(f"{url}/api/projects/{projects[0]['id']}/predict/images", files=files,
                         headers={"X-API-Key": key})
     assert answer.status_code == 200

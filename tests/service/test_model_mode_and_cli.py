@@ -36,7 +36,8 @@ def test_model_mode_predicts_images_and_nothing_else(model_service, fashion_pngs
     answer = model_service.post("/api/predict/images", files=files)
     assert answer.status_code == 200, answer.text
     assert [p["label"] for p in answer.json()["predictions"]] == list(fashion_pngs)
-    assert client.post("/api/predict/images", files=files).status_code == 401
+    assert model_service.anonymous.post("/api/predict/images", files=files).status_code == 401
+    assert model_service.anonymous.get("/api/model").status_code == 401
     bad = model_service.post("/api/predict/images", files={"files": ("x.png", b"GIF89a nope", "image/png")})
     assert bad.status_code == 415 and "x.png" in bad.json()["detail"]
     assert model_service.post("/api/predict/texts", json={"texts": ["hi"]}).status_code == 422
@@ -75,3 +76,57 @@ def test_api_key_create_prints_a_key_that_the_service_accepts(tmp_path):
 def test_serve_refuses_a_folder_that_is_no_model(tmp_path):
     result = runner.invoke(cli, ["serve", "--model", str(tmp_path)])
     assert result.exit_code == 2 and "not a smalldata model folder" in result.output
+
+
+def test_api_keys_have_owners_and_can_be_listed_and_revoked(tmp_path):
+    from smalldata.service import auth
+    from smalldata.service.storage import database_url, make_engine, session_factory
+
+    made = runner.invoke(cli, ["api-key", "create", "--data", str(tmp_path), "--owner", "vision-team", "--name", "ci"])
+    assert made.exit_code == 0, made.output
+    key = made.stdout.strip().splitlines()[0]
+    listed = runner.invoke(cli, ["api-key", "list", "--data", str(tmp_path)])
+    assert listed.exit_code == 0 and "vision-team" in listed.stdout and key not in listed.stdout
+    assert runner.invoke(cli, ["api-key", "revoke", "1", "--data", str(tmp_path)]).exit_code == 0
+    engine = make_engine(database_url(tmp_path, None))
+    assert not auth.is_valid(session_factory(engine), key)
+    engine.dispose()
+    unknown = runner.invoke(cli, ["api-key", "revoke", "99", "--data", str(tmp_path)])
+    assert unknown.exit_code == 2 and "api-key list" in unknown.output
+    bad = runner.invoke(cli, ["api-key", "create", "--data", str(tmp_path), "--owner", "a b<script>"])
+    assert bad.exit_code == 2 and "cannot name an owner" in bad.output
+
+
+def test_a_database_made_before_owners_is_brought_up_to_date_and_keeps_everything(tmp_path):
+    """A database of the schema before migrations (no alembic_version) gains owners and keeps its rows."""
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from smalldata.service import auth
+    from smalldata.service.storage import database_url, make_engine, session_factory
+    from importlib import resources
+
+    url = database_url(tmp_path, None)
+    old = sa.create_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("smalldata.service") / "migrations"))
+    with old.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.execute(sa.text("DROP TABLE alembic_version"))  # as the service made it before migrations
+        connection.execute(sa.text("INSERT INTO projects (name, modality, created) VALUES ('old', 'text', '2026-01-01')"))
+        connection.execute(sa.text("INSERT INTO api_keys (name, digest, created) VALUES ('old', :d, '2026-01-01')"),
+                           {"d": auth.digest("sd_old-key")})
+        for state in ("running", "queued"):  # two unfinished jobs of one project, as a race could leave
+            connection.execute(sa.text("INSERT INTO jobs (project_id, state, stage, done, total, n_examples, created) "
+                                       "VALUES (1, :s, '', 0, 0, 0, '2026-01-01')"), {"s": state})
+    old.dispose()
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    assert auth.owner_of(sessions, "sd_old-key") == "default"  # an old key keeps working, for the old projects
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT name, owner FROM projects")).all() == [("old", "default")]
+        states = connection.execute(sa.text("SELECT state FROM jobs ORDER BY id")).scalars().all()
+    assert states == ["running", "failed"]  # the index of one unfinished job per project could be made
+    engine.dispose()

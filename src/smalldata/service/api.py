@@ -1,7 +1,9 @@
 """The REST API over projects, examples, training jobs, model versions and predictions.
 
-Reads are open; every write and every prediction needs an API key (`require_key`). Endpoints are
-plain functions (FastAPI runs them in its thread pool), so a long request never blocks another.
+Every request needs an API key (`key_owner`), and reaches only the projects of the key's owner: one
+of another owner is a 404, as if it did not exist. A service started with --public-read lets anyone
+read (`reader`); writes and predictions still need a key. Endpoints are plain functions (FastAPI
+runs them in its thread pool), so a long request never blocks another.
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
-from smalldata.data import DataError, Dataset
+from smalldata.data import Dataset
 from smalldata.features import hash_bytes
-from smalldata.service import auth
 from smalldata.service.blobs import sha256
 from smalldata.service.predictor import answers
 from smalldata.service.schemas import (Added, ErrorOut, ExampleOut, JobOut, PredictTexts, Predictions, ProjectIn,
@@ -37,21 +38,44 @@ def state(request: Request):
     return request.app.state.service
 
 
-# Declared so that the OpenAPI description names the two ways to send a key; `require_key` reads them.
+# Declared so that the OpenAPI description names the two ways to send a key; `key_owner` reads them.
 KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="a key from `smalldata api-key create`")
 BEARER = HTTPBearer(auto_error=False, description="the same key, as `Authorization: Bearer KEY`")
 
 
-async def require_key(request: Request, header: str | None = Security(KEY_HEADER),
-                      bearer: HTTPAuthorizationCredentials | None = Security(BEARER)) -> None:
-    # async, with known keys in memory: a prediction pays no thread hand-over and no database trip for it
-    service = state(request)
-    key = (header or "").strip() or (bearer.credentials.strip() if bearer else None)
-    if not key:
+def sent_key(header: str | None, bearer: HTTPAuthorizationCredentials | None) -> str | None:
+    return (header or "").strip() or (bearer.credentials.strip() if bearer else None) or None
+
+
+async def key_owner(request: Request, header: str | None = Security(KEY_HEADER),
+                    bearer: HTTPAuthorizationCredentials | None = Security(BEARER)) -> str:
+    """The owner of the key sent: every write and prediction needs one, and reaches only its owner's
+    projects. Async, with keys seen lately in memory: a prediction pays no thread hand-over and no
+    database trip for its key."""
+    keys = state(request).keys
+    key = sent_key(header, bearer)
+    if key is None:
         raise HTTPException(401, "an API key is needed: send it as 'X-API-Key: KEY' (make one with `smalldata api-key create`)",
                             headers={"WWW-Authenticate": "Bearer"})
-    if not (service.key_is_known(key) or await run_in_threadpool(service.key_is_valid, key)):
-        raise HTTPException(403, "this API key is not known here: make one with `smalldata api-key create`")
+    known, owner = keys.fresh(key)
+    if not known:
+        owner = await run_in_threadpool(keys.look_up, key)
+    if owner is None:
+        raise HTTPException(403, "this API key is not known here or was revoked: make one with `smalldata api-key create`")
+    return owner
+
+
+async def reader(request: Request, header: str | None = Security(KEY_HEADER),
+                 bearer: HTTPAuthorizationCredentials | None = Security(BEARER)) -> str | None:
+    """Whose projects a read may see: the key's owner's; everyone's (None) where the service was
+    started with --public-read, key or not."""
+    if state(request).public_read:
+        return None
+    return await key_owner(request, header, bearer)
+
+
+Owner = Annotated[str, Depends(key_owner)]
+Reader = Annotated[str | None, Depends(reader)]
 
 
 def session(request: Request):
@@ -59,7 +83,6 @@ def session(request: Request):
         yield db
 
 
-Keyed = [Depends(require_key)]
 MAX_ID = 2**31 - 1  # the databases' integer columns: a larger id or offset is a 422, not an overflow in the database
 Id = Annotated[int, Path(ge=1, le=MAX_ID, description="a row id")]
 
@@ -80,25 +103,28 @@ router = APIRouter(prefix="/api", responses=errors(400, 401, 403, 404, 422))
 
 # ----------------------------------------------------------------------------------- projects
 
-@router.post("/projects", status_code=201, response_model=ProjectOut, dependencies=Keyed, tags=["projects"])
-def create_project(body: ProjectIn, request: Request, db=Depends(session)):
+@router.post("/projects", status_code=201, response_model=ProjectOut, tags=["projects"])
+def create_project(owner: Owner, body: ProjectIn, request: Request, db=Depends(session)):
     name = "".join(ch for ch in body.name if ch.isprintable()).strip()
     if not name:
         raise HTTPException(422, "the project name is empty: give it a name")
-    project = Project(name=name, modality=body.modality)
+    project = Project(name=name, modality=body.modality, owner=owner)
     db.add(project)
     db.commit()
     return project_out(db, project)
 
 
 @router.get("/projects", response_model=list[ProjectOut], tags=["projects"])
-def list_projects(db=Depends(session)):
-    return [project_out(db, p) for p in db.scalars(select(Project).order_by(Project.id)).all()]
+def list_projects(owner: Reader, db=Depends(session)):
+    query = select(Project).order_by(Project.id)
+    if owner is not None:
+        query = query.where(Project.owner == owner)
+    return [project_out(db, p) for p in db.scalars(query).all()]
 
 
 @router.get("/projects/{project_id}", response_model=ProjectOut, tags=["projects"])
-def get_project(project_id: Id, db=Depends(session)):
-    return project_out(db, find(db, Project, project_id))
+def get_project(owner: Reader, project_id: Id, db=Depends(session)):
+    return project_out(db, find(db, Project, project_id, owner))
 
 
 def project_out(db, project: Project) -> ProjectOut:
@@ -133,13 +159,13 @@ def problems(counts: dict[str, int]) -> list[str]:
 NOTHING_NEW = {200: {"description": "nothing new: every example was in the project already"}}
 
 
-@router.post("/projects/{project_id}/examples/images", status_code=201, response_model=Added, dependencies=Keyed,
+@router.post("/projects/{project_id}/examples/images", status_code=201, response_model=Added,
              tags=["examples"], responses={**UPLOAD_ERRORS, **NOTHING_NEW})
-def add_images(project_id: Id, request: Request, label: str = Form(...), files: list[UploadFile] = File(...),
+def add_images(owner: Owner, project_id: Id, request: Request, label: str = Form(...), files: list[UploadFile] = File(...),
                db=Depends(session)):
     """Several images of one class (multipart: `label` and one or more `files`)."""
     service = state(request)
-    project = find(db, Project, project_id, modality="image")
+    project = find(db, Project, project_id, owner, modality="image")
     label = check_label(label, service.limits)
     images, rejected = checked_images(files, service.limits)
     return store_images(db, service, project, [(label, name, data) for name, data in images], rejected)
@@ -162,33 +188,33 @@ def checked_images(files: list[UploadFile], limits) -> tuple[list[tuple[str, byt
     return images, rejected
 
 
-@router.post("/projects/{project_id}/examples/zip", status_code=201, response_model=Added, dependencies=Keyed,
+@router.post("/projects/{project_id}/examples/zip", status_code=201, response_model=Added,
              tags=["examples"], responses={**UPLOAD_ERRORS, **NOTHING_NEW})
-def add_zip(project_id: Id, request: Request, file: UploadFile = File(...), db=Depends(session)):
+def add_zip(owner: Owner, project_id: Id, request: Request, file: UploadFile = File(...), db=Depends(session)):
     """A zip of class folders: CLASS/IMAGE (any folders above the class folders are ignored)."""
     service = state(request)
-    project = find(db, Project, project_id, modality="image")
+    project = find(db, Project, project_id, owner, modality="image")
     items, rejected = read_zip(file.file.read(service.limits.max_request_bytes + 1), service.limits)
     return store_images(db, service, project, items, rejected)
 
 
-@router.post("/projects/{project_id}/examples/texts", status_code=201, response_model=Added, dependencies=Keyed,
+@router.post("/projects/{project_id}/examples/texts", status_code=201, response_model=Added,
              tags=["examples"], responses={**UPLOAD_ERRORS, **NOTHING_NEW})
-def add_texts(project_id: Id, body: TextsIn, request: Request, db=Depends(session)):
+def add_texts(owner: Owner, project_id: Id, body: TextsIn, request: Request, db=Depends(session)):
     service = state(request)
-    project = find(db, Project, project_id, modality="text")
+    project = find(db, Project, project_id, owner, modality="text")
     if len(body.examples) > service.limits.max_rows:
         raise UploadError(413, f"{len(body.examples)} texts in one request, more than the {service.limits.max_rows} allowed")
     items = [(check_text(e.text, service.limits), check_label(e.label, service.limits)) for e in body.examples]
     return store_texts(db, project, items, [])
 
 
-@router.post("/projects/{project_id}/examples/csv", status_code=201, response_model=Added, dependencies=Keyed,
+@router.post("/projects/{project_id}/examples/csv", status_code=201, response_model=Added,
              tags=["examples"], responses={**UPLOAD_ERRORS, **NOTHING_NEW})
-def add_csv(project_id: Id, request: Request, file: UploadFile = File(...), db=Depends(session)):
+def add_csv(owner: Owner, project_id: Id, request: Request, file: UploadFile = File(...), db=Depends(session)):
     """A CSV or TSV with a header naming the columns `text` and `label`."""
     service = state(request)
-    project = find(db, Project, project_id, modality="text")
+    project = find(db, Project, project_id, owner, modality="text")
     items, rejected = read_csv(file.file.read(service.limits.max_request_bytes + 1), service.limits)
     return store_texts(db, project, items, rejected)
 
@@ -253,12 +279,12 @@ def answered(result, n_added: int, rejected: list[Rejected]):
 # -------------------------------------------------------------------------- unlabeled examples
 
 @router.post("/projects/{project_id}/unlabeled/images", status_code=201, response_model=UnlabeledAdded,
-             dependencies=Keyed, tags=["unlabeled"], responses={**UPLOAD_ERRORS, **NOTHING_NEW})
-def add_unlabeled_images(project_id: Id, request: Request, files: list[UploadFile] = File(...), db=Depends(session)):
+             tags=["unlabeled"], responses={**UPLOAD_ERRORS, **NOTHING_NEW})
+def add_unlabeled_images(owner: Owner, project_id: Id, request: Request, files: list[UploadFile] = File(...), db=Depends(session)):
     """Images without labels (multipart `files`): training may learn from them too, and keeps what
     they add only where cross-validation does not show harm."""
     service = state(request)
-    project = find(db, Project, project_id, modality="image")
+    project = find(db, Project, project_id, owner, modality="image")
     images, rejected = checked_images(files, service.limits)
     rows = [(UnlabeledExample(project_id=project.id, content_hash=sha256(data), embed_key=hash_bytes(data),
                               blob=sha256(data)), data, name) for name, data in images]
@@ -266,10 +292,10 @@ def add_unlabeled_images(project_id: Id, request: Request, files: list[UploadFil
 
 
 @router.post("/projects/{project_id}/unlabeled/texts", status_code=201, response_model=UnlabeledAdded,
-             dependencies=Keyed, tags=["unlabeled"], responses={**UPLOAD_ERRORS, **NOTHING_NEW})
-def add_unlabeled_texts(project_id: Id, body: UnlabeledTextsIn, request: Request, db=Depends(session)):
+             tags=["unlabeled"], responses={**UPLOAD_ERRORS, **NOTHING_NEW})
+def add_unlabeled_texts(owner: Owner, project_id: Id, body: UnlabeledTextsIn, request: Request, db=Depends(session)):
     service = state(request)
-    project = find(db, Project, project_id, modality="text")
+    project = find(db, Project, project_id, owner, modality="text")
     if len(body.texts) > service.limits.max_rows:
         raise UploadError(413, f"{len(body.texts)} texts in one request, more than the {service.limits.max_rows} allowed")
     rows = []
@@ -307,19 +333,19 @@ def count_unlabeled(db, project_id: int) -> int:
     return db.scalar(select(func.count()).select_from(UnlabeledExample).where(UnlabeledExample.project_id == project_id))
 
 
-@router.delete("/projects/{project_id}/unlabeled", status_code=204, dependencies=Keyed, tags=["unlabeled"])
-def delete_unlabeled(project_id: Id, db=Depends(session)):
+@router.delete("/projects/{project_id}/unlabeled", status_code=204, tags=["unlabeled"])
+def delete_unlabeled(owner: Owner, project_id: Id, db=Depends(session)):
     """Forget every unlabeled example of the project (labeled examples and versions stay)."""
-    find(db, Project, project_id)
+    find(db, Project, project_id, owner)
     db.execute(delete(UnlabeledExample).where(UnlabeledExample.project_id == project_id))
     db.commit()
     return Response(status_code=204)
 
 
 @router.get("/projects/{project_id}/examples", response_model=list[ExampleOut], tags=["examples"])
-def list_examples(project_id: Id, request: Request, label: str | None = Query(None, max_length=200),
+def list_examples(owner: Reader, project_id: Id, request: Request, label: str | None = Query(None, max_length=200),
                   offset: int = Query(0, ge=0, le=MAX_ID), limit: int = Query(100, ge=1, le=1000), db=Depends(session)):
-    find(db, Project, project_id)
+    find(db, Project, project_id, owner)
     query = select(Example).where(Example.project_id == project_id)
     if label is not None:
         query = query.where(Example.label == check_label(label, state(request).limits))
@@ -327,15 +353,15 @@ def list_examples(project_id: Id, request: Request, label: str | None = Query(No
 
 
 @router.get("/examples/{example_id}", response_model=ExampleOut, tags=["examples"])
-def get_example(example_id: Id, db=Depends(session)):
-    return find(db, Example, example_id)
+def get_example(owner: Reader, example_id: Id, db=Depends(session)):
+    return find(db, Example, example_id, owner)
 
 
 @router.get("/examples/{example_id}/content", tags=["examples"],
             responses={200: {"content": {"image/*": {}, "text/plain": {}}}})
-def example_content(example_id: Id, request: Request, db=Depends(session)):
+def example_content(owner: Reader, example_id: Id, request: Request, db=Depends(session)):
     """The image's bytes (or the text), for thumbnails on the page."""
-    example = find(db, Example, example_id)
+    example = find(db, Example, example_id, owner)
     if example.blob is None:
         return Response(example.text, media_type="text/plain; charset=utf-8", headers={"X-Content-Type-Options": "nosniff"})
     data = state(request).blobs.read(example.blob)
@@ -343,29 +369,29 @@ def example_content(example_id: Id, request: Request, db=Depends(session)):
                                                                 "X-Content-Type-Options": "nosniff"})
 
 
-@router.patch("/examples/{example_id}", response_model=ExampleOut, dependencies=Keyed, tags=["examples"])
-def relabel(example_id: Id, body: Relabel, request: Request, db=Depends(session)):
-    example = find(db, Example, example_id)
+@router.patch("/examples/{example_id}", response_model=ExampleOut, tags=["examples"])
+def relabel(owner: Owner, example_id: Id, body: Relabel, request: Request, db=Depends(session)):
+    example = find(db, Example, example_id, owner)
     example.label = check_label(body.label, state(request).limits)
     db.commit()
     return example
 
 
-@router.delete("/examples/{example_id}", status_code=204, dependencies=Keyed, tags=["examples"])
-def delete_example(example_id: Id, db=Depends(session)):
+@router.delete("/examples/{example_id}", status_code=204, tags=["examples"])
+def delete_example(owner: Owner, example_id: Id, db=Depends(session)):
     """Removes the example from the project; versions trained on it keep their own folders."""
-    db.delete(find(db, Example, example_id))
+    db.delete(find(db, Example, example_id, owner))
     db.commit()
     return Response(status_code=204)
 
 
 # --------------------------------------------------------------------------------------- jobs
 
-@router.post("/projects/{project_id}/jobs", status_code=202, response_model=JobOut, dependencies=Keyed, tags=["jobs"],
+@router.post("/projects/{project_id}/jobs", status_code=202, response_model=JobOut, tags=["jobs"],
              responses=errors(409))
-def start_training(project_id: Id, request: Request, db=Depends(session)):
+def start_training(owner: Owner, project_id: Id, request: Request, db=Depends(session)):
     """Queue a training job on the project's examples as they are now; poll GET /api/jobs/{id}."""
-    project = find(db, Project, project_id)
+    project = find(db, Project, project_id, owner)
     if db.scalars(select(Job.id).where(Job.project_id == project_id, Job.state.in_(UNFINISHED))).first():
         raise HTTPException(409, "a training job of this project is already queued or running: wait for it or cancel it")
     rows = db.execute(select(Example.id, Example.label, Example.embed_key).where(Example.project_id == project_id)).all()
@@ -383,21 +409,21 @@ def start_training(project_id: Id, request: Request, db=Depends(session)):
 
 
 @router.get("/projects/{project_id}/jobs", response_model=list[JobOut], tags=["jobs"])
-def list_jobs(project_id: Id, db=Depends(session)):
-    find(db, Project, project_id)
+def list_jobs(owner: Reader, project_id: Id, db=Depends(session)):
+    find(db, Project, project_id, owner)
     return db.scalars(select(Job).where(Job.project_id == project_id).order_by(Job.id.desc())).all()
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, tags=["jobs"])
-def get_job(job_id: Id, db=Depends(session)):
-    return find(db, Job, job_id)
+def get_job(owner: Reader, job_id: Id, db=Depends(session)):
+    return find(db, Job, job_id, owner)
 
 
-@router.post("/jobs/{job_id}/cancel", status_code=202, response_model=JobOut, dependencies=Keyed, tags=["jobs"],
+@router.post("/jobs/{job_id}/cancel", status_code=202, response_model=JobOut, tags=["jobs"],
              responses=errors(409))
-def cancel_job(job_id: Id, request: Request, db=Depends(session)):
+def cancel_job(owner: Owner, job_id: Id, request: Request, db=Depends(session)):
     """Stop a queued or running job; its state turns to "cancelled" within a moment."""
-    job = find(db, Job, job_id)
+    job = find(db, Job, job_id, owner)
     if job.state not in UNFINISHED:
         raise HTTPException(409, f"job {job_id} has already {job.state}: nothing to cancel")
     state(request).runner.cancel(job_id)
@@ -407,23 +433,23 @@ def cancel_job(job_id: Id, request: Request, db=Depends(session)):
 # ----------------------------------------------------------------------------------- versions
 
 @router.get("/projects/{project_id}/versions", response_model=list[VersionOut], tags=["versions"])
-def list_versions(project_id: Id, db=Depends(session)):
-    project = find(db, Project, project_id)
+def list_versions(owner: Reader, project_id: Id, db=Depends(session)):
+    project = find(db, Project, project_id, owner)
     versions = db.scalars(select(ModelVersion).where(ModelVersion.project_id == project_id)
                           .order_by(ModelVersion.number.desc())).all()
     return [version_out(v, project) for v in versions]
 
 
 @router.get("/versions/{version_id}", response_model=VersionOut, tags=["versions"])
-def get_version(version_id: Id, db=Depends(session)):
-    version = find(db, ModelVersion, version_id)
+def get_version(owner: Reader, version_id: Id, db=Depends(session)):
+    version = find(db, ModelVersion, version_id, owner)
     return version_out(version, db.get(Project, version.project_id))
 
 
-@router.post("/versions/{version_id}/activate", response_model=VersionOut, dependencies=Keyed, tags=["versions"])
-def activate(version_id: Id, request: Request, db=Depends(session)):
+@router.post("/versions/{version_id}/activate", response_model=VersionOut, tags=["versions"])
+def activate(owner: Owner, version_id: Id, request: Request, db=Depends(session)):
     """Make this version the one that answers the project's predictions (the folder stays as it is)."""
-    version = find(db, ModelVersion, version_id)
+    version = find(db, ModelVersion, version_id, owner)
     project = db.get(Project, version.project_id)
     project.active_version_id = version.id
     db.commit()
@@ -432,9 +458,9 @@ def activate(version_id: Id, request: Request, db=Depends(session)):
 
 
 @router.get("/versions/{version_id}/download", tags=["versions"], responses={200: {"content": {"application/zip": {}}}})
-def download(version_id: Id, request: Request, db=Depends(session)):
+def download(owner: Reader, version_id: Id, request: Request, db=Depends(session)):
     """The model folder as a zip: unzip it and use it with `smalldata predict` or `smalldata serve --model`."""
-    version = find(db, ModelVersion, version_id)
+    version = find(db, ModelVersion, version_id, owner)
     folder = state(request).data_dir / version.folder
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -448,8 +474,8 @@ def download(version_id: Id, request: Request, db=Depends(session)):
 # Not `response_class=HTMLResponse`: that would describe the JSON error answers as HTML, too.
 @router.get("/versions/{version_id}/report", tags=["versions"],
             responses={200: {"content": {"text/html": {}}, "description": "the HTML report (404 until it is written)"}})
-def report(version_id: Id, request: Request, db=Depends(session)):
-    version = find(db, ModelVersion, version_id)
+def report(owner: Reader, version_id: Id, request: Request, db=Depends(session)):
+    version = find(db, ModelVersion, version_id, owner)
     if version.report is None:
         raise HTTPException(404, "the report of this version is not written yet: try again in a moment")
     path = state(request).data_dir / "reports" / FilePath(version.report).name
@@ -464,43 +490,50 @@ def version_out(version: ModelVersion, project: Project) -> VersionOut:
 
 # ------------------------------------------------------------------------------------ predict
 
-@router.post("/projects/{project_id}/predict/images", response_model=Predictions, dependencies=Keyed, tags=["predict"],
+@router.post("/projects/{project_id}/predict/images", response_model=Predictions, tags=["predict"],
              responses=errors(409, 413, 415))
-def predict_images(project_id: Id, request: Request, files: list[UploadFile] = File(...)):
+def predict_images(owner: Owner, project_id: Id, request: Request, files: list[UploadFile] = File(...)):
     """Label one or more images (multipart `files`) with the project's active version."""
     service = state(request)
-    version_id, predictor, _ = active_predictor(service, project_id, "image")
+    version_id, predictor = active_predictor(service, project_id, "image", owner)
     return Predictions(version_id=version_id, predictions=predict_uploads(service, predictor, files))
 
 
-@router.post("/projects/{project_id}/predict/texts", response_model=Predictions, dependencies=Keyed, tags=["predict"],
+@router.post("/projects/{project_id}/predict/texts", response_model=Predictions, tags=["predict"],
              responses=errors(409, 413))
-async def predict_texts(project_id: Id, body: PredictTexts, request: Request):
+async def predict_texts(owner: Owner, project_id: Id, body: PredictTexts, request: Request):
     """Label one or more texts with the project's active version."""
     service = state(request)
     found = service.active.get(project_id)
-    if found is None or found[2] != "text":
-        found = await run_in_threadpool(active_predictor, service, project_id, "text")
-    version_id, predictor = found[0], found[1]
+    if found is not None and found[2:] == ("text", owner):  # the common case: no thread hand-over
+        version_id, predictor = found[:2]
+    else:
+        version_id, predictor = await run_in_threadpool(active_predictor, service, project_id, "text", owner)
     texts = check_batch(service, body.texts)
     return Predictions(version_id=version_id, predictions=answers(predictor.classes, await predictor.texts_async(texts)))
 
 
-def active_predictor(service, project_id: int, modality: str):
-    """(version id, predictor, modality) of the project's active version, kept in memory until a
-    version is added or activated (`ServiceState.forget`)."""
+def active_predictor(service, project_id: int, modality: str, owner: str):
+    """(version id, predictor) of the project's active version. Kept in memory, with the project's
+    modality and owner, until a version is added or activated (`ServiceState.forget`)."""
     found = service.active.get(project_id)
     if found is None:
         with service.sessions() as db:
-            project = find(db, Project, project_id)
+            project = find(db, Project, project_id, None)
             if project.active_version_id is None:
-                raise HTTPException(409, "this project has no trained model yet: add examples and train first")
-            version = db.get(ModelVersion, project.active_version_id)
-            found = (version.id, service.predictors.get(service.data_dir / version.folder), project.modality)
-        service.active[project_id] = found
+                found = (None, None, project.modality, project.owner)
+            else:
+                version = db.get(ModelVersion, project.active_version_id)
+                found = (version.id, service.predictors.get(service.data_dir / version.folder), project.modality,
+                         project.owner)
+                service.active[project_id] = found
+    if found[3] != owner:
+        raise HTTPException(404, f"no project {project_id}")
     if found[2] != modality:
         raise HTTPException(422, f"project {project_id} holds {found[2]}s, not {modality}s")
-    return found
+    if found[0] is None:
+        raise HTTPException(409, "this project has no trained model yet: add examples and train first")
+    return found[:2]
 
 
 def predict_uploads(service, predictor, files: list[UploadFile]) -> list[dict]:
@@ -529,10 +562,13 @@ def check_batch(service, texts: list[str]) -> list[str]:
 
 # ------------------------------------------------------------------------------------ helpers
 
-def find(db, table, row_id: int, *, modality: str | None = None):
+def find(db, table, row_id: int, owner: str | None, *, modality: str | None = None):
+    """The row, if it is there and its project belongs to `owner` (None: to anyone); a row of
+    another owner's project is answered as one that is not there."""
     row = db.get(table, row_id)
     what = table.__name__.replace("ModelVersion", "model version").lower()
-    if row is None:
+    project = row if table is Project or row is None else db.get(Project, row.project_id)
+    if row is None or (owner is not None and project.owner != owner):
         raise HTTPException(404, f"no {what} {row_id}")
     if modality is not None and row.modality != modality:
         raise HTTPException(422, f"project {row_id} holds {row.modality}s, not {modality}s")

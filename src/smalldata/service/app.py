@@ -9,7 +9,6 @@ with a 4xx status; only a bug gives a 500.
 from __future__ import annotations
 
 import logging
-import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
@@ -45,40 +44,26 @@ class ServiceState:
     runner: JobRunner | None = None
     predictors: Predictors = field(default_factory=Predictors)
     model: Predictor | None = None  # --model mode: the one model served
-    _keys: set[str] = field(default_factory=set)
-    _keys_lock: threading.Lock = field(default_factory=threading.Lock)
+    public_read: bool = False  # reads open to anyone without a key: an explicit choice (`serve --public-read`)
+    keys: auth.KnownKeys | None = None
 
-    active: dict = field(default_factory=dict)  # project id -> (version id, predictor, modality)
+    active: dict = field(default_factory=dict)  # project id -> (version id, predictor, modality, owner)
 
     def forget(self, project_id: int) -> None:
         """The project's active version changed: look it up again on the next prediction."""
         self.active.pop(project_id, None)
 
-    def key_is_known(self, key: str) -> bool:
-        with self._keys_lock:
-            return auth.digest(key) in self._keys
-
-    def key_is_valid(self, key: str) -> bool:
-        # Keys cannot be revoked while the service runs, so a key once found stays valid: this
-        # keeps a database round trip off every prediction.
-        digest = auth.digest(key)
-        with self._keys_lock:
-            if digest in self._keys:
-                return True
-        if auth.is_valid(self.sessions, key):
-            with self._keys_lock:
-                self._keys.add(digest)
-            return True
-        return False
-
 
 def create_app(data_dir: str | Path = "smalldata-data", *, db_url: str | None = None, model_dir: str | Path | None = None,
-               limits: Limits = Limits(), start_worker: bool = True, threads: int | None = None) -> FastAPI:
+               limits: Limits = Limits(), start_worker: bool = True, threads: int | None = None,
+               public_read: bool = False) -> FastAPI:
     """`threads`: how many requests run at once (FastAPI runs plain endpoints in threads; 40 by default).
+    `public_read`: anyone may read every project, its examples and models without a key; writes and
+    predictions still need one. Off by default: then a key reads only its owner's projects.
 
     A `model_dir` is loaded here, not when the service starts: a damaged folder is a `ModelFolderError`
     to the caller (`smalldata serve` prints it) rather than a failed start."""
-    service = ServiceState(Path(data_dir), limits)
+    service = ServiceState(Path(data_dir), limits, public_read=public_read)
     model = Model.load(model_dir) if model_dir is not None else None
 
     @asynccontextmanager
@@ -90,6 +75,7 @@ def create_app(data_dir: str | Path = "smalldata-data", *, db_url: str | None = 
         service.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(database_url(service.data_dir, db_url))
         service.sessions = session_factory(engine)
+        service.keys = auth.KnownKeys(service.sessions)
         if model is not None:
             service.model = Predictor(model)
             service.model.warm_up()
@@ -126,9 +112,9 @@ def create_app(data_dir: str | Path = "smalldata-data", *, db_url: str | None = 
 def model_router() -> APIRouter:
     """Predict-only routes over the one model folder given with --model."""
     router = APIRouter(prefix="/api", tags=["predict"], responses=api.errors(400, 401, 403, 413, 415, 422))
-    keyed = [Depends(api.require_key)]
+    keyed = [Depends(api.key_owner)]  # any owner's key: the one model is no project's
 
-    @router.get("/model")
+    @router.get("/model", dependencies=[Depends(api.reader)])
     def model_info(request: Request):
         model = api.state(request).model.model
         return {"labels": model.classes, "modality": model.modality, "head": model.head_name,

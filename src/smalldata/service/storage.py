@@ -2,17 +2,20 @@
 
 SQLAlchemy, so the same code runs on SQLite in the data folder (the default) or on PostgreSQL
 (``--db postgresql+psycopg://...``). File contents live in the blob store; rows hold their hashes.
+The schema is made and brought up to date by the Alembic steps in `migrations/`; a change to a
+table here needs a step there.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
+from importlib import resources
 from pathlib import Path
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, create_engine, event, select, update
+from sqlalchemy import (JSON, ForeignKey, Index, String, Text, UniqueConstraint, create_engine, event, inspect, select,
+                        update)
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 log = logging.getLogger("smalldata.service")
@@ -31,10 +34,16 @@ class Base(DeclarativeBase):
     __table_args__ = {"sqlite_autoincrement": True}
 
 
+DEFAULT_OWNER = "default"  # the owner of keys made without one, and of everything made before owners
+
+
 class Project(Base):
+    """Belongs to an owner (a user or a team): only keys of that owner see it or change it."""
+
     __tablename__ = "projects"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    owner: Mapped[str] = mapped_column(String(100), index=True, default=DEFAULT_OWNER)
     name: Mapped[str] = mapped_column(String(200))
     modality: Mapped[str] = mapped_column(String(10))
     created: Mapped[datetime] = mapped_column(default=now)
@@ -92,9 +101,9 @@ class Job(Base):
 
 
 # At most one queued or running job per project, kept by the database: two requests at once cannot
-# both start one (the second's insert fails and is answered 409).
-ONE_UNFINISHED_JOB = Index("one_unfinished_job_per_project", Job.project_id, unique=True,
-                           sqlite_where=Job.state.in_(UNFINISHED), postgresql_where=Job.state.in_(UNFINISHED))
+# both start one (the second's insert fails and is answered 409). Made by migration 0002.
+Index("one_unfinished_job_per_project", Job.project_id, unique=True,
+      sqlite_where=Job.state.in_(UNFINISHED), postgresql_where=Job.state.in_(UNFINISHED))
 
 
 class ModelVersion(Base):
@@ -119,8 +128,10 @@ class ApiKey(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), default="")
+    owner: Mapped[str] = mapped_column(String(100), default=DEFAULT_OWNER)  # a user or a team
     digest: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the key; the key is never stored
     created: Mapped[datetime] = mapped_column(default=now)
+    revoked: Mapped[datetime | None] = mapped_column(default=None)  # set by `smalldata api-key revoke`
 
 
 def database_url(data_dir: Path, url: str | None) -> str:
@@ -140,13 +151,23 @@ def make_engine(url: str) -> Engine:
             cursor.close()
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-    Base.metadata.create_all(engine)
-    try:
-        ONE_UNFINISHED_JOB.create(engine, checkfirst=True)  # a database made before the index existed gains it
-    except DBAPIError as error:  # two unfinished jobs of one project already there: the API still checks
-        log.warning("could not add the one-unfinished-job index (%s); it is added at a start after they finish",
-                    type(error).__name__)
+    migrate(engine)
     return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Make the schema, or bring an older database's up to date (the Alembic steps in migrations/)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("smalldata.service") / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        tables = set(inspect(connection).get_table_names())
+        if "projects" in tables and "alembic_version" not in tables:
+            command.stamp(config, "0001")  # made before migrations existed: it holds the first step's tables
+        command.upgrade(config, "head")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -43,6 +43,40 @@ async function api(path, options = {}) {
   return body;
 }
 
+// Reads need the key too, and an <img src> or a link sends no header: the bytes are fetched with
+// the key and shown or saved from a blob: URL.
+async function keyedBlob(path) {
+  const key = sessionStorage.getItem("smalldata-key");
+  const response = await fetch(path, { headers: key ? { "X-API-Key": key } : {} });
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    throw new Error(typeof body.detail === "string" ? body.detail : `${response.status} ${response.statusText}`);
+  }
+  return URL.createObjectURL(await response.blob());
+}
+
+function keyedImage(path, alt) {
+  const image = el("img", { alt });
+  keyedBlob(path).then((url) => { image.src = url; }).catch(() => { image.alt = `${alt} (not available)`; });
+  return image;
+}
+
+function keyedDownload(link, path, filename) {
+  link.href = "#";
+  link.onclick = (e) => { e.preventDefault(); guarded(async () => {
+    const save = el("a", { href: await keyedBlob(path), download: filename });
+    document.body.append(save); save.click(); save.remove();
+  }); };
+}
+
+function keyedPage(link, path) {
+  link.onclick = (e) => {
+    e.preventDefault();
+    const tab = window.open("", "_blank");  // opened now, while the click counts: a blocker lets it through
+    guarded(async () => { const url = await keyedBlob(path); if (tab) tab.location = url; else window.location = url; });
+  };
+}
+
 async function guarded(action) {
   try {
     say("");
@@ -233,16 +267,16 @@ async function showResult(version) {
     el("li", {}, `${p.true_label} taken for ${p.predicted_label}: ${p.count} times (${pct(p.rate)} of ${p.true_label})`))
     : [el("li", {}, "none: every example was predicted right in cross-validation")]));
   showFindings(version.findings);
-  $("#report-link").replaceChildren(version.report_ready
-    ? el("a", { href: `/api/versions/${version.id}/report`, target: "_blank" }, "Open the full report")
-    : "The report is being written…");
-  $("#download").href = `/api/versions/${version.id}/download`;
+  const report = el("a", { href: "#" }, "Open the full report");
+  keyedPage(report, `/api/versions/${version.id}/report`);
+  $("#report-link").replaceChildren(version.report_ready ? report : "The report is being written…");
+  keyedDownload($("#download"), `/api/versions/${version.id}/download`, `model-v${version.number}.zip`);
 }
 
 function exampleCard(id, caption) {
   const modality = state.project.modality;
   const card = el("figure", { class: "card" });
-  if (modality === "image") card.append(el("img", { src: `/api/examples/${id}/content`, alt: `example ${id}`, loading: "lazy" }));
+  if (modality === "image") card.append(keyedImage(`/api/examples/${id}/content`, `example ${id}`));
   else api(`/api/examples/${id}/content`).then((text) => card.prepend(el("blockquote", {}, text))).catch(() => {});
   const relabel = el("button", { type: "button", onclick: () => guarded(async () => {
     const label = prompt("New class for this example:");
@@ -277,7 +311,13 @@ async function showVersions() {
     el("td", {}, `${pct(v.summary.accuracy.mean)} ± ${pct(v.summary.accuracy.std)}`), el("td", {}, v.created.replace("T", " ").slice(0, 19)),
     el("td", {}, v.active ? "" : el("button", { type: "button", onclick: () => guarded(async () => {
       await api(`/api/versions/${v.id}/activate`, { method: "POST" }); await showProject(state.project.id);
-    }) }, "Serve this one"), " ", el("a", { href: `/api/versions/${v.id}/download` }, "download")))));
+    }) }, "Serve this one"), " ", versionDownload(v)))));
+}
+
+function versionDownload(version) {
+  const link = el("a", { href: "#" }, "download");
+  keyedDownload(link, `/api/versions/${version.id}/download`, `model-v${version.number}.zip`);
+  return link;
 }
 
 // ------------------------------------------------------------------------------------ predict
@@ -351,11 +391,12 @@ function setupDrop() {
 document.addEventListener("DOMContentLoaded", async () => {
   const keyInput = $("#api-key");
   keyInput.value = sessionStorage.getItem("smalldata-key") || "";
-  $("#key-state").textContent = keyInput.value ? "key set" : "no key: you can look, but not change or predict";
+  $("#key-state").textContent = keyInput.value ? "key set" : "no key: enter one to see and change your projects";
   $("#key-form").addEventListener("submit", (e) => {
     e.preventDefault();
     sessionStorage.setItem("smalldata-key", keyInput.value.trim());
     $("#key-state").textContent = "key set";
+    guarded(route);  // what the page shows depends on whose key it is
   });
   const bind = (selector, handler) => $(selector).addEventListener("submit", (e) => { e.preventDefault(); guarded(() => handler(e)); });
   bind("#new-project", createProject);

@@ -2,6 +2,7 @@
 
   python bench/serve.py train     # Train -> served model, flowers12 at 10 per class; retrain after adding 10
   python bench/serve.py predict   # p50/p99 latency and throughput, one image / one text, 1, 4, 16 clients
+  python bench/serve.py poison    # 8 clients sending normal texts beside one sending malformed ones
 
 Loopback only; every load run is bounded (requests and seconds) and the server is stopped at the
 end. The load generator runs on the same machine as the server and takes CPU from it, so the
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import json
 import os
 import socket
@@ -35,7 +37,10 @@ if not DATASETS.exists():
 FLOWERS = DATASETS / "flowers12"
 SST2 = DATASETS / "sst2"
 CLIENTS = (1, 4, 16)
-REQUESTS = {1: 300, 4: 600, 16: 1200}  # per run, at most
+REQUESTS = {1: 300, 4: 600, 8: 1000, 16: 1200}  # per run, at most
+# Texts a hostile or broken client sends: each must get a 4xx (or an answer), never fail anyone else's.
+POISON = ["x \udfff", "\ud800", "a\x00b", "", "   ", "\u202e\u0000", "\uffff\ufffe", "e\u0301" * 2000,
+          "\u200b" * 4000, "word " * 999, "x" * 6000, "\x1b[31mred\x1b[0m", "\U0001f600" * 500]
 RUN_SECONDS = 25  # per run, at most
 
 
@@ -52,7 +57,7 @@ class Server:
         self.headers = {"X-API-Key": key}
         # One client for every call: a fresh one per call (httpx.get) costs the polling loop
         # 30-60% of a core, taken from the training being timed.
-        self.client = httpx.Client(base_url=self.url, timeout=120)
+        self.client = httpx.Client(base_url=self.url, headers=self.headers, timeout=120)
         self.process = subprocess.Popen([sys.executable, "-m", "smalldata", "serve", "--data", str(data),
                                          "--host", "127.0.0.1", "--port", str(self.port)], env=env)
         deadline = time.monotonic() + 120
@@ -210,13 +215,49 @@ def bench_predict(data: Path) -> dict:
         server.stop()
 
 
+def bench_poison(data: Path) -> dict:
+    """8 clients predicting normal texts, one more sending `POISON` the whole time: the 8 must see no
+    failure, and the poison only 4xx answers."""
+    server = Server(data)
+    try:
+        texts = server.post("/api/projects", json={"name": "sst2", "modality": "text"})
+        server.post(f"/api/projects/{texts['id']}/examples/texts",
+                    json={"examples": [{"text": t, "label": l} for t, l in sst2_texts("train", 16)]})
+        _, job = server.train(texts["id"])
+        server.wait_for_report(job["version_id"])
+        path = f"/api/projects/{texts['id']}/predict/texts"
+        test_texts = [t for t, _ in sst2_texts("test", 100)]
+        counter = iter(range(10**9))
+        poisoned, stop = {}, threading.Event()
+
+        def poison():
+            with httpx.Client(base_url=server.url, headers=server.headers, timeout=30) as session:
+                for i in itertools.count():
+                    if stop.is_set():
+                        return
+                    # json.dumps escapes lone surrogates as \\udfff: the server gets them as sent
+                    body = json.dumps({"texts": [POISON[i % len(POISON)]]}).encode("ascii")
+                    status = session.post(path, content=body, headers={"Content-Type": "application/json"}).status_code
+                    poisoned[status] = poisoned.get(status, 0) + 1
+
+        sender = threading.Thread(target=poison)
+        sender.start()
+        normal = load(server.url, server.headers,
+                      lambda session: session.post(path, json={"texts": [test_texts[next(counter) % len(test_texts)]]}), 8)
+        stop.set()
+        sender.join()
+        return {"normal_clients": normal, "poison_answers": {str(k): v for k, v in sorted(poisoned.items())}}
+    finally:
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["train", "predict"])
+    parser.add_argument("part", choices=["train", "predict", "poison"])
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"serve-data-{args.part}-", dir=RESULTS) as folder:  # the service's data: gone after
-        result = bench_train(Path(folder)) if args.part == "train" else bench_predict(Path(folder))
+        result = {"train": bench_train, "predict": bench_predict, "poison": bench_poison}[args.part](Path(folder))
     result = {"part": args.part, "machine": f"{os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "result": result}
     (RESULTS / f"serve-{args.part}.json").write_text(json.dumps(result, indent=2) + "\n")

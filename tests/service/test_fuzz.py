@@ -8,6 +8,8 @@ schema can say (a file that is not an image, a label of control characters), wit
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings, strategies
@@ -15,7 +17,9 @@ from schemathesis import GenerationMode
 from schemathesis.checks import (content_type_conformance, negative_data_rejection, not_a_server_error,
                                  response_headers_conformance, response_schema_conformance, status_code_conformance)
 
-EXAMPLES_PER_OPERATION = 40  # valid and invalid requests mixed; bounded so the suite stays in its time
+# Valid and invalid requests mixed; bounded so the suite stays in its time. A deeper run before a
+# release: SMALLDATA_FUZZ_EXAMPLES=300 python -m pytest tests/service/test_fuzz.py
+EXAMPLES_PER_OPERATION = int(os.environ.get("SMALLDATA_FUZZ_EXAMPLES", "40"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance, negative_data_rejection]
 

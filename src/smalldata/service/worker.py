@@ -213,6 +213,8 @@ class JobRunner:
                     continue
                 self._run(*claimed)
             except Exception:  # the runner must outlive any one job (e.g. the database away for a moment)
+                if self._stop.is_set():  # stopping: the database may be gone already
+                    return
                 log.exception("job runner error")
                 time.sleep(1.0)
 
@@ -285,6 +287,8 @@ class JobRunner:
         self._conn.send((job_id, spec))
         serving = False  # the model is in place; only the report is still being written
         while True:
+            if self._stop.is_set():  # the service is stopping: the next start fails the job (fail_interrupted_jobs)
+                return
             ready = wait([self._conn, self._process.sentinel], timeout=0.2)
             with self._lock:
                 cancelled = job_id in self._cancel

@@ -40,5 +40,5 @@ test: setup
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) bench/throughput.py
-	$(PY) bench/accuracy.py
+	$(PY) -m bench.throughput
+	$(PY) -m bench.accuracy

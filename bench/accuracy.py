@@ -1,11 +1,11 @@
 """Few-shot accuracy on held-out test data: every candidate, and the tool's own choice.
 
-    .venv/bin/python bench/accuracy.py                                # everything (long)
-    .venv/bin/python bench/accuracy.py --sets sst2 trec6 --sizes 8 16 # a piece
-    .venv/bin/python bench/accuracy.py --sets banking77 --sizes 64 --seeds 0 1 2
-    .venv/bin/python bench/accuracy.py --report                       # table from saved results only
-    .venv/bin/python bench/accuracy.py --sets sst2 trec6 --sizes 8 --backbone all-mpnet-base-v2
-    .venv/bin/python bench/accuracy.py --sets sst2 trec6 agnews --sizes 8 --stronger
+    .venv/bin/python -m bench.accuracy                                # everything (long)
+    .venv/bin/python -m bench.accuracy --sets sst2 trec6 --sizes 8 16 # a piece
+    .venv/bin/python -m bench.accuracy --sets banking77 --sizes 64 --seeds 0 1 2
+    .venv/bin/python -m bench.accuracy --report                       # table from saved results only
+    .venv/bin/python -m bench.accuracy --sets sst2 trec6 --sizes 8 --backbone all-mpnet-base-v2
+    .venv/bin/python -m bench.accuracy --sets sst2 trec6 agnews --sizes 8 --stronger
 
 For each data set, size (examples per class) and seed, a stratified draw of the training split
 (`common.draw`) is the whole training set. On it:
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -41,15 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import IMAGE_SETS, TEXT_SETS, capped, draw, load_split, machine  # noqa: E402
-
-from smalldata.backbones import DEFAULT_BACKBONE, get_backbone, installed  # noqa: E402
-from smalldata.evaluate import single_threaded_math  # noqa: E402
-from smalldata.features import embed  # noqa: E402
-from smalldata.model import RAW_TEXT  # noqa: E402
-from smalldata.train import DEFAULT_HEAD, candidates, frozen_heads, train  # noqa: E402
+from bench.common import IMAGE_SETS, TEXT_SETS, capped, draw, load_split, machine
+from smalldata.backbones import DEFAULT_BACKBONE, get_backbone, installed
+from smalldata.evaluate import single_threaded_math
+from smalldata.features import embed
+from smalldata.backbones import RAW_TEXT
+from smalldata.train import DEFAULT_HEAD, candidates, frozen_heads, train
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "accuracy"
@@ -250,7 +246,8 @@ def report(summaries: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Few-shot accuracy of every candidate and of the tool's choice.")
+    parser = argparse.ArgumentParser(prog="python -m bench.accuracy",
+                                     description="Few-shot accuracy of every candidate and of the tool's choice.")
     parser.add_argument("--sets", nargs="+", choices=IMAGE_SETS + TEXT_SETS, default=list(IMAGE_SETS + TEXT_SETS))
     parser.add_argument("--sizes", nargs="+", type=int, help="examples per class (default: 1 5 10 20 for images, 8 16 64 for texts)")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))

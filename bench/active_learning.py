@@ -1,8 +1,8 @@
 """Active learning: does labeling what `smalldata suggest` ranks first beat labeling at random?
 
-    .venv/bin/python bench/active_learning.py                          # all five sets, seeds 0..4
-    .venv/bin/python bench/active_learning.py --sets trec6 --seeds 0 1 # a piece
-    .venv/bin/python bench/active_learning.py --report                 # table from saved results only
+    .venv/bin/python -m bench.active_learning                          # all five sets, seeds 0..4
+    .venv/bin/python -m bench.active_learning --sets trec6 --seeds 0 1 # a piece
+    .venv/bin/python -m bench.active_learning --report                 # table from saved results only
 
 For each data set and seed: the training split, capped at 3000 examples (one fixed sample, seed 0,
 the same for every seed and strategy), is the pool. 2 examples of every class are drawn from it
@@ -32,15 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import IMAGE_SETS, capped, load_split, machine  # noqa: E402
-
-from smalldata.backbones import DEFAULT_BACKBONE  # noqa: E402
-from smalldata.evaluate import single_threaded_math  # noqa: E402
-from smalldata.features import embed  # noqa: E402
-from smalldata.heads import logistic_regression_head  # noqa: E402
-from smalldata.suggest import rank_for_labeling, uncertainty  # noqa: E402
+from bench.common import IMAGE_SETS, capped, load_split, machine
+from smalldata.backbones import DEFAULT_BACKBONE
+from smalldata.evaluate import single_threaded_math
+from smalldata.features import embed
+from smalldata.heads import logistic_regression_head
+from smalldata.suggest import rank_for_labeling, uncertainty
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "active_learning.json"
@@ -191,7 +188,8 @@ def report(document: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Active learning with smalldata's suggest vs random selection.")
+    parser = argparse.ArgumentParser(prog="python -m bench.active_learning",
+                                     description="Active learning with smalldata's suggest vs random selection.")
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))

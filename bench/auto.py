@@ -1,10 +1,10 @@
 """The automatic choice end to end, as `smalldata train` runs it: accuracy, wall time, budget overrun,
 and the same choice on a quiet and a busy machine.
 
-    flock /tmp/smalldata-cpu.lock .venv/bin/python bench/auto.py --sets flowers12 clothing10 --sizes 10
-    flock /tmp/smalldata-cpu.lock .venv/bin/python bench/auto.py --sets sst2 trec6 agnews --sizes 8
-    flock /tmp/smalldata-cpu.lock .venv/bin/python bench/auto.py --sets flowers12 --sizes 10 --busy   # 2 busy processes beside it
-    .venv/bin/python bench/auto.py --report
+    flock /tmp/smalldata-cpu.lock .venv/bin/python -m bench.auto --sets flowers12 clothing10 --sizes 10
+    flock /tmp/smalldata-cpu.lock .venv/bin/python -m bench.auto --sets sst2 trec6 agnews --sizes 8
+    flock /tmp/smalldata-cpu.lock .venv/bin/python -m bench.auto --sets flowers12 --sizes 10 --busy   # 2 busy processes beside it
+    .venv/bin/python -m bench.auto --report
 
 For each set, size and seed (0-4) a stratified draw (`common.draw`, the same draws as
 bench/choice.py) is given to `smalldata.train(draw, budget=DEFAULT_BUDGET, seed=seed)`, the
@@ -19,19 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from choice import load  # noqa: E402
-from common import capped, draw, machine  # noqa: E402
-
-from smalldata import train  # noqa: E402
-from smalldata.deadline import DEFAULT_BUDGET, parse_budget  # noqa: E402
+from bench.choice import load
+from bench.common import capped, draw, machine
+from smalldata import train
+from smalldata.deadline import DEFAULT_BUDGET, parse_budget
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "auto"
 
@@ -95,7 +91,8 @@ def report() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.auto",
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", default=["flowers12"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[10])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])

@@ -1,12 +1,12 @@
 """The frozen candidates of the automatic choice, saved draw by draw, so that rules can be compared
 offline: which one to ship, or how to average them.
 
-    .venv/bin/python bench/choice.py collect --sets flowers12 clothing10 --sizes 5 10 20
-    .venv/bin/python bench/choice.py collect --sets sst2 trec6 agnews banking77 --sizes 8 16
-    .venv/bin/python bench/choice.py collect --sets cifar10 fashion-mnist --sizes 10     # confirmation
-    .venv/bin/python bench/choice.py collect --sets mr clinc150 --sizes 8               # confirmation
-    .venv/bin/python bench/choice.py report --sets flowers12 clothing10 sst2 trec6 agnews banking77 --sizes 5 8 10 16 20
-    .venv/bin/python bench/choice.py targets --sets cifar10 fashion-mnist mr clinc150 --sizes 5 8 10 16 20
+    .venv/bin/python -m bench.choice collect --sets flowers12 clothing10 --sizes 5 10 20
+    .venv/bin/python -m bench.choice collect --sets sst2 trec6 agnews banking77 --sizes 8 16
+    .venv/bin/python -m bench.choice collect --sets cifar10 fashion-mnist --sizes 10     # confirmation
+    .venv/bin/python -m bench.choice collect --sets mr clinc150 --sizes 8               # confirmation
+    .venv/bin/python -m bench.choice report --sets flowers12 clothing10 sst2 trec6 agnews banking77 --sizes 5 8 10 16 20
+    .venv/bin/python -m bench.choice targets --sets cifar10 fashion-mnist mr clinc150 --sizes 5 8 10 16 20
 
 For each set, size and seed (0-4), a stratified draw of the train split (`common.draw`) is the
 training set. Every frozen candidate (logistic regression at each C in `CS` on each installed
@@ -24,20 +24,16 @@ test images, written once as PNG folders under bench/results/).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import DATASETS, capped, draw, load_split  # noqa: E402
-
-from smalldata.data import load_image_folder, load_text_csv  # noqa: E402
-from smalldata.evaluate import cv_folds, single_threaded_math  # noqa: E402
-from smalldata.features import embed  # noqa: E402
-from smalldata.progress import Progress  # noqa: E402
+from bench.common import DATASETS, capped, draw, load_split
+from smalldata.data import load_image_folder, load_text_csv
+from smalldata.evaluate import cv_folds, single_threaded_math
+from smalldata.features import embed
+from smalldata.progress import Progress
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "choice"
@@ -296,7 +292,8 @@ def report(sets, sizes) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.choice",
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=("collect", "report", "targets"))
     parser.add_argument("--sets", nargs="+", default=list(DEVELOPMENT))
     parser.add_argument("--sizes", nargs="+", type=int, default=[10])

@@ -1,7 +1,7 @@
 """Learning-curve extrapolation: fit on draws of up to 5 (images) or 16 (texts) examples per class,
 predict the accuracy at 20 (images) or 64 (texts) per class, and measure it.
 
-    .venv/bin/python bench/curve.py [--sets flowers12 sst2 ...] [--seeds 0 1 2 3 4] [--report]
+    .venv/bin/python -m bench.curve [--sets flowers12 sst2 ...] [--seeds 0 1 2 3 4] [--report]
 
 Two protocols, both with logistic regression on frozen embeddings (the default head):
 - "draws from the pool" (the issue's benchmark): smalldata's learning curve over the train split
@@ -17,21 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import IMAGE_SETS, capped, draw, load_split, machine  # noqa: E402
-
-from smalldata.backbones import DEFAULT_BACKBONE  # noqa: E402
-from smalldata.curve import learning_curve, project  # noqa: E402
-from smalldata.evaluate import single_threaded_math  # noqa: E402
-from smalldata.features import embed  # noqa: E402
-from smalldata.heads import logistic_regression_head  # noqa: E402
+from bench.common import IMAGE_SETS, capped, draw, load_split, machine
+from smalldata.backbones import DEFAULT_BACKBONE
+from smalldata.curve import learning_curve, project
+from smalldata.evaluate import single_threaded_math
+from smalldata.features import embed
+from smalldata.heads import logistic_regression_head
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "curve.json"
 SETS = ("flowers12", "clothing10", "sst2", "trec6", "agnews")
@@ -95,7 +91,7 @@ def report(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.curve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", nargs="+", default=list(SETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--report", action="store_true", help="print the markdown table of saved results only")

@@ -1,7 +1,7 @@
 """What class descriptions add: texts at 0, 1, 2 and 4 examples per class, with and without them.
 
-    flock /tmp/smalldata-cpu.lock .venv/bin/python bench/describe.py --sets trec6 --sizes 0 1 2 4
-    .venv/bin/python bench/describe.py --report          # the table from saved results only
+    flock /tmp/smalldata-cpu.lock .venv/bin/python -m bench.describe --sets trec6 --sizes 0 1 2 4
+    .venv/bin/python -m bench.describe --report          # the table from saved results only
 
 Descriptions: `bench/descriptions.py` (each set's label names, lightly expanded by hand). For each
 set, size and seed (`common.draw`; test split capped at 2000, `common.capped`):
@@ -20,22 +20,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import capped, draw, load_split, machine  # noqa: E402
-from descriptions import descriptions  # noqa: E402
-
-from smalldata.backbones import DEFAULT_BACKBONE  # noqa: E402
-from smalldata.describe import DESCRIBED_HEAD, embedded_descriptions, zero_shot_model  # noqa: E402
-from smalldata.features import embed  # noqa: E402
-from smalldata.train import train  # noqa: E402
+from bench.common import capped, draw, load_split, machine
+from bench.descriptions import descriptions
+from smalldata.backbones import DEFAULT_BACKBONE
+from smalldata.describe import DESCRIBED_HEAD, embedded_descriptions, zero_shot_model
+from smalldata.features import embed
+from smalldata.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "describe"
@@ -124,7 +120,8 @@ def report() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Accuracy with and without class descriptions.")
+    parser = argparse.ArgumentParser(prog="python -m bench.describe",
+                                     description="Accuracy with and without class descriptions.")
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))

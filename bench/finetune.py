@@ -1,10 +1,10 @@
 """Fine-tuning against frozen embeddings, and the tool's automatic choice under a time budget.
 
-    flock /tmp/smalldata-cpu.lock .venv/bin/python bench/finetune.py --sets sst2 --sizes 8 --seeds 0 1
-    flock /tmp/smalldata-cpu.lock .venv/bin/python bench/finetune.py --sets trec6 --sizes 8 --seeds 0 --auto 300
-    flock /tmp/smalldata-cpu.lock .venv/bin/python bench/finetune.py --sets clothing10 --sizes 20 --auto 300 --only-auto
-    flock /tmp/smalldata-cpu.lock .venv/bin/python bench/finetune.py --sets clothing10 --sizes 20 --backbone efficientnet-lite2
-    .venv/bin/python bench/finetune.py --report                          # table from saved results
+    flock /tmp/smalldata-cpu.lock .venv/bin/python -m bench.finetune --sets sst2 --sizes 8 --seeds 0 1
+    flock /tmp/smalldata-cpu.lock .venv/bin/python -m bench.finetune --sets trec6 --sizes 8 --seeds 0 --auto 300
+    flock /tmp/smalldata-cpu.lock .venv/bin/python -m bench.finetune --sets clothing10 --sizes 20 --auto 300 --only-auto
+    flock /tmp/smalldata-cpu.lock .venv/bin/python -m bench.finetune --sets clothing10 --sizes 20 --backbone efficientnet-lite2
+    .venv/bin/python -m bench.finetune --report                          # table from saved results
 
 For each set, size (examples per class) and seed, the draw of `common.draw` is the whole training set:
 
@@ -24,21 +24,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import IMAGE_SETS, capped, draw, load_split, machine  # noqa: E402
-
-from smalldata.backbones import DEFAULT_BACKBONE  # noqa: E402
-from smalldata.evaluate import single_threaded_math  # noqa: E402
-from smalldata.features import embed  # noqa: E402
-from smalldata.finetune_choice import fine_tune_candidate  # noqa: E402
-from smalldata.train import candidates, train  # noqa: E402
+from bench.common import IMAGE_SETS, capped, draw, load_split, machine
+from smalldata.backbones import DEFAULT_BACKBONE
+from smalldata.evaluate import single_threaded_math
+from smalldata.features import embed
+from smalldata.finetune_choice import fine_tune_candidate
+from smalldata.train import candidates, train
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "finetune"
@@ -169,7 +165,8 @@ def _setfit(name: str, size: int, seeds: list[int]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.finetune",
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", default=["sst2", "trec6", "agnews", "flowers12", "clothing10"])
     parser.add_argument("--sizes", nargs="+", type=int)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])

@@ -4,7 +4,7 @@ Chooses on dev data, reports on test: a size that only wins on the test split is
 Dev data is what no draw saw: clothing10's validation split; for flowers12, which has none, the
 training images left out of each draw.
 
-    python bench/input_size.py --configs lite0@224 lite0@280 lite2@260 --sets flowers12 clothing10
+    python -m bench.input_size --configs lite0@224 lite0@280 lite2@260 --sets flowers12 clothing10
 
 Writes bench/results/input-size/<set>-<net>-<px>.json with dev and test accuracy by draw.
 """
@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import capped, draw, load_split  # noqa: E402
-
-from smalldata.backbones import ImageBackbone, _lite0_weights, _lite2_weights  # noqa: E402
-from smalldata.features import embed  # noqa: E402
-from smalldata.heads import logistic_regression_head  # noqa: E402
+from bench.common import capped, draw, load_split
+from smalldata.backbones import ImageBackbone, _lite0_weights, _lite2_weights
+from smalldata.features import embed
+from smalldata.heads import logistic_regression_head
 
 RESULTS = Path(__file__).resolve().parent / "results" / "input-size"
 WEIGHTS = {"lite0": _lite0_weights, "lite2": _lite2_weights}
@@ -67,7 +63,7 @@ def sweep(name: str, net: str, px: int, sizes, seeds) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.input_size", description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["lite0@224", "lite0@280", "lite2@260"],
                         help="backbone@pixels, e.g. lite0@256")
     parser.add_argument("--sets", nargs="+", default=["flowers12", "clothing10"])

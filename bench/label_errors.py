@@ -1,8 +1,8 @@
 """Suspected label errors: how many planted label flips `smalldata.explain.label_issues` finds.
 
-    .venv/bin/python bench/label_errors.py                         # flowers12 and sst2, seeds 0 1 2
-    .venv/bin/python bench/label_errors.py --sets flowers12 --seeds 0
-    .venv/bin/python bench/label_errors.py --report                # table from saved results only
+    .venv/bin/python -m bench.label_errors                         # flowers12 and sst2, seeds 0 1 2
+    .venv/bin/python -m bench.label_errors --sets flowers12 --seeds 0
+    .venv/bin/python -m bench.label_errors --report                # table from saved results only
 
 For each set and seed, 10% of the training examples (all of flowers12's training split, 719 images
 after the exact duplicate is dropped; for sst2 a fixed sample of 2000 of its 6920 training sentences,
@@ -27,13 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import IMAGE_SETS, capped, load_split, machine  # noqa: E402
-
-from smalldata.data import Dataset  # noqa: E402
-from smalldata.explain import label_issues  # noqa: E402
-from smalldata.train import train  # noqa: E402
+from bench.common import IMAGE_SETS, capped, load_split, machine
+from smalldata.data import Dataset
+from smalldata.explain import label_issues
+from smalldata.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "label_errors.json"
@@ -160,7 +157,8 @@ def report(document: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Precision and recall of suspected label errors on planted label flips.")
+    parser = argparse.ArgumentParser(prog="python -m bench.label_errors",
+                                     description="Precision and recall of suspected label errors on planted label flips.")
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--noise", type=float, default=NOISE, help="fraction of labels flipped (default 0.1)")

@@ -2,8 +2,8 @@
 training image's mirror image embedded as one more example of its class) and test-time averaging
 (each test image's probabilities averaged with its mirror image's).
 
-    .venv/bin/python bench/mirrored_views.py --sets flowers12 clothing10 --sizes 5 10 20     # development
-    .venv/bin/python bench/mirrored_views.py --sets cifar10 fashion-mnist --sizes 10         # confirmation
+    .venv/bin/python -m bench.mirrored_views --sets flowers12 clothing10 --sizes 5 10 20     # development
+    .venv/bin/python -m bench.mirrored_views --sets cifar10 fashion-mnist --sizes 10         # confirmation
 
 On the draws of bench/choice.py (same seeds), with the automatic choice's average of logistic
 regressions on Lite0 and Lite2 (`smalldata.ensemble`), fit once on the draw and scored on the test
@@ -16,20 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from choice import BACKBONES, load  # noqa: E402
-from common import capped, draw  # noqa: E402
-
-from smalldata.backbones import get_backbone  # noqa: E402
-from smalldata.ensemble import AveragedLogisticRegression  # noqa: E402
-from smalldata.evaluate import single_threaded_math  # noqa: E402
-from smalldata.features import embed  # noqa: E402
+from bench.choice import BACKBONES, load
+from bench.common import capped, draw
+from smalldata.backbones import get_backbone
+from smalldata.ensemble import AveragedLogisticRegression
+from smalldata.evaluate import single_threaded_math
+from smalldata.features import embed
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "mirrored"
 VARIANTS = ("plain", "mirrored training views", "test-time mirror", "both")
@@ -75,7 +71,8 @@ def run(name: str, size: int, seeds) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.mirrored_views",
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", default=["flowers12", "clothing10"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[10])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])

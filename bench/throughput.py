@@ -1,6 +1,6 @@
 """Throughput: images and texts embedded per second end to end, and the wall time of `smalldata train`.
 
-    .venv/bin/python bench/throughput.py [--repeats 3] [--skip-cli]
+    .venv/bin/python -m bench.throughput [--repeats 3] [--skip-cli]
 
 (a) images/s with efficientnet-lite0, JPEG decoding and resizing included, on flowers12 train (720
     images, 224x224; 719 once the loader drops one exact duplicate) and on the first 720 clothing10
@@ -29,11 +29,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import DATASETS, load_split, machine  # noqa: E402
-
-from smalldata.features import embed  # noqa: E402
+from bench.common import DATASETS, load_split, machine
+from smalldata.features import embed
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -107,7 +104,7 @@ def cli_train(scratch: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per measurement (after one warm-up)")
     parser.add_argument("--skip-cli", action="store_true", help="leave out the `smalldata train` timing")
     args = parser.parse_args()

@@ -1,7 +1,7 @@
 """What an unlabeled pool adds: the tool's choice with and without `train(..., unlabeled=pool)`.
 
-    flock /tmp/smalldata-cpu.lock .venv/bin/python bench/unlabeled.py --sets flowers12 --seeds 0 1 2 3 4
-    .venv/bin/python bench/unlabeled.py --report          # the table from saved results only
+    flock /tmp/smalldata-cpu.lock .venv/bin/python -m bench.unlabeled --sets flowers12 --seeds 0 1 2 3 4
+    .venv/bin/python -m bench.unlabeled --report          # the table from saved results only
 
 Images (flowers12, clothing10): 5 labeled examples per class (`common.draw`), the rest of the
 training split as the pool. Texts (sst2, trec6, agnews): 8 per class, and 2000 other training texts
@@ -24,22 +24,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import IMAGE_SETS, capped, draw, load_split, machine  # noqa: E402
-
-from smalldata.backbones import DEFAULT_BACKBONE  # noqa: E402
-from smalldata.evaluate import CandidateScore, Comparison, single_threaded_math  # noqa: E402
-from smalldata.features import embed  # noqa: E402
-from smalldata.train import train  # noqa: E402
-from smalldata.unlabeled import LABEL_SPREADING, SELF_TRAINING, PoolHead, pool_from  # noqa: E402
+from bench.common import IMAGE_SETS, capped, draw, load_split, machine
+from smalldata.backbones import DEFAULT_BACKBONE
+from smalldata.evaluate import CandidateScore, Comparison, single_threaded_math
+from smalldata.features import embed
+from smalldata.train import train
+from smalldata.unlabeled import LABEL_SPREADING, SELF_TRAINING, PoolHead, pool_from
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "unlabeled"
@@ -168,7 +164,8 @@ def report() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Accuracy with and without an unlabeled pool.")
+    parser = argparse.ArgumentParser(prog="python -m bench.unlabeled",
+                                     description="Accuracy with and without an unlabeled pool.")
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--report", action="store_true", help="print the table from saved results; run nothing")

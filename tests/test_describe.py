@@ -6,7 +6,8 @@ from typer.testing import CliRunner
 
 import smalldata
 from smalldata.cli import app
-from smalldata.describe import DESCRIBED_HEAD, DescribedHead, complete_descriptions, parse_descriptions, zero_shot_model
+from smalldata.describe import DESCRIBED_HEAD, DescribedHead, complete_descriptions, parse_descriptions
+from smalldata.zero_shot import zero_shot_model
 
 TOPICS = {"sport": "sports: football, tennis, athletics", "cooking": "cooking: recipes and food",
           "weather": "the weather forecast: rain, sun and wind"}

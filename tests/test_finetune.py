@@ -15,7 +15,8 @@ from smalldata.finetune import LR_CAP, FineTunedImageClassifier, _held_out_fifth
 from smalldata.backbones import get_backbone
 from smalldata.data import DataError
 from smalldata.heads import logistic_regression_head
-from smalldata.model import RAW_INPUTS, Model
+from smalldata.backbones import RAW_INPUTS
+from smalldata.model import Model
 
 
 def test_budgets_parse_and_bad_ones_say_how_to_write_them():
@@ -163,8 +164,8 @@ def test_image_fine_tune_trains_keeps_its_history_and_predicts_the_same_through_
     assert np.mean(tuned.predict(paths) == labels) >= 0.9
     folder = tmp_path / "m"
     folder.mkdir()
-    head = tuned.save_folder(folder)
-    loaded = FineTunedImageClassifier.load_folder(folder, json.loads(json.dumps(head)))
+    head = tuned.save_to(folder)
+    loaded = FineTunedImageClassifier.load_from(folder, json.loads(json.dumps(head)), {})
     assert np.allclose(loaded.predict_proba(paths[:6]), tuned.predict_proba(paths[:6]), atol=1e-4)
     # The service predicts from uploaded bytes, decoded in memory: the same answers.
     from smalldata.service.predictor import Predictor

@@ -5,7 +5,8 @@ import pytest
 
 import smalldata
 from smalldata.baselines import text_baseline
-from smalldata.model import RAW_TEXT, Model, ModelFolderError
+from smalldata.backbones import RAW_TEXT
+from smalldata.model import Model, ModelFolderError
 
 
 @pytest.fixture(scope="module")

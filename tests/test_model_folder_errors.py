@@ -35,11 +35,11 @@ def saved(tmp_path_factory) -> dict[str, Path]:
     import smalldata
     from smalldata.backbones import get_backbone
     from smalldata.baselines import text_baseline
-    from smalldata.describe import zero_shot_model
+    from smalldata.zero_shot import zero_shot_model
     from smalldata.ensemble import AveragedLogisticRegression
     from smalldata.features import embed
     from smalldata.heads import LinearHead
-    from smalldata.model import RAW_TEXT
+    from smalldata.backbones import RAW_TEXT
     from tests.conftest import DATA
 
     data = smalldata.load_dataset(DATA / "topics.csv")

@@ -7,7 +7,8 @@ from PIL import Image
 import smalldata
 from smalldata.baselines import text_baseline
 from smalldata.data import DataError
-from smalldata.model import RAW_TEXT, Model
+from smalldata.backbones import RAW_TEXT
+from smalldata.model import Model
 from smalldata.suggest import (
     Suggestion,
     diversity_backbone,

@@ -11,7 +11,7 @@ from smalldata.data import DataError, Dataset, load_dataset, load_image_folder, 
 from smalldata.evaluate import Comparison, TestResult
 from smalldata.model import Model, ModelFolderError
 from smalldata.train import train
-from smalldata.describe import zero_shot_model
+from smalldata.zero_shot import zero_shot_model
 from smalldata.unlabeled import load_pool, pool_from
 
 __all__ = [

@@ -369,6 +369,15 @@ REGISTRY: dict[str, Callable[[], Backbone]] = {
 }
 
 DEFAULT_BACKBONE = {"image": "efficientnet-lite0", "text": "all-MiniLM-L6-v2"}
+# What a model's "features" names when no backbone embeds for its head: the head reads the inputs
+# themselves. Saved in model.json, so their values never change.
+RAW_TEXT = "text"  # the strings (the TF-IDF baseline; a contrastive fine-tune embeds with its own encoder)
+RAW_INPUTS = "raw-images"  # the image files (a fine-tuned image model decodes and embeds them itself)
+
+
+def reads_raw(features: str) -> bool:
+    """Whether a head with these features reads the inputs themselves, not a backbone's embeddings."""
+    return features in (RAW_TEXT, RAW_INPUTS)
 # Every network the automatic choice embeds with, fastest first (`installed`).
 NETWORKS = {"image": ("efficientnet-lite0", "efficientnet-lite2"), "text": ("all-MiniLM-L6-v2", "all-mpnet-base-v2")}
 # Their packages: a network whose package is missing is left out of the automatic choice.

@@ -25,7 +25,8 @@ from smalldata.suggest import load_unlabeled, write_suggestions
 from smalldata.suggest import suggest as rank_unlabeled
 from smalldata.train import DEFAULT_HEAD, curve_of
 from smalldata.train import train as train_model
-from smalldata.describe import parse_descriptions, zero_shot_model
+from smalldata.describe import parse_descriptions
+from smalldata.zero_shot import zero_shot_model
 from smalldata.unlabeled import load_pool
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,

@@ -28,6 +28,7 @@ from sklearn.linear_model import LogisticRegression
 
 from smalldata.data import DataError
 from smalldata.evaluate import Candidate
+from smalldata.head_io import TensorHead, register_head
 
 DESCRIBED_HEAD = "logistic regression + class descriptions"
 PRIOR_STRENGTH = 4.0  # the description counts as much as 4 examples of its class
@@ -76,7 +77,8 @@ def complete_descriptions(descriptions: Mapping[str, str], classes: Sequence[str
     return {label: descriptions.get(label) or label_as_text(label) for label in classes}
 
 
-class DescribedHead(ClassifierMixin, BaseEstimator):
+@register_head
+class DescribedHead(TensorHead, ClassifierMixin, BaseEstimator):
     """Logistic regression on the examples and on each class's embedded description, weighted as
     `prior_strength` examples; with no examples at all, plain nearest-description matching.
 
@@ -84,6 +86,8 @@ class DescribedHead(ClassifierMixin, BaseEstimator):
     with a description but no example can still be predicted. Within a class with ``k`` examples the
     description's share of the weight is ``s / (s + k)``: a prior that fades as examples accumulate.
     """
+
+    KIND = "described-head"  # saved in model.json: never renamed
 
     def __init__(self, *, prototypes=None, prototype_labels: Sequence[str] = (),
                  prior_strength: float = PRIOR_STRENGTH, scale: float = SIMILARITY_SCALE, C: float = 1.0):
@@ -164,22 +168,6 @@ def described_candidate(descriptions: Mapping[str, str], classes: Sequence[str],
                      lambda: DescribedHead(prototypes=prototypes, prototype_labels=labels),
                      f"logistic regression on {backbone} embeddings of the examples and of each class's description, "
                      f"weighted as {PRIOR_STRENGTH:g} examples")
-
-
-def zero_shot_model(descriptions: Mapping[str, str], *, backbone: str | None = None):
-    """A text classifier from class descriptions alone (at least 2 classes): nearest description."""
-    from smalldata.backbones import DEFAULT_BACKBONE, get_backbone
-    from smalldata.model import Model
-
-    backbone = backbone or DEFAULT_BACKBONE["text"]
-    if get_backbone(backbone).modality != "text":
-        raise DataError(f"backbone {backbone!r} is for images; descriptions need a text encoder")
-    if len(descriptions) < 2:
-        raise DataError("a classifier needs at least 2 classes: describe another class")
-    labels, prototypes = embedded_descriptions(descriptions, sorted(descriptions), backbone)
-    head = DescribedHead(prototypes=prototypes, prototype_labels=labels).fit(np.zeros((0, prototypes.shape[1])), [])
-    return Model(classes=labels, modality="text", features=backbone, head_name=DESCRIBED_HEAD, estimator=head,
-                 data={"n_examples": 0, "descriptions": dict(descriptions)})
 
 
 def _unit(X: np.ndarray) -> np.ndarray:

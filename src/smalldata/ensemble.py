@@ -17,9 +17,17 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
+from smalldata.head_io import TensorHead, register_head
 
-class AveragedLogisticRegression(ClassifierMixin, BaseEstimator):
+
+@register_head
+class AveragedLogisticRegression(TensorHead, ClassifierMixin, BaseEstimator):
     """Logistic regression on each block of columns alone; `predict_proba` averages them."""
+
+    KIND = "averaged-logistic-regression"  # saved in model.json: never renamed
+
+    def saved_params(self) -> dict:
+        return {**self.get_params(), "widths": list(self.widths)}
 
     def __init__(self, *, widths: tuple[int, ...] = (), C: float = 1.0, max_iter: int = 3000):
         self.widths = widths

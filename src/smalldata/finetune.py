@@ -36,13 +36,15 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from smalldata.augment import image_augmentation
-from smalldata.backbones import (PIXEL_MEAN, PIXEL_STD, export_pooled_features, fine_tunable, get_backbone,
+from smalldata.backbones import (PIXEL_MEAN, PIXEL_STD, RAW_INPUTS, export_pooled_features, fine_tunable, get_backbone,
                                  onnx_of_weights, why_not_fine_tunable)
 from smalldata.costs import fastest_step_seconds
 from smalldata.data import DataError
 from smalldata.evaluate import held_out_fifth
 from smalldata.features import embed
+from smalldata.head_io import register_head
 from smalldata.heads import logistic_regression_head
+from smalldata.model_folder import check_labels, load_skops
 
 BODY_FILE = "body.safetensors"
 HEAD_FILE = "head.skops"
@@ -54,8 +56,13 @@ LOSSES = ("cross-entropy", "cosine", "cosine+cross-entropy")
 LR_CAP = 4e-4
 
 
+@register_head
 class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
     """EfficientNet-Lite tuned on image files; logistic regression on its pooled features."""
+
+    KIND = "fine-tuned-image"  # saved in model.json: never renamed
+    READS = RAW_INPUTS  # decodes the image files and embeds them with its own tuned body
+    ENTRY_KEYS = {"params": dict, "classes": list}
 
     def __init__(self, *, backbone: str = "efficientnet-lite0", epochs: int = 6, lr: float | str = "find",
                  batch_size: int = 16, train_size: int | None = None, unfreeze_from: int = 0,
@@ -256,24 +263,23 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
     # ---- model folder (no pickle) -------------------------------------------------------------
-    def save_folder(self, folder: Path) -> dict:
+    def save_to(self, folder: Path) -> dict:
         import skops.io
         from safetensors.torch import save_file
 
         if self.net_ is not None:
             save_file({k: v.contiguous() for k, v in self.net_.state_dict().items()}, str(folder / BODY_FILE))
         skops.io.dump(self.head_, folder / HEAD_FILE)
-        return {"kind": "fine-tuned-image", "file": HEAD_FILE, "body_file": BODY_FILE if self.net_ is not None else None,
+        return {"kind": self.KIND, "file": HEAD_FILE, "body_file": BODY_FILE if self.net_ is not None else None,
                 "params": self.get_params(), "classes": self.classes_.tolist(), "epochs_kept": self.epochs_kept_,
                 "lr_used": getattr(self, "lr_used_", None), "held_out_history": getattr(self, "history_", None),
                 "preprocessing": get_backbone(self.backbone).preprocessing}
 
     @classmethod
-    def load_folder(cls, folder: Path, head: dict) -> "FineTunedImageClassifier":
+    def load_from(cls, folder: Path, head: dict, description: dict) -> "FineTunedImageClassifier":
         from safetensors.torch import load_file
 
-        from smalldata.model import load_skops
-
+        check_labels(head["classes"], folder / "model.json", "head.classes")
         model = cls(**{k: v for k, v in head["params"].items() if k in cls().get_params()})
         model.classes_ = np.array(head["classes"])
         model.epochs_kept_ = head.get("epochs_kept", 0)

@@ -25,6 +25,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score
 
+from smalldata.backbones import RAW_INPUTS, RAW_TEXT
 from smalldata.costs import known_step_seconds, optimistic_step_seconds, step_seconds, text_length_factor
 from smalldata.data import DataError
 from smalldata.deadline import Deadline
@@ -233,8 +234,6 @@ def _decide(decision: FineTuneDecision) -> FineTuneDecision:
 
 def fine_tune_candidate(modality: str, backbone: str, options: FineTuneOptions = FineTuneOptions()) -> Candidate:
     """The one fine-tune candidate for a modality; it reads raw inputs (texts, image paths)."""
-    from smalldata.model import RAW_INPUTS, RAW_TEXT
-
     if modality == "text":
         from smalldata.finetune_text import ContrastiveTextClassifier
 

@@ -22,17 +22,24 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from smalldata.backbones import get_backbone, onnx_of_weights
+from smalldata.backbones import RAW_TEXT, get_backbone, onnx_of_weights
 from smalldata.costs import fastest_step_seconds
 from smalldata.features import in_length_order
+from smalldata.head_io import register_head
 from smalldata.heads import logistic_regression_head
+from smalldata.model_folder import check_labels, load_skops
 
 ENCODER_FILE = "encoder.safetensors"
 HEAD_FILE = "head.skops"
 
 
+@register_head
 class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
     """Sentence encoder tuned with a batch-all triplet loss, logistic regression on top."""
+
+    KIND = "contrastive-text"  # saved in model.json: never renamed
+    READS = RAW_TEXT  # embeds the strings with its own tuned encoder
+    ENTRY_KEYS = {"params": dict, "classes": list}
 
     def __init__(self, *, backbone: str = "all-MiniLM-L6-v2", epochs: int = 16, batch_size: int = 16,
                  lr: float = 2e-5, margin: float = 0.5, random_state: int = 0):
@@ -129,23 +136,22 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
         return self.head_.predict(self.transform(X))
 
     # A model folder: the tuned encoder's tensors and the scikit-learn head, no pickle.
-    def save_folder(self, folder: Path) -> dict:
+    def save_to(self, folder: Path) -> dict:
         import skops.io
         from safetensors.torch import save_file
 
         state = {k: v.detach().contiguous() for k, v in self.encoder_.state_dict().items()}
         save_file(state, str(folder / ENCODER_FILE))
         skops.io.dump(self.head_, folder / HEAD_FILE)
-        return {"kind": "contrastive-text", "file": HEAD_FILE, "encoder_file": ENCODER_FILE,
+        return {"kind": self.KIND, "file": HEAD_FILE, "encoder_file": ENCODER_FILE,
                 "params": self.get_params(), "classes": self.classes_.tolist(),
                 "epochs_trained": len(self.loss_curve_) if hasattr(self, "loss_curve_") else None}
 
     @classmethod
-    def load_folder(cls, folder: Path, head: dict) -> "ContrastiveTextClassifier":
+    def load_from(cls, folder: Path, head: dict, description: dict) -> "ContrastiveTextClassifier":
         from safetensors.torch import load_file
 
-        from smalldata.model import load_skops
-
+        check_labels(head["classes"], folder / "model.json", "head.classes")
         params = {k: v for k, v in head["params"].items() if k in cls().get_params()}
         model = cls(**params)
         model.classes_ = np.array(head["classes"])

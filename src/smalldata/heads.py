@@ -15,6 +15,8 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
+from smalldata.head_io import TensorHead, register_head
+
 LOSSES = ("cross-entropy", "cosine", "cosine+cross-entropy")
 COSINE_WEIGHT_OF_CROSS_ENTROPY = 0.1  # lambda in Barz & Denzler's combined loss
 COSINE_SCALE = 16.0  # turns cosine similarities in [-1, 1] into logits for class probabilities
@@ -26,13 +28,16 @@ def logistic_regression_head() -> object:
     return LogisticRegression(C=1.0, max_iter=3000)
 
 
-class LinearHead(ClassifierMixin, BaseEstimator):
+@register_head
+class LinearHead(TensorHead, ClassifierMixin, BaseEstimator):
     """A linear layer on unit-length embeddings, trained full-batch with AdamW.
 
     loss="cosine" trains ``1 - cos(W x + b, one_hot(y))``; "cosine+cross-entropy" adds
     ``0.1 * cross-entropy`` of a second linear layer on the L2-normalised output, which then
     gives the probabilities, as in the paper.
     """
+
+    KIND = "linear-head"  # saved in model.json: never renamed
 
     def __init__(self, *, loss: str = "cross-entropy", epochs: int = 200, lr: float = 1e-2,
                  weight_decay: float = 1e-2, random_state: int = 0):

@@ -36,7 +36,8 @@ from smalldata.features import embed
 from smalldata.finetune_choice import (FINE_TUNE_SHARE_OF_BUDGET, MIN_FOLDS, FineTuneDecision, FineTuneOptions, consider,
                                        estimated_cost, fine_tune_candidate, folds_too_small, too_costly)
 from smalldata.heads import LinearHead, logistic_regression_head
-from smalldata.model import RAW_TEXT, Model
+from smalldata.backbones import RAW_TEXT
+from smalldata.model import Model
 from smalldata.progress import QUIET, Progress
 from smalldata.unlabeled import Pool, PoolHead, pool_candidates
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from smalldata.backbones import ImageBackbone, PairedBackbone, TextBackbone, cpu_threads, get_backbone, networks_of
-from smalldata.model import RAW_INPUTS, RAW_TEXT, Model
+from smalldata.backbones import (RAW_INPUTS, RAW_TEXT, ImageBackbone, PairedBackbone, TextBackbone, cpu_threads,
+                                 get_backbone, networks_of)
+from smalldata.model import Model
 from smalldata.service.batching import Batcher
 from smalldata.onnx_text import text_encoder
 

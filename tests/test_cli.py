@@ -121,3 +121,91 @@ def test_suggest_writes_the_texts_to_label_next_and_keeps_an_existing_file(train
     again = runner.invoke(app, ["suggest", str(folder), str(pool), "--n", "3", "--out", str(out)])
     assert again.exit_code == 2 and "--out" in again.output
     assert out.read_text().splitlines() == rows
+
+
+def test_a_text_over_the_csv_field_limit_is_a_one_line_error_naming_file_and_line(tmp_path):
+    # Python's csv refuses a field over 131072 characters; that was a csv.Error traceback (exit 1).
+    long_text = tmp_path / "long.csv"
+    long_text.write_text("text,label\nshort,a\n" + "word " * 30_000 + ",b\nanother,b\n")
+    result = runner.invoke(app, ["train", str(long_text), "--out", str(tmp_path / "m"), "--finetune", "never"])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+    assert f"over 131072 characters in the row that starts at line 3 of {long_text}" in result.stderr
+    assert "shorten it or split it" in result.stderr
+    # The usual cause: a quote never closed swallows the lines after it, until the limit is passed.
+    unclosed = tmp_path / "unclosed.csv"
+    unclosed.write_text("text,label\nfine,a\n\"an open quote,b\n" + "next text,a\n" * 15_000)
+    result = runner.invoke(app, ["train", str(unclosed), "--out", str(tmp_path / "m"), "--finetune", "never"])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert f"starts at line 3 of {unclosed}" in result.stderr and "never closed" in result.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_any_other_csv_error_names_the_file(tmp_path, monkeypatch):
+    import csv
+
+    class Refusing:  # a reader that fails on its second row: no other csv.Error is reachable with files
+        line_num = 0
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            if self.line_num:
+                raise csv.Error("some other parse error")
+            self.line_num = 1
+            return ["text", "label"]
+
+    monkeypatch.setattr(csv, "reader", Refusing)
+    path = tmp_path / "texts.csv"
+    path.write_text("text,label\nhello,a\n")
+    result = runner.invoke(app, ["train", str(path), "--out", str(tmp_path / "m"), "--finetune", "never"])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert f"{path} cannot be read as CSV/TSV at line 2 (some other parse error)" in result.stderr
+
+
+def _peak_mib(run, *args):
+    """What `run(*args)` returns, and the most memory (MiB) Python allocated while it ran."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        return run(*args), tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def test_predict_refuses_a_huge_or_non_image_file_before_reading_it(tmp_path):
+    # A 3 GB file named .jpg was read whole (3 GB of memory, 12 s), then a traceback; now its size and
+    # header are looked at first. Sparse files, which take no disk: one over the size bound, one under.
+    import time
+
+    import numpy as np
+    from PIL import Image
+
+    from smalldata.backbones import get_backbone
+    from smalldata.heads import LinearHead
+    from smalldata.model import Model
+
+    width = get_backbone("colour-texture-stats").dim  # an image model without a network: fast
+    model = Model(["bag", "shoe"], "image", "colour-texture-stats", "linear",
+                  LinearHead(epochs=5).fit(np.random.default_rng(0).normal(size=(6, width)), ["bag", "shoe"] * 3))
+    folder = model.save(tmp_path / "model")
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (40, 30), (120, 60, 200)).save(photo)
+    normal = runner.invoke(app, ["predict", str(folder), str(photo), "--json"])
+    assert normal.exit_code == 0, normal.output
+    for name, size, why in (("huge.jpg", 300 * 2**20, "the file is 300 MiB, more than the 256 MiB"),
+                            ("zeros.jpg", 200 * 2**20, "not a readable image")):
+        fake = tmp_path / name
+        with open(fake, "wb") as handle:
+            handle.truncate(size)
+        started = time.perf_counter()
+        result, peak = _peak_mib(runner.invoke, app, ["predict", str(folder), str(photo), str(fake)])
+        seconds = time.perf_counter() - started
+        assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+        assert result.stderr.startswith(f"error: cannot classify {fake}: {why}"), result.stderr
+        assert peak < 50 and seconds < 5, (peak, seconds)

@@ -139,3 +139,45 @@ def test_texts_the_tokenizer_or_the_database_cannot_take_are_refused_with_a_422(
             check_text(text, Limits())
         assert refused.value.status == 422
     assert check_text("  café ☕  ", Limits()) == "café ☕"
+
+
+def test_image_files_are_judged_by_size_and_header_before_being_read(tmp_path):
+    # Every image file was read whole before PIL looked at it: a 3 GB non-image took 3 GB and 8 s.
+    import tracemalloc
+
+    from smalldata.features import content_key, hash_bytes
+    from smalldata.images import load_rgb
+
+    for label in ("a", "b"):
+        for i in range(2):
+            _image(tmp_path / label / f"{i}.png", (i * 90, 20, 200 if label == "a" else 10))
+    for name, size in (("a/huge.jpg", 300 * 2**20), ("b/zeros.png", 200 * 2**20)):
+        with open(tmp_path / name, "wb") as handle:
+            handle.truncate(size)  # sparse: costs no disk
+    tracemalloc.start()
+    try:
+        data = load_image_folder(tmp_path)
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+    assert peak < 20, f"{peak:.0f} MiB allocated to check 6 files"
+    reasons = {s.what: s.reason for s in data.skipped}
+    assert reasons["a/huge.jpg"].startswith("the file is 300 MiB, more than the 256 MiB an image may be: give")
+    assert reasons["b/zeros.png"].startswith("not a readable image (UnidentifiedImageError")
+    assert data.counts() == {"a": 2, "b": 2}
+    # hashed in chunks, with the same keys as before (embedding caches stay valid)
+    assert data.keys == [hash_bytes(path.read_bytes()) for path in data.inputs]
+    assert content_key(data.inputs[0]) == data.keys[0]
+    # what the library reads itself is bounded too: refused from the file's size alone
+    from smalldata.images import ImageFileError
+
+    for read in (content_key, lambda path: load_rgb(path, 224)):
+        with pytest.raises(ImageFileError, match="300 MiB"):
+            read(tmp_path / "a" / "huge.jpg")
+
+
+def test_a_folder_of_no_usable_images_says_why_in_its_error(tmp_path):
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "x.jpg").write_bytes(b"no image")
+    with pytest.raises(DataError, match=r"1 files were skipped \(cat/x.jpg: not a readable image"):
+        load_image_folder(tmp_path)

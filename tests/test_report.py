@@ -61,3 +61,28 @@ def test_leakage_is_found_when_training_read_its_file_with_other_column_names(tm
     result = runner.invoke(app, ["evaluate", str(tmp_path / "m"), str(DATA / "topics.csv"), "--report", str(report)])
     assert result.exit_code == 0, result.output
     assert json.loads(report.with_suffix(".json").read_text())["findings"]["leakage"]["n_leaked_test_examples"] == 24
+
+
+def test_labels_are_drawn_and_written_literally(tmp_path):
+    # "$...$" is mathtext to matplotlib: a label that does not parse as a formula failed the report
+    # after the model was saved; "[...]" is Rich markup, "<...>" HTML.
+    import html
+
+    import matplotlib
+
+    labels = {"sport": "$x$ [red]", "cooking": r"a_{b} $\frac$ 50%", "weather": "<b>bold</b> [/] & co"}
+    lines = (DATA / "topics.csv").read_text().splitlines()
+    renamed = [lines[0]] + [f'{text},"{labels[label]}"' for text, label in (line.rsplit(",", 1) for line in lines[1:])]
+    data = tmp_path / "odd-labels.csv"
+    data.write_text("\n".join(renamed) + "\n")
+    rc_before, backend = dict(matplotlib.rcParams), matplotlib.get_backend()
+    report = tmp_path / "train.html"
+    result = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "m"), "--report", str(report),
+                                 "--no-curve", "--finetune", "never"])
+    assert result.exit_code == 0, result.output
+    assert all(label in result.stdout for label in labels.values())  # the class table, as given
+    page = report.read_text()
+    assert page.count("data:image/png;base64,") >= 2  # comparison and confusion matrix drawn
+    assert all(html.escape(label) in page for label in labels.values()) and "<b>bold</b>" not in page
+    assert sorted(json.loads(report.with_suffix(".json").read_text())["model"]["labels"]) == sorted(labels.values())
+    assert dict(matplotlib.rcParams) == rc_before and matplotlib.get_backend() == backend  # nothing left changed

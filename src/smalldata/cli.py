@@ -16,7 +16,7 @@ from rich.table import Table
 from smalldata.deadline import DEFAULT_BUDGET
 from smalldata.finetune_choice import FineTuneOptions
 from smalldata.curve import LearningCurve
-from smalldata.data import DataError, Dataset, load_dataset, read_texts
+from smalldata.data import DataError, Dataset, image_problems, load_dataset, read_texts
 from smalldata.evaluate import INFORMED_RULE, Comparison, TestResult
 from smalldata.model import Model, ModelFolderError
 from smalldata.progress import Progress
@@ -44,6 +44,10 @@ Quiet = typer.Option(False, "--quiet", "-q", help="No progress bars or tables; e
 AsJson = typer.Option(False, "--json", help="Print one JSON document to stdout instead of tables.")
 BackboneName = typer.Option(None, "--backbone", help="Backbone name (default: efficientnet-lite0 for images, all-MiniLM-L6-v2 for texts; also efficientnet-lite2, all-mpnet-base-v2, and efficientnet-lite0+efficientnet-lite2 for both side by side, which fine-tuning does not train).")
 ReportFile = typer.Option(None, "--report", help="Also write a self-contained HTML report to this file (its results as JSON beside it).")
+
+
+# Labels, texts and file names are the user's: each goes through `escape` before Rich prints it, or a
+# label such as "[red]" vanished as a style and one such as "a[/]" stopped the command with a traceback.
 
 
 def _fail(error: Exception) -> None:
@@ -96,7 +100,7 @@ def train(
         if not (quiet or as_json):
             _print_dataset(dataset)
             if pool is not None:
-                out.print(f"{len(pool)} unlabeled {pool.modality}s from {pool.source} ({len(pool.skipped)} left out: "
+                out.print(f"{len(pool)} unlabeled {pool.modality}s from {escape(pool.source)} ({len(pool.skipped)} left out: "
                           "unreadable, duplicates, or identical to a labeled example)")
         model = train_model(dataset, backbone=backbone, evaluate=evaluate, drop_small_classes=drop_small_classes,
                             curve=curve, seed=seed, unlabeled=pool, descriptions=descriptions,
@@ -119,9 +123,9 @@ def train(
             _print_curve(model.curve)
         if model.fine_tuning:
             out.print(f"fine-tuning: {model.fine_tuning['reason']}")
-        out.print(f"chose [bold]{model.head_name}[/]; model saved to [bold]{out_dir}[/]")
+        out.print(f"chose [bold]{model.head_name}[/]; model saved to [bold]{escape(str(out_dir))}[/]")
         if report is not None:
-            out.print(f"report: [bold]{report}[/] (and its results as JSON: {report.with_suffix('.json')})")
+            _print_report_path(report)
 
 
 @app.command("lr-find")
@@ -157,7 +161,7 @@ def lr_find(
     else:
         out.print(f"suggested learning rate (head; earlier layers lower): [bold]{result.suggestion:.2e}[/]; "
                   f"fine-tuning uses {capped_lr(result.suggestion):.2e} (at most {LR_CAP:.0e})"
-                  + (f"; plot: {plot}" if plot else ""))
+                  + (f"; plot: {escape(str(plot))}" if plot else ""))
 
 
 @app.command()
@@ -213,7 +217,8 @@ def predict(
     table = Table("input", "label", f"top {top} classes (probability)")
     for result in results:
         shown = list(result["probabilities"].items())[:top]
-        table.add_row(_short(result["input"]), result["label"], ", ".join(f"{k} {v:.2f}" for k, v in shown))
+        table.add_row(escape(_short(result["input"])), escape(result["label"]),
+                      escape(", ".join(f"{k} {v:.2f}" for k, v in shown)))
     out.print(table)
 
 
@@ -249,7 +254,7 @@ def evaluate(
     elif not quiet:
         _print_test_result(result)
         if report is not None:
-            out.print(f"report: [bold]{report}[/] (and its results as JSON: {report.with_suffix('.json')})")
+            _print_report_path(report)
 
 
 @app.command()
@@ -284,13 +289,14 @@ def suggest(
     if quiet:
         return
     for entry in pool.skipped[:SKIPPED_SHOWN]:
-        out.print(f"[yellow]skipped[/] {entry.what}: {entry.reason}")
+        out.print(f"[yellow]skipped[/] {escape(entry.what)}: {escape(entry.reason)}")
     table = Table("rank", "example", "predicted now", "probability", "uncertainty (1 - margin)",
                   title=f"the {len(picks)} of {len(pool.inputs)} unlabeled examples to label first")
     for pick in picks[:20]:
-        table.add_row(str(pick.rank), _short(str(pick.item)), pick.predicted, f"{pick.probability:.2f}", f"{pick.uncertainty:.2f}")
+        table.add_row(str(pick.rank), escape(_short(str(pick.item))), escape(pick.predicted), f"{pick.probability:.2f}",
+                      f"{pick.uncertainty:.2f}")
     out.print(table)
-    out.print(f"written to [bold]{written}[/]: label them, add them to the training data, train again")
+    out.print(f"written to [bold]{escape(str(written))}[/]: label them, add them to the training data, train again")
 
 
 DataDir = typer.Option(Path("smalldata-data"), "--data", help="The service's data folder: database (SQLite), uploads, model versions.")
@@ -369,7 +375,7 @@ def api_key_list(data_dir: Path = DataDir, db: Optional[str] = DbUrl) -> None:
         keys = auth.list_keys(sessions)
     table = Table("id", "owner", "note", "created (UTC)", "revoked (UTC)", title=f"{len(keys)} API keys")
     for key in keys:
-        table.add_row(str(key.id), key.owner, key.name, f"{key.created:%Y-%m-%d %H:%M}",
+        table.add_row(str(key.id), escape(key.owner), escape(key.name), f"{key.created:%Y-%m-%d %H:%M}",
                       f"{key.revoked:%Y-%m-%d %H:%M}" if key.revoked else "")
     out.print(table)
 
@@ -408,7 +414,18 @@ def _prediction_inputs(model: Model, inputs: list[str], file: Optional[Path], te
             raise DataError(f"{item} is not a file or folder: give image files or folders of images")
     if not paths:
         raise DataError("no images to classify: give image files or folders of images")
+    _refuse_non_images(paths)
     return paths
+
+
+def _refuse_non_images(paths: list[Path]) -> None:
+    """Check every input from its size and header before any is read whole (hashed, decoded): a
+    large file that is no image is refused at the cost of a few bytes read."""
+    problems = [(path, problem) for path, problem in zip(paths, image_problems(paths)) if problem]
+    if problems:
+        path, problem = problems[0]
+        more = f" (and {len(problems) - 1} more files like it)" if len(problems) > 1 else ""
+        raise DataError(f"cannot classify {path}: {problem}{more}; give image files only")
 
 
 def _texts_from_file(file: Path, text_column: str) -> list[str]:
@@ -417,25 +434,29 @@ def _texts_from_file(file: Path, text_column: str) -> list[str]:
     return [text.strip() for _, text in read_texts(file, text_column=text_column) if text.strip()]
 
 
+def _print_report_path(report: Path) -> None:
+    out.print(f"report: [bold]{escape(str(report))}[/] (and its results as JSON: {escape(str(report.with_suffix('.json')))})")
+
+
 def _short(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _print_dataset(dataset: Dataset) -> None:
     counts = dataset.counts()
-    table = Table("class", "examples", title=f"{len(dataset)} {dataset.modality}s in {len(counts)} classes from {dataset.source}")
+    table = Table("class", "examples", title=f"{len(dataset)} {dataset.modality}s in {len(counts)} classes from {escape(dataset.source)}")
     for label, n in counts.items():
-        table.add_row(label, str(n) + ("  [red](too few to cross-validate)[/]" if n < 2 else ""))
+        table.add_row(escape(label), str(n) + ("  [red](too few to cross-validate)[/]" if n < 2 else ""))
     out.print(table)
     for title, entries in (("skipped", dataset.skipped), ("left out as exact duplicates", dataset.dropped_duplicates)):
         if entries:
             out.print(f"[yellow]{len(entries)} {title}:[/]")
             for entry in entries[:SKIPPED_SHOWN]:
-                out.print(f"  {entry.what}: {entry.reason}")
+                out.print(f"  {escape(entry.what)}: {escape(entry.reason)}")
             if len(entries) > SKIPPED_SHOWN:
                 out.print(f"  ... and {len(entries) - SKIPPED_SHOWN} more (all are listed in model.json)")
     for group in dataset.conflicting_duplicates:
-        out.print(f"[yellow]identical content with different labels (kept; fix the labels):[/] {'; '.join(group)}")
+        out.print(f"[yellow]identical content with different labels (kept; fix the labels):[/] {escape('; '.join(group))}")
 
 
 def _print_comparison(comparison: Comparison) -> None:
@@ -472,7 +493,7 @@ def _print_zero_shot(model: Model, out_dir: Path, as_json: bool, quiet: bool) ->
                           "learning_curve": None, "data": model.data}))
     elif not quiet:
         out.print(f"no examples: a text is given the class whose description it is nearest to "
-                  f"({len(model.classes)} classes); model saved to [bold]{out_dir}[/]")
+                  f"({len(model.classes)} classes); model saved to [bold]{escape(str(out_dir))}[/]")
 
 
 def _print_curve(curve: LearningCurve) -> None:
@@ -491,13 +512,13 @@ def _print_curve(curve: LearningCurve) -> None:
 def _print_test_result(result: TestResult) -> None:
     out.print(f"accuracy on {result.n_examples} test examples: [bold]{100 * result.accuracy:.1f}%[/]")
     if result.unknown_labels:
-        out.print(f"[yellow]test labels the model never saw (always counted wrong):[/] {', '.join(result.unknown_labels)}")
+        out.print(f"[yellow]test labels the model never saw (always counted wrong):[/] {escape(', '.join(result.unknown_labels))}")
     table = Table("class", "precision", "recall", "F1", "test examples", title="per class")
     for label, row in result.per_class.items():
-        table.add_row(label, f"{row['precision']:.2f}", f"{row['recall']:.2f}", f"{row['f1']:.2f}", str(row["support"]))
+        table.add_row(escape(label), f"{row['precision']:.2f}", f"{row['recall']:.2f}", f"{row['f1']:.2f}", str(row["support"]))
     out.print(table)
-    confusion = Table("true \\ predicted", *result.labels, title="confusion matrix (rows: true class, columns: predicted)")
+    confusion = Table("true \\ predicted", *map(escape, result.labels), title="confusion matrix (rows: true class, columns: predicted)")
     for label, row in zip(result.labels, result.confusion):
-        confusion.add_row(label, *[str(v) for v in row])
+        confusion.add_row(escape(label), *[str(v) for v in row])
     out.print(confusion)
 

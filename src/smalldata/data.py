@@ -17,8 +17,8 @@ from typing import Sequence
 from PIL import Image
 
 from smalldata.backbones import cpu_threads
-from smalldata.features import content_key, hash_bytes
-from smalldata.images import ImageShapeError, check_shape
+from smalldata.features import content_key, hash_file
+from smalldata.images import ImageFileError, check_file_size, check_shape
 
 TEXT_SUFFIXES = {".csv", ".tsv", ".txt"}
 MIN_PER_CLASS_FOR_CV = 2
@@ -158,8 +158,16 @@ def load_image_folder(root: str | Path, *, label_from_name: str | None = None) -
             keys.append(key)
     if not inputs:
         layout = "files whose names match the --label-from-name pattern" if pattern else "FOLDER/CLASS/IMAGE files"
-        raise DataError(f"no usable images found in {root}: expected {layout}; {len(skipped)} files were skipped")
+        raise DataError(f"no usable images found in {root}: expected {layout}; {skipped_summary(skipped)}")
     return _without_duplicates(Dataset(inputs, labels, "image", keys, source=str(root), skipped=skipped))
+
+
+def skipped_summary(skipped: list[Skipped], shown: int = 3) -> str:
+    """How many files were skipped and why the first few were: an error raised before any table is
+    printed still says what was wrong with them."""
+    listed = "; ".join(f"{entry.what}: {entry.reason}" for entry in skipped[:shown])
+    more = f"; and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return f"{len(skipped)} files were skipped" + (f" ({listed}{more})" if skipped else "")
 
 
 def visible_files(root: Path) -> tuple[list[Path], list[Skipped]]:
@@ -180,23 +188,40 @@ def check_images(files: list[Path]) -> list[tuple[str, str | None]]:
         return list(pool.map(_check_image, files))
 
 
+def image_problems(files: list[Path]) -> list[str | None]:
+    """`image_problem` for each file, in threads."""
+    with ThreadPoolExecutor(max_workers=cpu_threads()) as pool:
+        return list(pool.map(image_problem, files))
+
+
 def _check_image(file: Path) -> tuple[str, str | None]:
     """(content hash, None) for a decodable image, else ("", why not)."""
-    data = file.read_bytes()
-    if not data:
-        return "", "empty file"
+    problem = image_problem(file)
+    # hashed only once it is known to be an image, and in chunks: never the whole file in memory
+    return ("", problem) if problem else (hash_file(file), None)
+
+
+def image_problem(file: Path) -> str | None:
+    """Why `file` is no usable image, or None if it is one.
+
+    Judged from its size and header first (PIL opens a path lazily), so that a large file that is
+    no image costs a stat and a few bytes read, not its size in memory.
+    """
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        if not file.stat().st_size:
+            return "empty file"
+        check_file_size(file)
+        with Image.open(file) as image:
             check_shape(*image.size)
             image.draft("RGB", (64, 64))  # a full decode at low scale catches truncated files cheaply
             image.load()
     except Image.DecompressionBombError:
-        return "", f"image too large (more than {Image.MAX_IMAGE_PIXELS} pixels)"
-    except ImageShapeError as error:
-        return "", str(error)
+        return f"image too large (more than {Image.MAX_IMAGE_PIXELS} pixels)"
+    except ImageFileError as error:
+        return str(error)
     except Exception as error:  # PIL raises many types for bad files; all mean "not usable"
-        return "", f"not a readable image ({type(error).__name__}: {error})"
-    return hash_bytes(data), None
+        return f"not a readable image ({type(error).__name__}: {error})"
+    return None
 
 
 def load_text_csv(path: str | Path, *, text_column: str = "text", label_column: str = "label") -> Dataset:
@@ -244,7 +269,8 @@ def read_texts(path: Path, *, text_column: str = "text") -> list[tuple[str, str]
 
 
 def read_table(path: Path) -> list[list[str]]:
-    """Rows of a CSV/TSV file (delimiter from the extension, else sniffed)."""
+    """Rows of a CSV/TSV file (delimiter from the extension, else sniffed); a row the csv module
+    refuses is a DataError naming the file and line."""
     try:
         content = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
@@ -256,7 +282,28 @@ def read_table(path: Path) -> list[list[str]]:
             delimiter = csv.Sniffer().sniff(content[:4096], delimiters=",\t;").delimiter
         except csv.Error:
             delimiter = ","
-    return [row for row in csv.reader(io.StringIO(content), delimiter=delimiter) if row]
+    reader = csv.reader(io.StringIO(content), delimiter=delimiter)
+    rows, start = [], 1  # start: the line the row being read begins on (a quoted text may span lines)
+    try:
+        for row in reader:
+            if row:
+                rows.append(row)
+            start = reader.line_num + 1
+    except csv.Error as error:
+        raise DataError(_unreadable_row(path, start, error)) from error
+    return rows
+
+
+def _unreadable_row(path: Path, line: int, error: csv.Error) -> str:
+    """What to do about a row the csv module refuses."""
+    if "field larger than field limit" in str(error):
+        # Python's limit (128 Ki characters) is kept, not raised: backbones read a text's first few
+        # hundred words anyway, and a field that long is most often an unclosed quote swallowing
+        # the rest of the file, which this message points at.
+        return (f"a text over {csv.field_size_limit()} characters in the row that starts at line {line} of {path}: "
+                "shorten it or split it into several rows; if no text is that long, a double quote (\") in that "
+                "row is never closed: close it, or double each quote inside a text (\"\")")
+    return f"{path} cannot be read as CSV/TSV at line {line} ({error}): fix that row, or save the file again as CSV"
 
 
 def _without_duplicates(dataset: Dataset) -> Dataset:

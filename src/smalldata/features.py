@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from smalldata.backbones import Backbone, ImageBackbone, PairedBackbone, cache_dir, cache_name, get_backbone
+from smalldata.images import check_file_size
 from smalldata.progress import Progress
 
 BATCH_SIZE = {"image": 8, "text": 32}  # lite0 under ONNX Runtime runs fastest in small batches
@@ -26,9 +27,20 @@ def hash_bytes(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+def hash_file(path: str | Path) -> str:
+    """`hash_bytes` of the file's content, read in chunks: the same key, never the whole file in memory."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+
+
 def content_key(item) -> str:
-    """A hash of what the model sees: the file's bytes for images, the string for texts."""
-    return hash_bytes(Path(item).read_bytes() if isinstance(item, Path) else str(item).encode("utf-8"))
+    """A hash of what the model sees: the file's bytes for images, the string for texts.
+
+    An image file over the size bound is refused (ImageFileError) before it is read at all."""
+    if isinstance(item, Path):
+        check_file_size(item)
+        return hash_file(item)
+    return hash_bytes(str(item).encode("utf-8"))
 
 
 class EmbeddingCache:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, ImageOps
 
@@ -12,10 +13,26 @@ Image.MAX_IMAGE_PIXELS = 80_000_000
 # scale the longer one past memory (a 99-byte PNG of 20000x1 pixels took 25 s and 4.9 GB).
 # Panoramas and receipts stay well under this.
 MAX_ASPECT_RATIO = 20
+# Whole-file reads of an image (its content hash, its decoding) are bounded by this: a 100-megapixel
+# JPEG is about 50 MiB, so a bigger file is a video, an archive or a disk image under an image name
+# (a 3 GB one named .jpg was read whole, 3 GB of memory and 8-12 s, before PIL said it was no image).
+MAX_IMAGE_BYTES = 256 * 2**20
 
 
-class ImageShapeError(ValueError):
+class ImageFileError(ValueError):
+    """An image file no model can use, found before decoding it; the message says what is wrong."""
+
+
+class ImageShapeError(ImageFileError):
     """An image whose shape no model can use; the message says what is wrong with it."""
+
+
+def check_file_size(path: str | Path) -> None:
+    """Raise ImageFileError for a file too large to be an image worth reading; only stats the file."""
+    size = Path(path).stat().st_size
+    if size > MAX_IMAGE_BYTES:
+        raise ImageFileError(f"the file is {size / 2**20:.0f} MiB, more than the {MAX_IMAGE_BYTES // 2**20} MiB "
+                             "an image may be: give a smaller image (a file this large is rarely a photo)")
 
 
 def check_shape(width: int, height: int) -> None:
@@ -29,12 +46,15 @@ def check_shape(width: int, height: int) -> None:
                               "it is wide: crop it to what should be classified")
 
 
-def load_rgb(path: str | Path, size: int) -> Image.Image:
-    """The image at `path`, its shorter side resized (bicubic) to `size`, centre-cropped to a square.
+def load_rgb(path: str | Path | BinaryIO, size: int) -> Image.Image:
+    """The image at `path` (or in a file object), its shorter side resized (bicubic) to `size`,
+    centre-cropped to a square.
 
     JPEGs are decoded at reduced scale (PIL's draft mode), which makes decoding cost little next
     to the network.
     """
+    if isinstance(path, (str, Path)):  # a file object's bytes are in memory already (the service's uploads)
+        check_file_size(path)  # PIL opens lazily, but decoding a huge file would read it all
     with Image.open(path) as image:
         check_shape(*image.size)  # before any decoding or resizing
         image.draft("RGB", (size, size))  # JPEG only: decode at 1/2, 1/4, 1/8 scale when large

@@ -262,18 +262,24 @@ def _per_class_table(result: TestResult) -> str:
             f"{rows}</table>")
 
 
+# Labels and names are the user's, drawn as they are: "$x$" or "a_{b}" read as mathtext (or LaTeX)
+# would be drawn as formulas, and one that does not parse failed the report after the model was saved.
+LITERAL_TEXT = {"text.parse_math": False, "text.usetex": False}
+
+
 def _figure(plot, *args, size=(7, 4), **kwargs) -> str:
     import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # no display: draw into memory
-    import matplotlib.pyplot as plt
-
-    figure, ax = plt.subplots(figsize=size)
-    plot(*args, ax, **kwargs)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
+    # A Figure of its own, not pyplot's, drawn into memory by Agg: no backend switched and no rc
+    # setting changed for a program that writes reports. The rc context spans the save, since tick
+    # labels are made when the figure is drawn.
+    with matplotlib.rc_context(LITERAL_TEXT):
+        figure = Figure(figsize=size)
+        plot(*args, figure.subplots(), **kwargs)
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100)
     return f"<img class='plot' alt='{plot.__name__}' src='data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}'>"
 
 

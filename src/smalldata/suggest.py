@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from smalldata.backbones import DEFAULT_BACKBONE, REGISTRY, ImageBackbone, TextBackbone, get_backbone
-from smalldata.data import DataError, Skipped, check_images, read_texts, visible_files
+from smalldata.data import DataError, Skipped, check_images, read_texts, skipped_summary, visible_files
 from smalldata.features import embed
 from smalldata.progress import QUIET, Progress
 
@@ -256,7 +256,7 @@ def _load_image_files(root: Path) -> Unlabeled:
             seen[key] = relative
             inputs.append(file)
     if not inputs:
-        raise DataError(f"no readable images found in {root} (searched its subfolders too); {len(skipped)} files were skipped")
+        raise DataError(f"no readable images found in {root} (searched its subfolders too); {skipped_summary(skipped)}")
     return Unlabeled(inputs, "image", str(root), skipped)
 
 

@@ -56,9 +56,9 @@ def run(name: str, size: int, seeds, *, busy: bool, budget: str) -> None:
         accuracy = model.evaluate(test).accuracy
         results[str(seed)] = {"chosen": model.head_name, "features": model.features, "accuracy": accuracy,
                               "wall_seconds": round(wall, 1), "budget_seconds": parse_budget(budget),
-                              "fine_tuning": model.fine_tuning and model.fine_tuning["reason"],
+                              "fine_tuning": model.fine_tuning and model.fine_tuning.reason,
                               "fine_tuning_seconds": model.fine_tuning and {
-                                  k: model.fine_tuning.get(k) for k in ("estimated_fold_seconds", "measured_fold_seconds")},
+                                  k: getattr(model.fine_tuning, k) for k in ("estimated_fold_seconds", "measured_fold_seconds")},
                               "curve": model.curve is not None, "machine": machine()}
         print(f"{name} {size}/class seed {seed}{' (busy)' if busy else ''}: {model.head_name} "
               f"{100 * accuracy:.1f}% in {wall:.0f} s; fine-tuning: {results[str(seed)]['fine_tuning']}", flush=True)

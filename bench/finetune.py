@@ -93,9 +93,9 @@ def run_auto(sample, test, seed: int, budget: float, backbone: str | None = None
     model = train(sample, backbone=backbone, seed=seed, budget=budget, curve=False)
     wall = time.perf_counter() - start
     result = {"budget_seconds": budget, "chosen": model.head_name, "wall_seconds": round(wall, 1),
-              "accuracy": model.evaluate(test).accuracy, "fine_tuning": model.fine_tuning}
+              "accuracy": model.evaluate(test).accuracy, "fine_tuning": model.fine_tuning and model.fine_tuning.to_dict()}
     print(f"  auto ({budget:.0f} s budget): {model.head_name} {result['accuracy']:.3f} in {wall:.0f} s; "
-          f"{model.fine_tuning and model.fine_tuning['reason']}", flush=True)
+          f"{model.fine_tuning and model.fine_tuning.reason}", flush=True)
     return result
 
 

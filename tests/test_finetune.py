@@ -107,17 +107,20 @@ def test_a_gain_that_rounds_to_zero_prints_without_a_minus_sign():
     assert not decision.kept and "+0.0 points over lr" in decision.reason
 
 
-def test_folds_too_small_to_judge_a_fine_tune_skip_it_at_once_and_say_so(topics_csv):
+def test_folds_too_small_to_judge_a_fine_tune_skip_it_at_once_and_say_so(topics_csv, tmp_path):
     # 24 texts: folds of 4-5, where one text decides 20-25 points
     model = smalldata.train(smalldata.load_dataset(topics_csv), budget="10m", curve=False)
-    assert not model.fine_tuning["kept"] and model.fine_tuning["reason"].startswith("not tried: the folds hold 4.8 examples")
+    assert not model.fine_tuning.kept and model.fine_tuning.reason.startswith("not tried: the folds hold 4.8 examples")
     assert model.head_name == model.comparison.chosen.name
+    # The decision is typed on the model and in model.json as a dict, and loads back the same.
+    loaded = smalldata.Model.load(model.save(tmp_path / "m"))
+    assert loaded.fine_tuning == model.fine_tuning
 
 
 @pytest.mark.slow
 def test_text_fine_tune_moves_the_encoder_and_round_trips_through_safetensors(topics_csv, tmp_path):
     model = smalldata.train(smalldata.load_dataset(topics_csv), fine_tune=FineTuneOptions("always"), budget=0, curve=False)
-    assert model.head_name.startswith("fine-tuned: contrastive") and model.fine_tuning["kept"]
+    assert model.head_name.startswith("fine-tuned: contrastive") and model.fine_tuning.kept
     tuned = model.estimator
     assert tuned.loss_curve_[-1] < tuned.loss_curve_[0]  # the triplet loss went down
     texts = ["The referee showed a red card.", "Stir in the flour and butter.", "Expect drizzle all day."]
@@ -220,8 +223,8 @@ def test_what_fine_tuning_cannot_train_is_refused_when_asked_for_and_left_out_of
         smalldata.train(dataset, backbone="colour-texture-stats", fine_tune=FineTuneOptions("always"), curve=False)
     # with a budget (the CLI's default) the backbone the user chose is kept, and fine-tuning is not tried
     model = smalldata.train(dataset, backbone="colour-texture-stats", budget="5m", curve=False)
-    assert model.features == "colour-texture-stats" and not model.fine_tuning["kept"]
-    assert model.fine_tuning["reason"] == "not tried: 'colour-texture-stats' is not a network, and fine-tuning trains one"
+    assert model.features == "colour-texture-stats" and not model.fine_tuning.kept
+    assert model.fine_tuning.reason == "not tried: 'colour-texture-stats' is not a network, and fine-tuning trains one"
 
 
 def test_every_installed_encoder_and_their_average_join_the_same_folds_whatever_the_budget(topics_csv, tmp_path):
@@ -276,4 +279,4 @@ def test_a_paired_backbone_embeds_both_side_by_side_and_serves_uploads_like_path
     with pytest.raises(DataError, match="is two backbones side by side, and fine-tuning trains one network"):
         smalldata.train(dataset, backbone=pair, fine_tune=FineTuneOptions("always"), curve=False)
     budgeted = smalldata.train(dataset, backbone=pair, budget="5m", curve=False)
-    assert budgeted.features == pair and budgeted.fine_tuning["reason"].startswith("not tried: ")
+    assert budgeted.features == pair and budgeted.fine_tuning.reason.startswith("not tried: ")

@@ -111,7 +111,7 @@ def train(
     except (DataError, KeyError, RuntimeError, ValueError) as error:
         _fail(error)
     if as_json:
-        print(json.dumps({"model": str(out_dir), "chosen": model.head_name, "fine_tuning": model.fine_tuning,
+        print(json.dumps({"model": str(out_dir), "chosen": model.head_name, "fine_tuning": model.fine_tuning.to_dict() if model.fine_tuning else None,
                           "cross_validation": model.comparison.to_dict() if model.comparison else None,
                           "learning_curve": model.curve.to_dict() if model.curve else None,
                           "data": model.data}))
@@ -122,7 +122,7 @@ def train(
         if model.curve:
             _print_curve(model.curve)
         if model.fine_tuning:
-            out.print(f"fine-tuning: {model.fine_tuning['reason']}")
+            out.print(f"fine-tuning: {model.fine_tuning.reason}")
         out.print(f"chose [bold]{model.head_name}[/]; model saved to [bold]{escape(str(out_dir))}[/]")
         if report is not None:
             _print_report_path(report)

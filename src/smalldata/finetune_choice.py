@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 from sklearn.base import clone
@@ -109,6 +109,12 @@ class FineTuneDecision:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "protocol": self.protocol if self.folds_used else None}
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> "FineTuneDecision":
+        """The decision `to_dict` wrote (model.json); keys a later version added are left out."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})
 
 
 def paired_gain(tuned: list[float], frozen: list[float]) -> tuple[float, float]:

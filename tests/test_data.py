@@ -181,3 +181,42 @@ def test_a_folder_of_no_usable_images_says_why_in_its_error(tmp_path):
     (tmp_path / "cat" / "x.jpg").write_bytes(b"no image")
     with pytest.raises(DataError, match=r"1 files were skipped \(cat/x.jpg: not a readable image"):
         load_image_folder(tmp_path)
+
+
+def test_one_example_per_class_is_advised_to_add_examples_not_to_drop_classes(tmp_path):
+    # Dropping every class with fewer than 2 examples would leave fewer than 2 classes: no advice.
+    for rows in ("x,a\ny,b\n", "x,a\ny,b\nz,b\n", "x,a\ny,b\nz,c\nw,c\n"):
+        path = tmp_path / "few.csv"
+        path.write_text("text,label\n" + rows)
+        with pytest.raises(DataError, match="add examples: at least 2 per class") as raised:
+            require_evaluable(load_text_csv(path))
+        assert "--drop-small-classes" not in str(raised.value)
+
+
+def test_a_flat_folder_of_images_is_pointed_to_class_folders_and_label_from_name(tmp_path):
+    _image(tmp_path / "cat_1.png", (10, 10, 10))
+    _image(tmp_path / "dog_2.png", (90, 90, 90))
+    with pytest.raises(DataError, match="not inside a class folder") as raised:
+        load_image_folder(tmp_path)
+    assert "--label-from-name" in str(raised.value) and "subfolder named for the class" in str(raised.value)
+    # the option it names reads this folder
+    assert load_image_folder(tmp_path, label_from_name=r"(.+)_\d+\.png$").classes == ["cat", "dog"]
+    (tmp_path / "cat").mkdir()  # images only in class folders that are not usable: no such advice
+    (tmp_path / "cat" / "x.jpg").write_bytes(b"no image")
+    for image in tmp_path.glob("*.png"):
+        image.unlink()
+    with pytest.raises(DataError) as raised:
+        load_image_folder(tmp_path)
+    assert "--label-from-name" not in str(raised.value)
+
+
+def test_shorten_and_as_inputs():
+    from pathlib import Path
+
+    from smalldata.data import as_inputs
+    from smalldata.text_utils import shorten
+
+    assert shorten("a" * 60) == "a" * 60 and shorten("a" * 61) == "a" * 57 + "..." and len(shorten("b" * 500)) == 60
+    assert shorten("abcdefghij", 8) == "abcde..." and shorten(None) == "" and shorten(Path("x/y")) == "x/y"
+    assert as_inputs(["a.png", Path("b.png")], "image") == [Path("a.png"), Path("b.png")]
+    assert as_inputs(["hi", 3], "text") == ["hi", "3"]

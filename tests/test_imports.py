@@ -86,3 +86,21 @@ def test_the_model_imports_no_head_module():
     heads = {"smalldata.heads", "smalldata.describe", "smalldata.ensemble", "smalldata.finetune",
              "smalldata.finetune_text"}
     assert not import_graph()["smalldata.model"] & heads
+
+
+def test_the_package_imports_its_public_names_on_first_use():
+    """`import smalldata` loads no submodule; each public name is imported when first read, and
+    `smalldata.train` stays the function once the module of that name is imported too."""
+    import subprocess
+    import sys
+
+    code = ("import smalldata, sys\n"
+            "assert not [m for m in sys.modules if m.startswith('smalldata.')], sorted(sys.modules)\n"
+            "import smalldata.train\n"
+            "from smalldata.train import curve_of\n"
+            "assert callable(smalldata.train) and smalldata.train.__module__ == 'smalldata.train'\n"
+            "assert set(smalldata.__all__) <= set(dir(smalldata))\n"
+            "assert all(getattr(smalldata, name) is not None for name in smalldata.__all__)\n"
+            "print('ok')\n")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert found.stdout == "ok\n", found.stderr

@@ -230,3 +230,20 @@ def test_unlabeled_texts_from_lines_and_from_a_table(tmp_path):
     assert load_unlabeled(table, text_column="sentence").inputs == ["hello there", "good bye"]
     with pytest.raises(DataError, match="--text-column"):
         load_unlabeled(table)
+
+
+def test_what_load_unlabeled_reads_is_the_pool_type_training_takes(tmp_path):
+    from smalldata.data import Pool
+    from smalldata.features import content_key
+    from smalldata.suggest import Unlabeled
+    from smalldata.unlabeled import Pool as TrainingPool
+
+    assert Unlabeled is Pool and TrainingPool is Pool
+    write_png(tmp_path / "pool" / "one.png", (10, 20, 30))
+    write_png(tmp_path / "pool" / "two.png", (200, 20, 30))
+    images = load_unlabeled(tmp_path / "pool")
+    assert isinstance(images, Pool) and images.keys == [content_key(p) for p in images.inputs]
+    lines = tmp_path / "pool.txt"
+    lines.write_text("first text\nsecond text\n")
+    texts = load_unlabeled(lines)
+    assert texts.keys == [content_key(t) for t in texts.inputs] and texts.summary()["n_examples"] == 2

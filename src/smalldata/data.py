@@ -10,22 +10,26 @@ import io
 import re
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from PIL import Image
 
 from smalldata.backbones import cpu_threads
+from smalldata.errors import DataError  # defined there; callers import it from here too
 from smalldata.features import content_key, hash_file
 from smalldata.images import ImageFileError, check_file_size, check_shape
+from smalldata.text_utils import shorten
 
 TEXT_SUFFIXES = {".csv", ".tsv", ".txt"}
 MIN_PER_CLASS_FOR_CV = 2
-
-
-class DataError(ValueError):
-    """Input that cannot be used as it is; the message says what to do."""
+NOT_IN_A_CLASS_FOLDER = "not inside a class folder (expected FOLDER/CLASS/FILE)"
+# For images lying in the folder itself: the two ways to give their classes.
+_FLAT_FOLDER_ADVICE = ("; for images directly in the folder, either move each class's images into a subfolder "
+                       "named for the class (FOLDER/cat/1.jpg, FOLDER/dog/2.jpg), or, if the file names hold "
+                       "the class, give --label-from-name a regex whose first group is the class "
+                       "(e.g. --label-from-name '(.+)_\\d+\\.jpg$' for cat_1.jpg, dog_2.jpg)")
 
 
 @dataclass(frozen=True)
@@ -94,9 +98,38 @@ class Dataset:
         return kept
 
 
+def as_inputs(items: Iterable, modality: str) -> list:
+    """`items` as the models take them: a `Path` for each image, a `str` for each text."""
+    return [Path(item) for item in items] if modality == "image" else [str(item) for item in items]
+
+
+@dataclass
+class Pool:
+    """Unlabeled inputs (image paths or texts), their content hashes, and what was left out while
+    reading them, with why: read for suggestions (`smalldata.suggest.load_unlabeled`), or kept for
+    training beside a labeled dataset (`smalldata.unlabeled.load_pool`, `pool_from`)."""
+
+    inputs: list
+    modality: str  # "image" or "text"
+    source: str = ""
+    skipped: list[Skipped] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # content hashes, one per input (computed when not given)
+
+    def __post_init__(self):
+        if not self.keys:
+            self.keys = [content_key(item) for item in self.inputs]
+        if len(self.keys) != len(self.inputs):
+            raise ValueError("inputs and keys must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def summary(self) -> dict:
+        return {"source": self.source, "n_examples": len(self), "skipped": [asdict(s) for s in self.skipped]}
+
+
 def _describe(item) -> str:
-    text = str(item)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return shorten(str(item), 80)
 
 
 DEFAULT_COLUMNS = {"text_column": "text", "label_column": "label"}
@@ -144,7 +177,7 @@ def load_image_folder(root: str | Path, *, label_from_name: str | None = None) -
             else:
                 candidates.append((file, match.group(1) if pattern.groups else match.group(0)))
         elif len(relative.parts) < 2:
-            skipped.append(Skipped(str(relative), "not inside a class folder (expected FOLDER/CLASS/FILE)"))
+            skipped.append(Skipped(str(relative), NOT_IN_A_CLASS_FOLDER))
         else:
             candidates.append((file, relative.parts[0]))
     checked = check_images([file for file, _ in candidates])
@@ -158,7 +191,8 @@ def load_image_folder(root: str | Path, *, label_from_name: str | None = None) -
             keys.append(key)
     if not inputs:
         layout = "files whose names match the --label-from-name pattern" if pattern else "FOLDER/CLASS/IMAGE files"
-        raise DataError(f"no usable images found in {root}: expected {layout}; {skipped_summary(skipped)}")
+        raise DataError(f"no usable images found in {root}: expected {layout}; {skipped_summary(skipped)}"
+                        + (_FLAT_FOLDER_ADVICE if pattern is None and any(s.reason == NOT_IN_A_CLASS_FOLDER for s in skipped) else ""))
     return _without_duplicates(Dataset(inputs, labels, "image", keys, source=str(root), skipped=skipped))
 
 
@@ -339,9 +373,13 @@ def require_evaluable(dataset: Dataset, *, drop_small_classes: bool = False) -> 
         dataset = dataset.drop_classes(list(small))
     elif small:
         listed = ", ".join(f"{label!r} has {n}" for label, n in small.items())
+        left = len(dataset.classes) - len(small)
+        # Dropping the small classes is advice only where it leaves a classifier to train.
+        advice = ("add examples, or drop such classes with --drop-small-classes" if left >= 2 else
+                  f"add examples: at least {MIN_PER_CLASS_FOR_CV} per class (dropping the classes with fewer "
+                  f"would leave {left} class{'' if left == 1 else 'es'}, and a classifier needs 2)")
         raise DataError(
-            f"class {listed} example(s); cross-validation needs at least {MIN_PER_CLASS_FOR_CV} per class: "
-            "add examples, or drop such classes with --drop-small-classes"
+            f"class {listed} example(s); cross-validation needs at least {MIN_PER_CLASS_FOR_CV} per class: {advice}"
         )
     if len(dataset.classes) < 2:
         raise DataError(

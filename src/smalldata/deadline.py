@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 import time
 
+from smalldata.errors import DataError
+
 # What a person waits for at a terminal. On a 2-core CPU 10 images per class finish in 10-20 s
 # (an image fine-tune never fits: minutes a fold), and 8 questions per class of trec6 leave room
 # for MiniLM's contrastive fine-tune on three or four folds (50-75 s in all): BENCHMARKS.md,
@@ -24,11 +26,11 @@ def parse_budget(value: str | float | int | None) -> float | None:
     """Seconds from "90s", "5m", "1.5h" or a bare number of seconds; None stays None."""
     if value is None or isinstance(value, (int, float)):
         if value is not None and value < 0:
-            raise ValueError(f"a budget is a time to spend, not {value!r}: give 0 for the fastest run")
+            raise DataError(f"a budget is a time to spend, not {value!r}: give 0 for the fastest run")
         return None if value is None else float(value)
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(value).lower())
     if not match:
-        raise ValueError(f"a budget looks like 90s, 5m or 1h, not {value!r}")
+        raise DataError(f"a budget looks like 90s, 5m or 1h, not {value!r}")
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 

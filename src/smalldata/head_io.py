@@ -143,8 +143,9 @@ class TensorHead:
         check_labels(entry["classes"], path, "head.classes")
         params = {k: v for k, v in entry["params"].items() if k in cls().get_params()}
         arrays = read_safetensors(file)
+        dim = get_backbone(description["features"]).dim  # a missing backbone package is no damaged head.params
         try:
-            expected = cls(**params).state_shapes(len(entry["classes"]), get_backbone(description["features"]).dim)
+            expected = cls(**params).state_shapes(len(entry["classes"]), dim)
         except (TypeError, ValueError) as error:
             raise ModelFolderError(f"{path} has damaged head.params ({one_line(error)}); {DAMAGED}") from error
         found = {name: array.shape for name, array in arrays.items()}

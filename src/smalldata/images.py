@@ -7,6 +7,8 @@ from typing import BinaryIO
 
 from PIL import Image, ImageOps
 
+from smalldata.errors import ImageFileError  # noqa: F401  (defined there; callers import it from here too)
+
 # Decompression bombs: refuse images above this many pixels instead of filling memory.
 Image.MAX_IMAGE_PIXELS = 80_000_000
 # A strip far longer than it is wide: resizing its shorter side to a backbone's 224-260 px would
@@ -17,10 +19,6 @@ MAX_ASPECT_RATIO = 20
 # JPEG is about 50 MiB, so a bigger file is a video, an archive or a disk image under an image name
 # (a 3 GB one named .jpg was read whole, 3 GB of memory and 8-12 s, before PIL said it was no image).
 MAX_IMAGE_BYTES = 256 * 2**20
-
-
-class ImageFileError(ValueError):
-    """An image file no model can use, found before decoding it; the message says what is wrong."""
 
 
 class ImageShapeError(ImageFileError):

@@ -21,6 +21,8 @@ import numpy as np
 import smalldata.head_kinds  # noqa: F401  (every head kind registered, so that any folder loads)
 from smalldata.backbones import get_backbone, reads_raw
 from smalldata.curve import LearningCurve
+from smalldata.data import as_inputs
+from smalldata.errors import DataError
 from smalldata.evaluate import Comparison, TestResult, score
 from smalldata.features import embed
 from smalldata.finetune_choice import FineTuneDecision
@@ -47,7 +49,7 @@ class Model:
     fine_tuning: FineTuneDecision | None = None  # what fine-tuning tried and why it was kept or not
 
     def features_of(self, inputs: Sequence, progress: Progress = QUIET):
-        inputs = [Path(item) for item in inputs] if self.modality == "image" else [str(item) for item in inputs]
+        inputs = as_inputs(inputs, self.modality)
         if reads_raw(self.features):
             return inputs
         return embed(inputs, self.features, progress=progress)
@@ -75,7 +77,7 @@ class Model:
     def evaluate(self, dataset, *, progress: Progress = QUIET) -> TestResult:
         """Accuracy, per-class precision and recall, and confusion matrix on labeled examples."""
         if dataset.modality != self.modality:
-            raise ValueError(f"this model classifies {self.modality}s, but the test data are {dataset.modality}s")
+            raise DataError(f"this model classifies {self.modality}s, but the test data are {dataset.modality}s")
         return score(dataset.labels, self.predict(dataset.inputs, progress=progress), self.classes)
 
     def save(self, folder: str | Path) -> Path:

@@ -13,12 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from smalldata.backbones import RAW_INPUTS, RAW_TEXT, REGISTRY, get_backbone
+from smalldata.errors import ModelFolderError  # noqa: F401  (defined there; callers import it from here too)
+from smalldata.text_utils import shorten
 
 FORMAT_VERSION = 1
-
-
-class ModelFolderError(ValueError):
-    """A model folder that cannot be loaded; the message says why and what to do."""
 
 
 DAMAGED = "the folder is damaged: train again, or copy it whole from where it was made"
@@ -144,14 +142,12 @@ def load_skops(file: Path):
 # ---- messages: a damaged file's values can be any size and shape ---------------------------------
 def one_line(error: Exception, limit: int = 160) -> str:
     """A library's error text, on one line and short: a message quotes it, it is not the message."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return shorten(" ".join(str(error).split()) or type(error).__name__, limit)
 
 
 def shown(value, limit: int = 60) -> str:
     """A value from the folder as a message shows it: a damaged file's values can be any size."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return shorten(repr(value), limit)
 
 
 def _json_type(value) -> str:

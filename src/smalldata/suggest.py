@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import csv
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from smalldata.backbones import DEFAULT_BACKBONE, REGISTRY, ImageBackbone, TextBackbone, get_backbone
-from smalldata.data import DataError, Skipped, check_images, read_texts, skipped_summary, visible_files
+from smalldata.data import DataError, Pool, Skipped, as_inputs, check_images, read_texts, skipped_summary, visible_files
 from smalldata.features import embed
 from smalldata.progress import QUIET, Progress
 
@@ -191,10 +191,7 @@ def suggest(
 
     `labeled`, the examples the model was trained on (optional), makes examples like them worth less.
     """
-    if model.modality == "image":
-        items = [Path(item) for item in items]
-    else:
-        items = [str(item) for item in items]
+    items = as_inputs(items, model.modality)
     if not items or n <= 0:
         return []
     proba = model.predict_proba(items, progress=progress)
@@ -202,8 +199,7 @@ def suggest(
     X = embed(items, backbone, progress=progress)
     known = None
     if labeled is not None and len(labeled):
-        labeled = [Path(item) for item in labeled] if model.modality == "image" else [str(item) for item in labeled]
-        known = embed(labeled, backbone, progress=progress)
+        known = embed(as_inputs(labeled, model.modality), backbone, progress=progress)
     order = rank_for_labeling(X, proba, n=n, labeled_embeddings=known, seed=seed)
     u = uncertainty(proba)
     return [
@@ -214,20 +210,15 @@ def suggest(
 
 # ------------------------------------------------------------------------------------------- input
 
-@dataclass
-class Unlabeled:
-    """Unlabeled inputs (image paths or texts), and what was left out while reading them, with why."""
-
-    inputs: list
-    modality: str
-    source: str = ""
-    skipped: list[Skipped] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.inputs)
+# What `load_unlabeled` returns: unlabeled inputs, their content hashes, and what was left out, with why.
+Unlabeled = Pool
 
 
-def load_unlabeled(path: str | Path, *, text_column: str = "text") -> Unlabeled:
+class OutputExistsError(DataError, FileExistsError):
+    """`write_suggestions` was given a file or folder that exists and would be overwritten: nothing was written."""
+
+
+def load_unlabeled(path: str | Path, *, text_column: str = "text") -> Pool:
     """A folder of images (searched recursively), a CSV/TSV with a text column, or a .txt with one text a line.
 
     Unreadable images, empty texts and exact duplicates are left out and listed in `skipped`.
@@ -242,10 +233,10 @@ def load_unlabeled(path: str | Path, *, text_column: str = "text") -> Unlabeled:
     raise DataError(f"{path} is neither a folder of images nor a .csv/.tsv/.txt file of texts")
 
 
-def _load_image_files(root: Path) -> Unlabeled:
+def _load_image_files(root: Path) -> Pool:
     candidates, skipped = visible_files(root)
     checked = check_images(candidates)
-    inputs, seen = [], {}
+    inputs, keys, seen = [], [], {}
     for file, (key, problem) in zip(candidates, checked):
         relative = str(file.relative_to(root))
         if problem:
@@ -255,12 +246,13 @@ def _load_image_files(root: Path) -> Unlabeled:
         else:
             seen[key] = relative
             inputs.append(file)
+            keys.append(key)
     if not inputs:
         raise DataError(f"no readable images found in {root} (searched its subfolders too); {skipped_summary(skipped)}")
-    return Unlabeled(inputs, "image", str(root), skipped)
+    return Pool(inputs, "image", str(root), skipped, keys=keys)
 
 
-def _texts(path: Path, numbered: list[tuple[str, str]]) -> Unlabeled:
+def _texts(path: Path, numbered: list[tuple[str, str]]) -> Pool:
     texts, skipped, seen = [], [], {}
     for where, text in numbered:
         text = text.strip()
@@ -273,7 +265,7 @@ def _texts(path: Path, numbered: list[tuple[str, str]]) -> Unlabeled:
             texts.append(text)
     if not texts:
         raise DataError(f"no texts found in {path}: every line was empty")
-    return Unlabeled(texts, "text", str(path), skipped)
+    return Pool(texts, "text", str(path), skipped)
 
 
 # ------------------------------------------------------------------------------------------ output
@@ -296,10 +288,10 @@ def write_suggestions(suggestions: Sequence[Suggestion], out: str | Path, modali
 
 def _write_image_folder(suggestions: Sequence[Suggestion], out: Path) -> Path:
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is a file: give --out a new folder name")
+        raise OutputExistsError(f"{out} exists and is a file: give --out a new folder name")
     if out.is_dir() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty; nothing was written: give --out a new folder, "
-                              "or move that one away first")
+        raise OutputExistsError(f"{out} exists and is not empty; nothing was written: give --out a new folder, "
+                                "or move that one away first")
     out.mkdir(parents=True, exist_ok=True)
     width = max(3, len(str(len(suggestions))))
     rows = []
@@ -317,7 +309,7 @@ def _write_image_folder(suggestions: Sequence[Suggestion], out: Path) -> Path:
 
 def _write_text_table(suggestions: Sequence[Suggestion], out: Path) -> Path:
     if out.exists():
-        raise FileExistsError(f"{out} exists; nothing was written: give --out a new file name, or move that one away first")
+        raise OutputExistsError(f"{out} exists; nothing was written: give --out a new file name, or move that one away first")
     out.parent.mkdir(parents=True, exist_ok=True)
     delimiter = "\t" if out.suffix.lower() == ".tsv" else ","
     # "x": create, never replace, even if the file appeared since the check above

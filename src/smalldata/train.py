@@ -29,6 +29,7 @@ from smalldata.baselines import image_baseline, text_baseline
 from smalldata.curve import LearningCurve, curve_fits, learning_curve
 from smalldata.data import DataError, Dataset, require_evaluable
 from smalldata.deadline import Deadline
+from smalldata.defaults import DEFAULT_HEAD
 from smalldata.describe import DESCRIBED_HEAD, described_candidate
 from smalldata.ensemble import AveragedLogisticRegression
 from smalldata.evaluate import Candidate, Comparison, Folds, compare, cv_folds, single_threaded_math
@@ -42,7 +43,6 @@ from smalldata.progress import QUIET, Progress
 from smalldata.unlabeled import Pool, PoolHead, pool_candidates
 
 IMAGE_BASELINE_FEATURES = "colour-texture-stats"
-DEFAULT_HEAD = "logistic-regression"
 AVERAGED_HEAD = "average of logistic regressions"
 
 

@@ -23,7 +23,6 @@ and the pool, never the test fold.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -31,9 +30,10 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
-from smalldata.data import DataError, Dataset, Skipped
+from smalldata.data import DataError, Dataset, Pool, Skipped
 from smalldata.evaluate import Candidate
 from smalldata.features import content_key
+from smalldata.text_utils import shorten
 
 METHODS = ("self-training", "label-spreading")
 # Of each class's pseudo-labels, the most confident 80% are kept in the last round. Zou et al. grow
@@ -45,23 +45,6 @@ NEIGHBOURS = 20  # of the graph label spreading runs on
 SPREADING_ALPHA = 0.2  # how much of its label a labeled example may give up to its neighbours
 
 
-@dataclass
-class Pool:
-    """Unlabeled inputs for training, with their content hashes and what was left out, with why."""
-
-    inputs: list
-    keys: list[str]
-    modality: str
-    source: str = ""
-    skipped: list[Skipped] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-    def summary(self) -> dict:
-        return {"source": self.source, "n_examples": len(self), "skipped": [asdict(s) for s in self.skipped]}
-
-
 def load_pool(path: str | Path, labeled: Dataset, *, text_column: str = "text") -> Pool:
     """Unlabeled images (a folder, searched recursively) or texts (CSV/TSV column, or .txt lines) for
     training on `labeled`: unreadable items, duplicates, and copies of labeled examples are left out."""
@@ -71,19 +54,21 @@ def load_pool(path: str | Path, labeled: Dataset, *, text_column: str = "text") 
     if read.modality != labeled.modality:
         raise DataError(f"the labeled data are {labeled.modality}s, but the unlabeled pool {path} holds "
                         f"{read.modality}s: give unlabeled {labeled.modality}s")
-    return pool_from(read.inputs, labeled, modality=read.modality, source=str(path), skipped=list(read.skipped))
+    return pool_from(read.inputs, labeled, modality=read.modality, source=str(path), skipped=list(read.skipped),
+                     keys=read.keys)
 
 
 def pool_from(inputs: Sequence, labeled: Dataset, *, modality: str | None = None, source: str = "",
-              skipped: list[Skipped] | None = None) -> Pool:
+              skipped: list[Skipped] | None = None, keys: Sequence[str] | None = None) -> Pool:
     """A pool from inputs in memory; items identical to a labeled example are dropped (by content hash),
-    so no example that cross-validation scores is ever in the pool."""
-    known = set(labeled.keys)
+    so no example that cross-validation scores is ever in the pool. `keys`: the inputs' content
+    hashes when already known (`smalldata.features.content_key` of each), else they are computed."""
+    inputs, known = list(inputs), set(labeled.keys)
+    given = list(keys) if keys is not None else [content_key(item) for item in inputs]
     kept, keys, skipped = [], [], list(skipped or [])
-    for item in inputs:
-        key = content_key(item)
+    for item, key in zip(inputs, given, strict=True):
         if key in known:
-            skipped.append(Skipped(_short(item), "identical to a labeled example"))
+            skipped.append(Skipped(shorten(str(item), 80), "identical to a labeled example"))
         else:
             known.add(key)
             kept.append(item)
@@ -91,12 +76,7 @@ def pool_from(inputs: Sequence, labeled: Dataset, *, modality: str | None = None
     if not kept:
         raise DataError(f"no unlabeled examples left in {source or 'the pool'}: every one was unreadable, "
                         "a duplicate, or identical to a labeled example")
-    return Pool(kept, keys, modality or labeled.modality, source, skipped)
-
-
-def _short(item) -> str:
-    text = str(item)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return Pool(kept, modality or labeled.modality, source, skipped, keys=keys)
 
 
 class PoolHead(ClassifierMixin, BaseEstimator):

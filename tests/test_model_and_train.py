@@ -132,3 +132,17 @@ def test_the_service_predicts_a_model_on_both_text_encoders_as_the_library_does(
     assert model.features == both  # both encoders, each through its ONNX batcher when served
     texts = ["The referee showed a red card.", "Stir in the flour.", "Grey skies all day."]
     assert np.allclose(Predictor(model).texts(texts), model.predict_proba(texts), atol=1e-3)
+
+
+def test_texts_without_words_train_and_keep_the_baseline_as_it_is_on_words(tmp_path):
+    """Emoji-only texts have no token for TF-IDF's default pattern: the baseline then reads
+    symbols too, where texts with words keep the default (and every number measured on them)."""
+    from smalldata.baselines import WORDS, WORDS_OR_SYMBOLS, tokens_for
+
+    assert tokens_for(["a great film", "dull"]) == WORDS
+    assert tokens_for(["a great film", "😀😀"]) == WORDS_OR_SYMBOLS
+    texts = ["😀😀", "😀🎉", "🎉😀😀", "😀", "😡😡", "😡💢", "💢😡", "😡"] * 2
+    labels = (["pos"] * 4 + ["neg"] * 4) * 2
+    data = smalldata.Dataset(texts, labels, "text", source="emoji")
+    model = smalldata.train(data, curve=False, budget=0)
+    assert model.comparison.baseline.mean > 0 and set(model.predict(["😀🎉"])) <= {"pos", "neg"}

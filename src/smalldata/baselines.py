@@ -6,6 +6,8 @@ Images: colour and texture statistics of a thumbnail + a random forest.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -22,11 +24,23 @@ THUMBNAIL_SIZE = 64
 HUE_BINS, SATURATION_BINS, VALUE_BINS, ORIENTATION_BINS = 16, 8, 8, 8
 
 
-def text_baseline() -> object:
+WORDS = r"(?u)\b\w\w+\b"  # scikit-learn's default: words of two or more letters
+WORDS_OR_SYMBOLS = r"(?u)\b\w+\b|[^\w\s]"  # also one-letter words, and each emoji or symbol alone
+
+
+def text_baseline(token_pattern: str = WORDS) -> object:
     return make_pipeline(
-        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1, token_pattern=token_pattern),
         LogisticRegression(C=10.0, max_iter=2000),
     )
+
+
+def tokens_for(texts) -> str:
+    """`WORDS`, unless a text has none (emoji, symbols, one-letter words): then `WORDS_OR_SYMBOLS`,
+    so that the baseline can still be fitted. Data with words everywhere keeps the default, and
+    every number measured on it."""
+    words = re.compile(WORDS)
+    return WORDS if all(words.search(text) for text in texts) else WORDS_OR_SYMBOLS
 
 
 def image_baseline() -> object:

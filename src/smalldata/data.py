@@ -99,8 +99,11 @@ class Dataset:
 
 
 def as_inputs(items: Iterable, modality: str) -> list:
-    """`items` as the models take them: a `Path` for each image, a `str` for each text."""
-    return [Path(item) for item in items] if modality == "image" else [str(item) for item in items]
+    """`items` as the models take them: a `Path` for each image file, a `str` for each text. An
+    image already in memory (a file object, as the service's uploads are) stays as it is."""
+    if modality == "image":
+        return [item if hasattr(item, "read") else Path(item) for item in items]
+    return [str(item) for item in items]
 
 
 @dataclass

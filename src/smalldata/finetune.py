@@ -39,7 +39,7 @@ from smalldata.augment import image_augmentation
 from smalldata.backbones import (PIXEL_MEAN, PIXEL_STD, RAW_INPUTS, export_pooled_features, fine_tunable, get_backbone,
                                  onnx_of_weights, why_not_fine_tunable)
 from smalldata.costs import fastest_step_seconds
-from smalldata.data import DataError
+from smalldata.data import DataError, as_inputs
 from smalldata.evaluate import held_out_fifth
 from smalldata.features import embed
 from smalldata.head_io import register_head
@@ -239,12 +239,14 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
             return _pooled(self.net_, _to_float(pixels)).numpy()
 
     def predict_proba(self, X) -> np.ndarray:
-        if self.net_ is None:
-            return self.head_.predict_proba(self.transform(X))
+        """Image files by path (their frozen features cached where tuning was undone), or images
+        already in memory as file objects (the service's uploads: decoded, never written)."""
+        sources = as_inputs(X, "image")
+        if self.net_ is None and all(isinstance(source, Path) for source in sources):
+            return self.head_.predict_proba(self.transform(sources))
         backbone = get_backbone(self.backbone)
-        paths = [Path(p) for p in X]
-        return np.concatenate([self.proba_of_pixels(backbone.pixels(paths[start:start + 32]))
-                               for start in range(0, len(paths), 32)])
+        return np.concatenate([self.proba_of_pixels(backbone.pixels(sources[start:start + 32]))
+                               for start in range(0, len(sources), 32)])
 
     def proba_of_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities for images already decoded by the backbone (the service decodes uploads

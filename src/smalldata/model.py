@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -31,6 +31,8 @@ from smalldata.model_folder import FORMAT_VERSION, ModelFolderError, parsed, rea
 from smalldata.progress import QUIET, Progress
 
 
+# (inputs, backbone name, progress=...) -> one embedding row per input, as `features.embed` gives them
+Embedder = Callable[..., np.ndarray]
 LIBRARIES = ("smalldata", "numpy", "scikit-learn", "torch", "onnxruntime", "sentence-transformers", "skops")
 
 
@@ -48,23 +50,22 @@ class Model:
     curve: LearningCurve | None = None  # accuracy against examples per class, extrapolated
     fine_tuning: FineTuneDecision | None = None  # what fine-tuning tried and why it was kept or not
 
-    def features_of(self, inputs: Sequence, progress: Progress = QUIET):
+    def features_of(self, inputs: Sequence, progress: Progress = QUIET, embedder: Embedder = embed):
+        """What the head reads: the inputs themselves, or their embeddings by `embedder` (the
+        library's cached `features.embed`; the service passes its batched one)."""
         inputs = as_inputs(inputs, self.modality)
         if reads_raw(self.features):
             return inputs
-        return embed(inputs, self.features, progress=progress)
+        return embedder(inputs, self.features, progress=progress)
 
-    def predict_proba(self, inputs: Sequence, *, progress: Progress = QUIET) -> np.ndarray:
-        """Class probabilities, one row per input (image paths or texts), columns in `classes` order."""
-        return self.proba_of_features(self.features_of(inputs, progress))
+    def predict_proba(self, inputs: Sequence, *, progress: Progress = QUIET, embedder: Embedder = embed) -> np.ndarray:
+        """Class probabilities, one row per input (image paths or files, or texts), columns in
+        `classes` order."""
+        return self.proba_of_features(self.features_of(inputs, progress, embedder))
 
     def proba_of_features(self, features) -> np.ndarray:
         """`predict_proba` from features already computed (embeddings, or texts for RAW_TEXT heads)."""
         return self._in_class_order(self.estimator.predict_proba(features))
-
-    def proba_of_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """`predict_proba` of a fine-tuned image model (features RAW_INPUTS) from decoded pixels."""
-        return self._in_class_order(self.estimator.proba_of_pixels(pixels))
 
     def _in_class_order(self, proba) -> np.ndarray:
         """The estimator's probability columns, reordered to `classes`."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 from sklearn.base import clone
@@ -25,7 +25,7 @@ from sklearn.linear_model import LogisticRegression
 
 from smalldata.backbones import (DEFAULT_BACKBONE, cpu_threads, fine_tunable, get_backbone, installed, side_by_side,
                                  why_not_fine_tunable)
-from smalldata.baselines import image_baseline, text_baseline
+from smalldata.baselines import image_baseline, text_baseline, tokens_for
 from smalldata.curve import LearningCurve, curve_fits, learning_curve
 from smalldata.data import DataError, Dataset, require_evaluable
 from smalldata.deadline import Deadline
@@ -46,17 +46,18 @@ IMAGE_BASELINE_FEATURES = "colour-texture-stats"
 AVERAGED_HEAD = "average of logistic regressions"
 
 
-def baseline(modality: str) -> Candidate:
+def baseline(modality: str, inputs: Sequence = ()) -> Candidate:
+    """The simple anchor every head is measured against; `inputs` (texts) choose its tokens."""
     if modality == "text":
-        return Candidate("baseline: tf-idf + logistic regression", RAW_TEXT, text_baseline,
+        return Candidate("baseline: tf-idf + logistic regression", RAW_TEXT, partial(text_baseline, tokens_for(inputs)),
                          "TF-IDF of words and word pairs, logistic regression", is_baseline=True)
     return Candidate("baseline: colour/texture + random forest", IMAGE_BASELINE_FEATURES, image_baseline,
                      "colour and texture statistics of a 64px thumbnail, random forest", is_baseline=True)
 
 
-def candidates(modality: str, backbone: str) -> list[Candidate]:
+def candidates(modality: str, backbone: str, inputs: Sequence = ()) -> list[Candidate]:
     """The baseline, then the heads on one `backbone`'s embeddings; earlier ones win ties."""
-    return [baseline(modality)] + frozen_heads(backbone)
+    return [baseline(modality, inputs)] + frozen_heads(backbone)
 
 
 def frozen_heads(backbone: str, *, named_by_backbone: bool = False) -> list[Candidate]:
@@ -86,7 +87,7 @@ CORE_C = {"image": 1.0, "text": 10.0}
 AVERAGE_FIRST = {"image": True, "text": False}
 
 
-def core_candidates(modality: str, networks: list[str]) -> list[Candidate]:
+def core_candidates(modality: str, networks: list[str], inputs: Sequence = ()) -> list[Candidate]:
     """The automatic choice's frozen candidates on every installed network, most preferred first:
     logistic regression on each network (the strongest, slowest, first) and the average of their
     probabilities, placed by `AVERAGE_FIRST`. Only logistic regression: the linear heads trained
@@ -95,12 +96,12 @@ def core_candidates(modality: str, networks: list[str]) -> list[Candidate]:
     singles = [Candidate(f"{DEFAULT_HEAD} on {n}", n, partial(LogisticRegression, C=C, max_iter=3000),
                          f"logistic regression (C={C:g}) on frozen {n} embeddings") for n in reversed(networks)]
     if len(networks) == 1:
-        return [baseline(modality)] + singles
+        return [baseline(modality, inputs)] + singles
     widths = tuple(get_backbone(n).dim for n in networks)
     averaged = Candidate(AVERAGED_HEAD, side_by_side(networks), partial(AveragedLogisticRegression, widths=widths, C=C),
                          f"logistic regression (C={C:g}) on each of {', '.join(networks)}, probabilities averaged")
     ordered = [averaged] + singles if AVERAGE_FIRST[modality] else singles[:1] + [averaged] + singles[1:]
-    return [baseline(modality)] + ordered
+    return [baseline(modality, inputs)] + ordered
 
 
 @dataclass
@@ -197,7 +198,8 @@ def _networks(dataset: Dataset, backbone: str | None, fine_tune: FineTuneOptions
 def compare_frozen(dataset: Dataset, networks: list[str], *, chosen_by_user: bool, evaluate: bool, seed: int,
                    unlabeled: Pool | None, descriptions: Mapping[str, str] | None, progress: Progress) -> FrozenStep:
     """Step 1: the baseline and the frozen heads (and any informed candidates) on the same folds."""
-    options = candidates(dataset.modality, networks[0]) if chosen_by_user else core_candidates(dataset.modality, networks)
+    options = (candidates(dataset.modality, networks[0], dataset.inputs) if chosen_by_user
+               else core_candidates(dataset.modality, networks, dataset.inputs))
     # Extra knowledge (an unlabeled pool, class descriptions) comes in as more candidates on the
     # same folds, on the strongest network: judged against the labeled-only choice, they must not
     # start from weaker embeddings than it.
@@ -304,7 +306,7 @@ def curve_of(
 ) -> LearningCurve:
     """The learning curve of one candidate (by name, default: logistic regression on embeddings)."""
     backbone = backbone or DEFAULT_BACKBONE[dataset.modality]
-    options = {c.name: c for c in candidates(dataset.modality, backbone)}
+    options = {c.name: c for c in candidates(dataset.modality, backbone, dataset.inputs)}
     if head not in options:
         raise DataError(f"unknown head {head!r}; choose one of: {', '.join(options)}")
     dataset = require_evaluable(dataset, drop_small_classes=False)

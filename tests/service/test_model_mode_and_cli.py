@@ -130,3 +130,14 @@ def test_a_database_made_before_owners_is_brought_up_to_date_and_keeps_everythin
         states = connection.execute(sa.text("SELECT state FROM jobs ORDER BY id")).scalars().all()
     assert states == ["running", "failed"]  # the index of one unfinished job per project could be made
     engine.dispose()
+
+
+def test_the_service_predicts_what_the_library_predicts(image_model_dir, fashion_test_folder):
+    """The service runs the library's Model.predict_proba, only embedding through its batchers."""
+    from smalldata.model import Model
+    from smalldata.service.predictor import Predictor
+
+    model = Model.load(image_model_dir)
+    paths = sorted(fashion_test_folder.rglob("*.png"))[:6]
+    served = Predictor(model).images([path.read_bytes() for path in paths])
+    assert np.allclose(served, model.predict_proba(paths), atol=1e-4)

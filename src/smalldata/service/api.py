@@ -11,10 +11,20 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path as FilePath
-
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, Request, Security, UploadFile
+from fastapi import (
+    APIRouter,
+    Depends,
+    File,
+    Form,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Security,
+    UploadFile,
+)
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import delete, func, select
@@ -25,13 +35,42 @@ from smalldata.data import Dataset
 from smalldata.features import hash_bytes
 from smalldata.service.blobs import sha256
 from smalldata.service.predictor import answers
-from smalldata.service.schemas import (Added, ErrorOut, ExampleOut, JobOut, PredictTexts, Predictions, ProjectIn,
-                                       ProjectOut, Relabel, TextsIn, UnlabeledAdded, UnlabeledTextsIn, VersionOut)
-from smalldata.service.storage import (UNFINISHED, Example, Job, ModelVersion, Project, UnlabeledExample,
-                                       insert_unless_present)
+from smalldata.service.schemas import (
+    Added,
+    ErrorOut,
+    ExampleOut,
+    JobOut,
+    Predictions,
+    PredictTexts,
+    ProjectIn,
+    ProjectOut,
+    Relabel,
+    TextsIn,
+    UnlabeledAdded,
+    UnlabeledTextsIn,
+    VersionOut,
+)
+from smalldata.service.storage import (
+    UNFINISHED,
+    Example,
+    Job,
+    ModelVersion,
+    Project,
+    UnlabeledExample,
+    insert_unless_present,
+)
 from smalldata.service.training import check_trainable
-from smalldata.service.uploads import (Rejected, UploadError, check_image, check_label, check_text, display_name, read_csv,
-                                       read_zip)
+from smalldata.service.uploads import (
+    Rejected,
+    UploadError,
+    check_image,
+    check_label,
+    check_text,
+    display_name,
+    read_csv,
+    read_zip,
+)
+from smalldata.text_utils import shorten
 
 
 def state(request: Request):
@@ -245,7 +284,7 @@ def store(db, project: Project, rows, rejected: list[Rejected], blobs) -> Added:
         if row is None:
             label = db.scalar(select(Example.label).where(Example.project_id == project.id,
                                                           Example.content_hash == example.content_hash))
-            name = example.filename or short(example.text)
+            name = example.filename or shorten(example.text)
             rejected.append(Rejected(name, f"{ALREADY_THERE} (labeled {label!r}): relabel that one instead"))
             continue
         added.append(row)
@@ -303,7 +342,7 @@ def add_unlabeled_texts(owner: Owner, project_id: Id, body: UnlabeledTextsIn, re
         text = check_text(text, service.limits)
         content = text.encode("utf-8")
         rows.append((UnlabeledExample(project_id=project.id, content_hash=sha256(content),
-                                      embed_key=hash_bytes(content), text=text), None, short(text)))
+                                      embed_key=hash_bytes(content), text=text), None, shorten(text)))
     return store_unlabeled(db, project, rows, [], None)
 
 
@@ -573,11 +612,6 @@ def find(db, table, row_id: int, owner: str | None, *, modality: str | None = No
     if modality is not None and row.modality != modality:
         raise HTTPException(422, f"project {row_id} holds {row.modality}s, not {modality}s")
     return row
-
-
-def short(text: str | None, width: int = 60) -> str:
-    text = text or ""
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def image_type(data: bytes) -> str:

@@ -25,9 +25,14 @@ from smalldata.model import Model, ModelFolderError
 from smalldata.service import api, auth
 from smalldata.service.blobs import BlobStore, DiskFull
 from smalldata.service.body_limit import BodyLimit
-from smalldata.service.predictor import Predictor, Predictors, answers
-from smalldata.service.schemas import PredictTexts, Predictions
-from smalldata.service.storage import database_url, fail_interrupted_jobs, make_engine, session_factory
+from smalldata.service.predictor import Predictor, Predictors
+from smalldata.service.schemas import Predictions, PredictTexts
+from smalldata.service.storage import (
+    database_url,
+    fail_interrupted_jobs,
+    make_engine,
+    session_factory,
+)
 from smalldata.service.uploads import Limits, UploadError
 from smalldata.service.worker import JobRunner
 
@@ -68,6 +73,9 @@ def create_app(data_dir: str | Path = "smalldata-data", *, db_url: str | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if service.sessions is not None:  # started already (a test client, then a fuzzer, on one app):
+            yield                         # a second start would run a second worker beside the first
+            return
         if threads:
             import anyio.to_thread
 
@@ -93,11 +101,12 @@ def create_app(data_dir: str | Path = "smalldata-data", *, db_url: str | None = 
             if service.runner is not None and start_worker:
                 service.runner.stop()
             engine.dispose()
+            service.sessions = None  # stopped: a later start starts afresh
 
     app = FastAPI(title="smalldata", version="1", lifespan=lifespan,
                   description="Few-shot image and text classification: upload examples, train, predict. "
-                              "Writes and predictions need an API key (`smalldata api-key create`) in the "
-                              "`X-API-Key` header.")
+                              "Every request needs an API key (`smalldata api-key create`) in the `X-API-Key` "
+                              "header, and reaches only the projects of the key's owner.")
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=limits.max_request_bytes)
     add_error_handlers(app)

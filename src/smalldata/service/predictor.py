@@ -1,8 +1,10 @@
 """A model folder ready to answer requests: image bytes or texts in, class probabilities out.
 
-Images are decoded from memory (no file is written); texts go through the ONNX text encoder.
-Loaded models are kept by folder, a few at a time: versions are immutable, so a folder's model
-never goes stale.
+Predictions run through the library's own `Model.predict_proba`, with one difference: the
+embedding step (`batched_embed`) sends each backbone's network through one batcher per process,
+shared by every model that uses it, instead of the on-disk cache. Images are decoded from memory
+(no file is written); texts go through the ONNX text encoder. Loaded models are kept by folder, a
+few at a time: versions are immutable, so a folder's model never goes stale.
 """
 
 from __future__ import annotations
@@ -16,11 +18,17 @@ from pathlib import Path
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from smalldata.backbones import (RAW_INPUTS, RAW_TEXT, ImageBackbone, PairedBackbone, TextBackbone, cpu_threads,
-                                 get_backbone, networks_of)
+from smalldata.backbones import (
+    RAW_TEXT,
+    ImageBackbone,
+    TextBackbone,
+    cpu_threads,
+    get_backbone,
+    networks_of,
+)
 from smalldata.model import Model
-from smalldata.service.batching import Batcher
 from smalldata.onnx_text import text_encoder
+from smalldata.service.batching import Batcher
 
 KEPT_MODELS = 8
 
@@ -35,24 +43,10 @@ class Predictor:
 
     def images(self, images: list[bytes]) -> np.ndarray:
         """Probabilities for images already checked by `uploads.check_image`."""
-        if self.model.features == RAW_INPUTS:  # a fine-tuned body: decoded here, run by the model itself
-            backbone = get_backbone(self.model.estimator.backbone)
-            return self.model.proba_of_pixels(backbone.pixels([io.BytesIO(data) for data in images]))
-        backbone = get_backbone(self.model.features)
-        if isinstance(backbone, (ImageBackbone, PairedBackbone)):
-            # Decoded outside the batcher (Pillow releases the GIL), so decoding overlaps the network.
-            rows = [network(part)(list(part.pixels([io.BytesIO(data) for data in images])))
-                    for part in networks_of(backbone)]
-            return self.model.proba_of_features(np.hstack(rows))
-        return self.model.proba_of_features(backbone.embed_batch([io.BytesIO(data) for data in images]))
+        return self.model.predict_proba([io.BytesIO(data) for data in images], embedder=batched_embed)
 
     def texts(self, texts: list[str]) -> np.ndarray:
-        if self.model.features == RAW_TEXT:
-            return self.model.proba_of_features(list(texts))
-        backbone = get_backbone(self.model.features)
-        if isinstance(backbone, (TextBackbone, PairedBackbone)):  # each network through its own ONNX batcher
-            return self.model.proba_of_features(np.hstack([network(part)(texts) for part in networks_of(backbone)]))
-        return self.model.proba_of_features(backbone.embed_batch(texts))
+        return self.model.predict_proba(texts, embedder=batched_embed)
 
     async def texts_async(self, texts: list[str]) -> np.ndarray:
         """`texts` for an async endpoint: the network runs in its batcher while the event loop
@@ -73,6 +67,25 @@ class Predictor:
             buffer = io.BytesIO()
             Image.new("RGB", (64, 64), (128, 128, 128)).save(buffer, format="PNG")
             self.images([buffer.getvalue()])
+
+
+def batched_embed(inputs: list, features: str, progress=None) -> np.ndarray:
+    """What `features.embed` gives, through the shared batchers and without the on-disk cache:
+    each network of the backbone (both of a pair, side by side) behind its own batcher."""
+    backbone = get_backbone(features)
+    rows = []
+    for part in networks_of(backbone):
+        if isinstance(part, ImageBackbone):
+            for item in inputs:  # each network of a pair reads the uploads from their start
+                if hasattr(item, "seek"):
+                    item.seek(0)
+            # Decoded here, outside the batcher (Pillow releases the GIL), so decoding overlaps the network.
+            rows.append(network(part)(list(part.pixels(inputs))))
+        elif isinstance(part, TextBackbone):
+            rows.append(network(part)(list(inputs)))
+        else:  # a backbone that is no network (colour statistics): cheap enough to run here
+            rows.append(part.embed_batch(inputs))
+    return np.hstack(rows) if len(rows) > 1 else rows[0]
 
 
 _networks: dict[str, Batcher] = {}

@@ -13,8 +13,19 @@ from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 
-from sqlalchemy import (JSON, ForeignKey, Index, String, Text, UniqueConstraint, create_engine, event, inspect, select,
-                        update)
+from sqlalchemy import (
+    JSON,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 

@@ -7,12 +7,10 @@ gains options (fine-tuning, unlabeled data, ...).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
-from smalldata.data import DataError, Dataset, require_evaluable
+from smalldata.data import DataError, Dataset, as_inputs, require_evaluable
 from smalldata.explain import most_confused
 from smalldata.model import Model
 from smalldata.progress import Progress
@@ -33,7 +31,7 @@ def unlabeled_pool(inputs: list, dataset: Dataset, progress: Progress) -> Pool |
     one so); None when there are none left."""
     if not inputs:
         return None
-    inputs = [Path(p) for p in inputs] if dataset.modality == "image" else inputs
+    inputs = as_inputs(inputs, dataset.modality)
     try:
         return pool_from(inputs, dataset, source="unlabeled examples of the project")
     except DataError:  # every one is also a labeled example
@@ -44,7 +42,13 @@ def unlabeled_pool(inputs: list, dataset: Dataset, progress: Progress) -> Pool |
 def prepare_serving(model: Model) -> None:
     """Export what predictions will run (here, where torch is loaded anyway), so the service
     answers its first request without exporting anything."""
-    from smalldata.backbones import REGISTRY, ImageBackbone, TextBackbone, get_backbone, networks_of
+    from smalldata.backbones import (
+        REGISTRY,
+        ImageBackbone,
+        TextBackbone,
+        get_backbone,
+        networks_of,
+    )
     from smalldata.onnx_text import exported
 
     if model.features in REGISTRY:

@@ -31,7 +31,15 @@ from rich.text import Text
 from sqlalchemy import select
 
 from smalldata.progress import Progress
-from smalldata.service.storage import Example, Job, ModelVersion, Project, UnlabeledExample, next_version_number, now
+from smalldata.service.storage import (
+    Example,
+    Job,
+    ModelVersion,
+    Project,
+    UnlabeledExample,
+    next_version_number,
+    now,
+)
 
 log = logging.getLogger("smalldata.service")
 PROGRESS_EVERY_S = 0.25  # at most this often a progress message crosses to the service
@@ -82,7 +90,9 @@ def worker_main(conn, service_pid: int) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from joblib import parallel_config
 
-    from smalldata.service import training  # imported here: the service process never loads torch for training
+    from smalldata.service import (
+        training,  # imported here: the service process never loads torch for training
+    )
 
     # Cross-validation fits in warm processes rather than threads: the linear heads' small torch
     # steps hold the GIL, and a retrain is about a third faster this way (bench/HISTORY.md). The
@@ -112,10 +122,9 @@ def _die_with_parent(service_pid: int) -> None:
 
 
 def _train(conn, job_id: int, spec: dict, training) -> None:
-    from smalldata.data import Dataset
+    from smalldata.data import Dataset, as_inputs
 
-    inputs = [Path(p) for p in spec["inputs"]] if spec["modality"] == "image" else spec["inputs"]
-    dataset = Dataset(inputs, spec["labels"], spec["modality"], spec["keys"], source=spec["source"])
+    dataset = Dataset(as_inputs(spec["inputs"], spec["modality"]), spec["labels"], spec["modality"], spec["keys"], source=spec["source"])
     progress = PipeProgress(lambda stage, done, total: conn.send(("progress", job_id, stage, done, total)))
     pool = training.unlabeled_pool(spec["unlabeled_inputs"], dataset, progress)
     model = training.fit(dataset, progress, unlabeled=pool)

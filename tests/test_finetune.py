@@ -9,9 +9,9 @@ import pytest
 import smalldata
 from smalldata.costs import fastest_step_seconds
 from smalldata.deadline import Deadline, parse_budget
-from smalldata.finetune_choice import (FineTuneCost, FineTuneDecision, FineTuneOptions, _decide, consider,
+from smalldata.finetune_choice import (FineTuneCost, FineTuneDecision, FineTuneOptions, decide, consider,
                                        paired_gain)
-from smalldata.finetune import LR_CAP, FineTunedImageClassifier, _held_out_fifth, capped_lr, suggest_lr
+from smalldata.finetune import LR_CAP, FineTunedImageClassifier, early_stopping_split, capped_lr, suggest_lr
 from smalldata.backbones import get_backbone
 from smalldata.data import DataError
 from smalldata.heads import logistic_regression_head
@@ -31,14 +31,14 @@ def test_budgets_parse_and_bad_ones_say_how_to_write_them():
 
 def test_a_gain_within_one_standard_error_is_not_kept():
     # one image better on one fold of two (20 test images each): luck, not a reason to fine-tune
-    lucky = _decide(FineTuneDecision("ft", "auto", False, "", folds_used=2, fold_accuracies=[0.95, 0.90],
+    lucky = decide(FineTuneDecision("ft", "auto", False, "", folds_used=2, fold_accuracies=[0.95, 0.90],
                                      frozen_fold_accuracies=[0.90, 0.90], frozen_name="lr"))
     assert not lucky.kept and "not kept" in lucky.reason
-    steady = _decide(FineTuneDecision("ft", "auto", False, "", folds_used=4, fold_accuracies=[0.95, 0.9, 1.0, 0.95],
+    steady = decide(FineTuneDecision("ft", "auto", False, "", folds_used=4, fold_accuracies=[0.95, 0.9, 1.0, 0.95],
                                       frozen_fold_accuracies=[0.9, 0.85, 0.9, 0.85], frozen_name="lr"))
     gain, error = paired_gain(steady.fold_accuracies, steady.frozen_fold_accuracies)
     assert steady.kept and gain == pytest.approx(0.075) and 0 < error < gain
-    forced = _decide(FineTuneDecision("ft", "always", False, "", folds_used=2, fold_accuracies=[0.5, 0.5],
+    forced = decide(FineTuneDecision("ft", "always", False, "", folds_used=2, fold_accuracies=[0.5, 0.5],
                                       frozen_fold_accuracies=[0.9, 0.9], frozen_name="lr"))
     assert forced.kept and "--finetune always" in forced.reason
 
@@ -48,7 +48,7 @@ def test_the_text_bar_is_one_standard_error_too():
     # bar of zero kept such fine-tunes; on data it was not chosen on it shipped a 7.9-point loss
     tuned = [6 / 7, 6 / 7, 5 / 6, 5 / 6, 4 / 6, 6 / 7, 1.0, 2 / 3, 0.5, 2 / 3]
     frozen = [5 / 7, 5 / 7, 5 / 6, 5 / 6, 1.0, 4 / 7, 5 / 7, 0.5, 5 / 6, 5 / 6]
-    decision = _decide(FineTuneDecision("ft", "auto", False, "", folds_used=10, fold_accuracies=tuned,
+    decision = decide(FineTuneDecision("ft", "auto", False, "", folds_used=10, fold_accuracies=tuned,
                                         frozen_fold_accuracies=frozen, frozen_name="lr"))
     assert not decision.kept and "+1.9 points" in decision.reason and "not more than one standard error" in decision.reason
 
@@ -102,7 +102,7 @@ def test_fine_tuning_is_skipped_at_once_when_three_folds_do_not_fit_and_the_dead
 
 def test_a_gain_that_rounds_to_zero_prints_without_a_minus_sign():
     # flowers12 at 5 per class (session 17): a fold gain of -0.0004 printed as "-0.0 points"
-    decision = _decide(FineTuneDecision("ft", "auto", False, "", folds_used=3, fold_accuracies=[0.9, 0.9, 0.8996],
+    decision = decide(FineTuneDecision("ft", "auto", False, "", folds_used=3, fold_accuracies=[0.9, 0.9, 0.8996],
                                         frozen_fold_accuracies=[0.9, 0.9, 0.9], frozen_name="lr"))
     assert not decision.kept and "+0.0 points over lr" in decision.reason
 
@@ -152,7 +152,7 @@ def test_the_early_stopping_fifth_holds_every_class_where_a_plain_fifth_is_too_f
     # a cross-validation fold of 5 images each of 10 classes trains on 45; a fifth of 45 is 9 rows,
     # too few to hold one of each of 10 classes (this stopped `train --budget` at 5 per class)
     targets = np.concatenate([np.repeat(np.arange(10), 4), np.arange(5)])
-    train, held = _held_out_fifth(targets, seed=0)
+    train, held = early_stopping_split(targets, seed=0)
     assert sorted(targets[held]) == list(range(10))
     assert sorted(np.concatenate([train, held])) == list(range(45))
 

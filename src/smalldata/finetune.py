@@ -88,7 +88,7 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
         paths = [Path(p) for p in X]
         self.classes_, targets = np.unique(np.asarray(y), return_inverse=True)
         pixels = get_backbone(self.backbone).pixels(paths)
-        train, held = _held_out_fifth(targets, self.random_state)
+        train, held = early_stopping_split(targets, self.random_state)
         with torch.random.fork_rng():
             torch.manual_seed(self.random_state)
             self.net_, head = self._head_first(paths, targets, train)
@@ -303,7 +303,7 @@ def _onnx_session(net, image_size: int, weights: Path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def _held_out_fifth(targets: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def early_stopping_split(targets: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A stratified fifth for early stopping (one image of each class at least); none when a class
     has fewer than 3 images."""
     indices = np.arange(len(targets))

@@ -206,10 +206,10 @@ def consider(candidate: Candidate, X, y: np.ndarray, folds: Folds, frozen: Candi
         task.advance()
     task.done()
     decision.frozen_fold_accuracies = frozen.fold_accuracies[: decision.folds_used]
-    return _decide(decision)
+    return decide(decision)
 
 
-def _decide(decision: FineTuneDecision) -> FineTuneDecision:
+def decide(decision: FineTuneDecision) -> FineTuneDecision:
     """Keep the fine-tune where its paired per-fold gain exceeds the standard errors required."""
     if decision.folds_used == 0 and decision.mode == "always":
         decision.kept = True

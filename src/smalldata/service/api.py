@@ -88,9 +88,9 @@ def sent_key(header: str | None, bearer: HTTPAuthorizationCredentials | None) ->
 
 async def key_owner(request: Request, header: str | None = Security(KEY_HEADER),
                     bearer: HTTPAuthorizationCredentials | None = Security(BEARER)) -> str:
-    """The owner of the key sent: every write and prediction needs one, and reaches only its owner's
-    projects. Async, with keys seen lately in memory: a prediction pays no thread hand-over and no
-    database trip for its key."""
+    """The owner of the key sent: every request needs one (reads too, unless --public-read), and
+    reaches only its owner's projects. Async, with keys seen lately in memory: a prediction pays no
+    thread hand-over and no database trip for its key."""
     keys = state(request).keys
     key = sent_key(header, bearer)
     if key is None:

@@ -36,6 +36,7 @@ async function api(path, options = {}) {
   const response = await fetch(path, { ...options, headers });
   const type = response.headers.get("content-type") || "";
   const body = type.includes("json") ? await response.json() : await response.text();
+  if (response.status === 401) throw new Error("Enter your API key above to see and change your projects (make one with `smalldata api-key create`).");
   if (!response.ok) {
     const detail = body && body.detail !== undefined ? body.detail : body;
     throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));

@@ -313,3 +313,30 @@ def test_one_example_per_class_is_advised_to_add_examples(tmp_path):
     result = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "m"), "--finetune", "never"])
     assert result.exit_code == 2
     assert "add examples: at least 2 per class" in result.stderr and "--drop-small-classes" not in result.stderr
+
+
+def test_what_a_new_user_got_wrong_is_said_at_once(tmp_path, fashion_folder):
+    """Found by trying the README as a new user: each of these is one line and exit 2."""
+    headless = tmp_path / "nohead.csv"
+    headless.write_text("a fine film,positive\na dull film,negative\n")
+    result = runner.invoke(app, ["train", str(headless), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2 and "add a header row" in result.output
+    (tmp_path / "empty.csv").write_text("")
+    result = runner.invoke(app, ["train", str(tmp_path / "empty.csv"), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2 and "is empty" in result.output
+    # a mistyped budget is refused before the data are read (no class table first)
+    result = runner.invoke(app, ["train", str(fashion_folder), "--out", str(tmp_path / "m"), "--budget", "abc"])
+    assert result.exit_code == 2 and "budget" in result.output and "trouser" not in result.output
+    # listing or revoking keys in a folder with no service database makes no folder
+    missing = tmp_path / "typo"
+    for command in (["api-key", "list"], ["api-key", "revoke", "1"]):
+        result = runner.invoke(app, [*command, "--data", str(missing)])
+        assert result.exit_code == 2 and "holds no service database" in result.output and not missing.exists()
+
+
+def test_no_evaluate_keeps_no_unchecked_fine_tune(fashion_folder):
+    import smalldata
+
+    model = smalldata.train(smalldata.load_dataset(fashion_folder), evaluate=False, curve=False, budget="3m")
+    assert not model.fine_tuning.kept and "--no-evaluate" in model.fine_tuning.reason
+    assert not model.head_name.startswith("fine-tuned")

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from smalldata.deadline import DEFAULT_BUDGET
+from smalldata.deadline import DEFAULT_BUDGET, parse_budget
 from smalldata.defaults import DEFAULT_HEAD
 from smalldata.errors import DataError, ImageFileError, ModelFolderError
 from smalldata.progress import Progress
@@ -50,7 +50,7 @@ TextColumn = typer.Option("text", "--text-column", help="CSV/TSV column holding 
 LabelColumn = typer.Option("label", "--label-column", help="CSV/TSV column holding the labels.")
 Quiet = typer.Option(False, "--quiet", "-q", help="No progress bars or tables; errors only.")
 AsJson = typer.Option(False, "--json", help="Print one JSON document to stdout instead of tables.")
-BackboneName = typer.Option(None, "--backbone", help="Backbone name (default: efficientnet-lite0 for images, all-MiniLM-L6-v2 for texts; also efficientnet-lite2, all-mpnet-base-v2, and efficientnet-lite0+efficientnet-lite2 for both side by side, which fine-tuning does not train).")
+BackboneName = typer.Option(None, "--backbone", help="Use only this backbone. Default: every installed one, compared by cross-validation (efficientnet-lite0 and efficientnet-lite2 for images, all-MiniLM-L6-v2 and all-mpnet-base-v2 for texts); efficientnet-lite0+efficientnet-lite2 puts both side by side, which fine-tuning does not train.")
 ReportFile = typer.Option(None, "--report", help="Also write a self-contained HTML report to this file (its results as JSON beside it).")
 
 
@@ -122,6 +122,8 @@ def train(
 
     progress = Progress(enabled=not (quiet or as_json), console=err)
     try:
+        parse_budget(budget)  # a mistyped budget is said at once, not after reading the data
+        FineTuneOptions(finetune, flip=flip, tta=tta)
         descriptions = parse_descriptions(describe, describe_file) if (describe or describe_file or describe_names) else None
         if data is None:
             if not descriptions:
@@ -373,9 +375,9 @@ def serve(
         application = create_app(data_dir, db_url=db, model_dir=model_dir, threads=threads, public_read=public_read)
     except USER_ERRORS as error:
         _fail(error)
-    reads = "anyone may read (--public-read); writes and predictions" if public_read else "every request"
+    needs = ("anyone may read (--public-read); writes and predictions need" if public_read else "every request needs")
     err.print(f"smalldata serving on http://{host}:{port}/ (API description: http://{host}:{port}/docs); "
-              f"{reads} need a key from `smalldata api-key create`")
+              f"{needs} a key from `smalldata api-key create`")
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
@@ -384,10 +386,14 @@ app.add_typer(api_key_app, name="api-key")
 
 
 @contextmanager
-def _key_store(data_dir: Path, db: Optional[str]):
-    """The service's database, for the key commands (made, or brought up to date, if need be)."""
+def _key_store(data_dir: Path, db: Optional[str], *, create: bool = False):
+    """The service's database, for the key commands (brought up to date if need be). Only `create`
+    makes one: listing or revoking in a mistyped --data folder says so instead of making it."""
     from smalldata.service.storage import database_url, make_engine, session_factory
 
+    if not create and db is None and not (data_dir / "smalldata.db").exists():
+        raise DataError(f"{data_dir} holds no service database (smalldata.db): give the --data folder "
+                        "`smalldata serve` uses (or its --db)")
     data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(database_url(data_dir, db))
     try:
@@ -407,7 +413,7 @@ def api_key_create(
     """Make a new API key and print it once (only its hash is stored)."""
     from smalldata.service import auth
 
-    with _key_store(data_dir, db) as sessions:
+    with _key_store(data_dir, db, create=True) as sessions:
         try:
             key = auth.create_key(sessions, name, owner)
         except auth.KeyRequestError as error:
@@ -421,8 +427,11 @@ def api_key_list(data_dir: Path = DataDir, db: Optional[str] = DbUrl) -> None:
     """The keys (never the keys themselves): id, owner, note, when made and when revoked."""
     from smalldata.service import auth
 
-    with _key_store(data_dir, db) as sessions:
-        keys = auth.list_keys(sessions)
+    try:
+        with _key_store(data_dir, db) as sessions:
+            keys = auth.list_keys(sessions)
+    except DataError as error:
+        _fail(error)
     table = Table("id", "owner", "note", "created (UTC)", "revoked (UTC)", title=f"{len(keys)} API keys")
     for key in keys:
         table.add_row(str(key.id), escape(key.owner), escape(key.name), f"{key.created:%Y-%m-%d %H:%M}",
@@ -436,11 +445,11 @@ def api_key_revoke(key_id: int = typer.Argument(..., help="The key's id, from `s
     """Revoke a key: running services refuse it within a few seconds. Its owner's projects stay."""
     from smalldata.service import auth
 
-    with _key_store(data_dir, db) as sessions:
-        try:
+    try:
+        with _key_store(data_dir, db) as sessions:
             key = auth.revoke(sessions, key_id)
-        except auth.KeyRequestError as error:
-            _fail(error)
+    except (DataError, auth.KeyRequestError) as error:
+        _fail(error)
     err.print(f"key {key.id} (owner {key.owner}) is revoked; services refuse it within "
               f"{auth.KEY_RECHECK_S:.0f} s")
 
@@ -465,7 +474,7 @@ def _prediction_inputs(model: Model, inputs: list[str], file: Optional[Path], te
         elif path.is_file():
             paths.append(path)
         else:
-            raise DataError(f"{item} is not a file or folder: give image files or folders of images")
+            raise DataError(f"{str(item)!r} is not a file or folder: give image files or folders of images")
     if not paths:
         raise DataError("no images to classify: give image files or folders of images")
     _refuse_non_images(paths)

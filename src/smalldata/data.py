@@ -267,9 +267,15 @@ def load_text_csv(path: str | Path, *, text_column: str = "text", label_column: 
     rows = read_table(path)
     header = rows[0] if rows else []
     missing = [name for name in (text_column, label_column) if name not in header]
+    if not header:
+        raise DataError(f"{path} is empty: give a CSV or TSV with a header row, e.g. text,label, and a row per example")
+    if len(missing) == 2:  # neither name: most often a first row of data, not of names
+        raise DataError(f"{path}'s first row {shorten(str(header), 80)} names no column {text_column!r} or "
+                        f"{label_column!r}: add a header row (e.g. {text_column},{label_column}), or name your "
+                        "columns with --text-column and --label-column")
     if missing:
         raise DataError(
-            f"{path} has no column {' or '.join(map(repr, missing))}; its columns are {header}: "
+            f"{path} has no column {missing[0]!r}; its columns are {header}: "
             "name yours with --text-column and --label-column"
         )
     text_at, label_at = header.index(text_column), header.index(label_column)

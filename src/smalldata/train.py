@@ -235,6 +235,9 @@ def maybe_fine_tune(dataset: Dataset, networks: list[str], frozen: FrozenStep, o
         progress.log(f"fine-tuning: {decision.reason}")
         return decision, None, None
     X, y = list(dataset.inputs), np.asarray(dataset.labels)
+    if frozen.comparison is None and options.mode == "auto":  # no folds: nothing can say that it pays
+        return FineTuneDecision("", "auto", kept=False, reason="not tried: without cross-validation (--no-evaluate) "
+                                "nothing can say that it pays; --finetune always keeps one unchecked"), None, None
     if frozen.comparison is None:  # --no-evaluate with --finetune always
         candidate = fine_tune_candidate(dataset.modality, tunable[0], options)
         decision = FineTuneDecision(candidate.name, options.mode, kept=True, reason="kept without evaluation (--no-evaluate)")

@@ -182,7 +182,7 @@ def problems(counts: dict[str, int]) -> list[str]:
     """What stops training or weakens it, in words, before anything is trained."""
     found = []
     if len(counts) < 2:
-        found.append(f"{len(counts)} class so far: a classifier needs examples of at least 2 classes")
+        found.append(f"{len(counts)} {'class' if len(counts) == 1 else 'classes'} so far: a classifier needs examples of at least 2 classes")
     for label, n in counts.items():
         if n < 2:
             found.append(f"class {label!r} has {n} example: cross-validation needs at least 2 per class")

@@ -122,8 +122,8 @@ def train(
 
     progress = Progress(enabled=not (quiet or as_json), console=err)
     try:
-        parse_budget(budget)  # a mistyped budget is said at once, not after reading the data
-        FineTuneOptions(finetune, flip=flip, tta=tta)
+        parse_budget(budget)  # a mistyped budget or --finetune is said at once, not after reading the data
+        fine_tune = FineTuneOptions(finetune, flip=flip, tta=tta)
         descriptions = parse_descriptions(describe, describe_file) if (describe or describe_file or describe_names) else None
         if data is None:
             if not descriptions:
@@ -141,7 +141,7 @@ def train(
                           "unreadable, duplicates, or identical to a labeled example)")
         model = train_model(dataset, backbone=backbone, evaluate=evaluate, drop_small_classes=drop_small_classes,
                             curve=curve, seed=seed, unlabeled=pool, descriptions=descriptions,
-                            budget=budget, fine_tune=FineTuneOptions(finetune, flip=flip, tta=tta), progress=progress)
+                            budget=budget, fine_tune=fine_tune, progress=progress)
         model.save(out_dir)
         if report is not None:
             write_report(training_report(model, dataset, progress=progress), report)

@@ -44,7 +44,7 @@ from smalldata.evaluate import held_out_fifth
 from smalldata.features import embed
 from smalldata.head_io import register_head
 from smalldata.heads import logistic_regression_head
-from smalldata.model_folder import check_labels, load_skops
+from smalldata.model_folder import load_skops
 
 BODY_FILE = "body.safetensors"
 HEAD_FILE = "head.skops"
@@ -62,7 +62,6 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
 
     KIND = "fine-tuned-image"  # saved in model.json: never renamed
     READS = RAW_INPUTS  # decodes the image files and embeds them with its own tuned body
-    ENTRY_KEYS = {"params": dict, "classes": list}
 
     def __init__(self, *, backbone: str = "efficientnet-lite0", epochs: int = 6, lr: float | str = "find",
                  batch_size: int = 16, train_size: int | None = None, unfreeze_from: int = 0,
@@ -281,7 +280,6 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
     def load_from(cls, folder: Path, head: dict, description: dict) -> "FineTunedImageClassifier":
         from safetensors.torch import load_file
 
-        check_labels(head["classes"], folder / "model.json", "head.classes")
         model = cls(**{k: v for k, v in head["params"].items() if k in cls().get_params()})
         model.classes_ = np.array(head["classes"])
         model.epochs_kept_ = head.get("epochs_kept", 0)

@@ -27,7 +27,7 @@ from smalldata.costs import fastest_step_seconds
 from smalldata.features import in_length_order
 from smalldata.head_io import register_head
 from smalldata.heads import logistic_regression_head
-from smalldata.model_folder import check_labels, load_skops
+from smalldata.model_folder import load_skops
 
 ENCODER_FILE = "encoder.safetensors"
 HEAD_FILE = "head.skops"
@@ -39,7 +39,6 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
 
     KIND = "contrastive-text"  # saved in model.json: never renamed
     READS = RAW_TEXT  # embeds the strings with its own tuned encoder
-    ENTRY_KEYS = {"params": dict, "classes": list}
 
     def __init__(self, *, backbone: str = "all-MiniLM-L6-v2", epochs: int = 16, batch_size: int = 16,
                  lr: float = 2e-5, margin: float = 0.5, random_state: int = 0):
@@ -151,7 +150,6 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
     def load_from(cls, folder: Path, head: dict, description: dict) -> "ContrastiveTextClassifier":
         from safetensors.torch import load_file
 
-        check_labels(head["classes"], folder / "model.json", "head.classes")
         params = {k: v for k, v in head["params"].items() if k in cls().get_params()}
         model = cls(**params)
         model.classes_ = np.array(head["classes"])

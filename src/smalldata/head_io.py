@@ -5,9 +5,10 @@ a folder holds. `model.py` knows no head class; `head_kinds.py` lists the module
 A head kind is a class with
 - `KIND`: the name model.json keeps under head.kind (never changed once saved);
 - `READS`: None for a backbone's embeddings, else the raw "features" it reads (`RAW_TEXT`, `RAW_INPUTS`);
-- `ENTRY_KEYS`: what its model.json entry holds besides name, kind and file, with their JSON types;
-- `save_to(folder) -> dict`: write its files, return that entry;
-- `load_from(folder, entry, description)` (a classmethod): the fitted head, from a checked entry.
+- `save_to(folder) -> dict`: write its files, return its model.json entry: kind, file, params
+  (its parameters) and classes, and whatever else it keeps;
+- `load_from(folder, entry, description)` (a classmethod): the fitted head, from an entry whose
+  params and classes are checked already.
 scikit-learn's estimators (logistic regression, the TF-IDF baseline) are not ours to give that
 interface: they are kept in skops files under the kind "scikit-learn", here.
 """
@@ -26,6 +27,8 @@ HEAD_KINDS: dict[str, type] = {}
 SCIKIT_LEARN = "scikit-learn"
 # What a damaged file makes a head's own loader raise (torch's load_state_dict: RuntimeError).
 LOAD_ERRORS = (OSError, RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError)
+# What every registered kind's model.json entry holds besides name, kind and file.
+ENTRY_KEYS = {"params": dict, "classes": list}
 
 
 def register_head(cls: type) -> type:
@@ -69,7 +72,8 @@ def _load_registered(folder: Path, entry: dict, description: dict):
         raise ModelFolderError(f"{folder / 'model.json'} names an unknown head kind {shown(entry['kind'])}: upgrade "
                                "smalldata if a newer one made it; otherwise the folder is damaged: train again")
     path = folder / "model.json"
-    check_keys(entry, cls.ENTRY_KEYS, {}, path, "head.")
+    check_keys(entry, ENTRY_KEYS, {}, path, "head.")
+    check_labels(entry["classes"], path, "head.classes")
     _check_reads(cls.KIND, description["features"], description["features"] == cls.READS if cls.READS
                  else not reads_raw(description["features"]), path)
     try:
@@ -123,7 +127,6 @@ class TensorHead:
     scikit-learn parameters."""
 
     READS = None  # a backbone's embeddings
-    ENTRY_KEYS = {"params": dict, "classes": list}
     FILE = "head.safetensors"
 
     def saved_params(self) -> dict:
@@ -140,7 +143,6 @@ class TensorHead:
         """The head, once its arrays have exactly the shapes its parameters, classes and backbone
         call for, so that predicting cannot fail on them later."""
         file, path = folder / Path(entry["file"]).name, folder / "model.json"
-        check_labels(entry["classes"], path, "head.classes")
         params = {k: v for k, v in entry["params"].items() if k in cls().get_params()}
         arrays = read_safetensors(file)
         dim = get_backbone(description["features"]).dim  # a missing backbone package is no damaged head.params

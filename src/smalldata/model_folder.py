@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smalldata.backbones import RAW_INPUTS, RAW_TEXT, REGISTRY, get_backbone
+from smalldata.backbones import RAW_TEXT, REGISTRY, get_backbone, reads_raw
 from smalldata.errors import ModelFolderError  # noqa: F401  (defined there; callers import it from here too)
 from smalldata.text_utils import shorten
 
@@ -85,7 +85,7 @@ def check_labels(labels: list, path: Path, key: str) -> None:
 
 
 def _check_features(features: str, modality: str, path: Path) -> None:
-    if features == RAW_TEXT or features == RAW_INPUTS:
+    if reads_raw(features):
         reads = "text" if features == RAW_TEXT else "image"
     elif features in REGISTRY:
         reads = get_backbone(features).modality
@@ -105,7 +105,6 @@ def parsed(folder: Path, key: str, parse, value):
         return parse(value)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
         raise ModelFolderError(f"{folder / 'model.json'} has a damaged {key} ({one_line(error)}); {DAMAGED}") from error
-
 
 
 # ---- the files heads are kept in -------------------------------------------------------------------
@@ -136,7 +135,6 @@ def load_skops(file: Path):
         f"{file} contains types smalldata does not trust ({shown(', '.join(untrusted))}); "
         "it was not made by smalldata, so it is not loaded: train again"
     )
-
 
 
 # ---- messages: a damaged file's values can be any size and shape ---------------------------------

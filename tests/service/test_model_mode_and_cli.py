@@ -101,19 +101,14 @@ def test_a_database_made_before_owners_is_brought_up_to_date_and_keeps_everythin
     """A database of the schema before migrations (no alembic_version) gains owners and keeps its rows."""
     import sqlalchemy as sa
     from alembic import command
-    from alembic.config import Config
 
     from smalldata.service import auth
-    from smalldata.service.storage import database_url, make_engine, session_factory
-    from importlib import resources
+    from smalldata.service.storage import alembic_config, database_url, make_engine, session_factory
 
     url = database_url(tmp_path, None)
     old = sa.create_engine(url)
-    config = Config()
-    config.set_main_option("script_location", str(resources.files("smalldata.service") / "migrations"))
     with old.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0001")
+        command.upgrade(alembic_config(connection), "0001")
         connection.execute(sa.text("DROP TABLE alembic_version"))  # as the service made it before migrations
         connection.execute(sa.text("INSERT INTO projects (name, modality, created) VALUES ('old', 'text', '2026-01-01')"))
         connection.execute(sa.text("INSERT INTO api_keys (name, digest, created) VALUES ('old', :d, '2026-01-01')"),

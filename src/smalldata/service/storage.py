@@ -8,7 +8,6 @@ table here needs a step there.
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -29,7 +28,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-log = logging.getLogger("smalldata.service")
 MODALITIES = ("image", "text")
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 UNFINISHED = ("queued", "running")
@@ -169,12 +167,9 @@ def make_engine(url: str) -> Engine:
 def migrate(engine: Engine) -> None:
     """Make the schema, or bring an older database's up to date (the Alembic steps in migrations/)."""
     from alembic import command
-    from alembic.config import Config
 
-    config = Config()
-    config.set_main_option("script_location", str(resources.files("smalldata.service") / "migrations"))
     with engine.begin() as connection:
-        config.attributes["connection"] = connection
+        config = alembic_config(connection)
         tables = set(inspect(connection).get_table_names())
         if "projects" in tables and "alembic_version" not in tables:
             command.stamp(config, "0001")  # made before migrations existed: it holds the first step's tables
@@ -195,6 +190,16 @@ def fail_interrupted_jobs(sessions: sessionmaker[Session]) -> int:
                 error="the service stopped while this job ran; no example or earlier version was lost: train again")
         )
         return result.rowcount
+
+
+def alembic_config(connection):
+    """Alembic's settings for running the steps in migrations/ on `connection` (no alembic.ini)."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("smalldata.service") / "migrations"))
+    config.attributes["connection"] = connection
+    return config
 
 
 def insert_unless_present(session: Session, row: Base) -> Base | None:

@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 from PIL import Image
 
 from smalldata.images import ImageShapeError, check_shape
+from smalldata.text_utils import shorten
 
 IMAGE_FORMATS = {"JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF"}
 
@@ -58,8 +59,7 @@ def display_name(name: str | None) -> str:
 
 def shown(path: str) -> str:
     """A zip member's whole name, for messages: printable, and cut at 255 characters."""
-    clean = "".join(ch for ch in path if ch.isprintable())
-    return clean if len(clean) <= 255 else clean[:252] + "..."
+    return shorten("".join(ch for ch in path if ch.isprintable()), 255)
 
 
 def check_label(label: str, limits: Limits) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import struct
 import time
 import zipfile
@@ -32,7 +33,14 @@ def test_health_and_openapi_describe_every_endpoint(service):
                  "/api/versions/{version_id}/activate", "/api/versions/{version_id}/download",
                  "/api/projects/{project_id}/predict/images", "/api/projects/{project_id}/predict/texts"):
         assert path in paths
-    assert service.client.get("/docs").status_code == 200
+    # The API pages load their scripts from this server, never from a CDN (the browser test renders them offline).
+    for docs in ("/docs", "/redoc"):
+        html = service.client.get(docs)
+        assert html.status_code == 200 and "default-src 'self'" in html.headers["content-security-policy"]
+        scripts = re.findall(r'src="([^"]+)"', html.text)
+        assert scripts and all(src.startswith("/docs-assets/") for src in scripts), scripts
+        assert all(service.client.get(src).status_code == 200 for src in scripts)
+    assert service.client.get("/static/favicon.svg").headers["content-type"].startswith("image/svg+xml")
     page = service.client.get("/")
     assert page.status_code == 200 and "<title>smalldata</title>" in page.text
     assert service.client.get("/static/app.js").status_code == 200

@@ -105,3 +105,44 @@ def test_create_upload_train_and_try_an_image_in_the_browser(live_server, browse
                         headers={"X-API-Key": key})
     assert answer.status_code == 200
     assert [p["label"] for p in answer.json()["predictions"]] == list(fashion_pngs)
+
+
+def offline_page(browser, url):
+    """A page whose requests to anywhere but the server are aborted (and listed)."""
+    page = browser.new_page()
+    blocked = []
+
+    def only_the_server(route):
+        if route.request.url.startswith(url + "/"):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_server)
+    return page, blocked
+
+
+def test_swagger_ui_lists_the_operations_with_no_network(live_server, browser):
+    from playwright.sync_api import expect
+
+    url, _key = live_server
+    page, blocked = offline_page(browser, url)
+    page.goto(f"{url}/docs")
+    operation = page.locator(".opblock-summary-path", has_text="/api/projects/{project_id}/predict/images")
+    expect(operation.first).to_be_visible(timeout=30_000)
+    assert page.locator(".opblock").count() >= 20
+    assert not blocked, blocked
+    page.close()
+
+
+def test_redoc_lists_the_operations_with_no_network(live_server, browser):
+    from playwright.sync_api import expect
+
+    url, _key = live_server
+    page, blocked = offline_page(browser, url)
+    page.goto(f"{url}/redoc")
+    expect(page.get_by_role("heading", name="Predict Images").first).to_be_visible(timeout=30_000)
+    expect(page.locator("h2", has_text="Create Project").first).to_be_visible()
+    assert not blocked, blocked
+    page.close()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -38,6 +39,9 @@ from smalldata.service.worker import JobRunner
 
 log = logging.getLogger("smalldata.service")
 STATIC = resources.files("smalldata.service") / "static"
+# Swagger UI (5.x) and ReDoc (2.x) as the fastapi-offline package ships them: FastAPI's own /docs and
+# /redoc load them from a CDN, and are blank pages on a machine without the network.
+DOC_ASSETS = resources.files("fastapi_offline") / "static"
 
 
 @dataclass
@@ -103,7 +107,7 @@ def create_app(data_dir: str | Path = "smalldata-data", *, db_url: str | None = 
             engine.dispose()
             service.sessions = None  # stopped: a later start starts afresh
 
-    app = FastAPI(title="smalldata", version="1", lifespan=lifespan,
+    app = FastAPI(title="smalldata", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Few-shot image and text classification: upload examples, train, predict. "
                               "Every request needs an API key (`smalldata api-key create`) in the `X-API-Key` "
                               "header, and reaches only the projects of the key's owner.")
@@ -115,7 +119,41 @@ def create_app(data_dir: str | Path = "smalldata-data", *, db_url: str | None = 
                       methods=["GET"], tags=["health"])
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.add_api_route("/", lambda: FileResponse(str(STATIC / "index.html")), methods=["GET"], include_in_schema=False)
+    add_offline_docs(app)
     return app
+
+
+def add_offline_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc from assets served here, so that they render with no network."""
+    app.mount("/docs-assets", StaticFiles(directory=str(DOC_ASSETS)), name="docs-assets")
+    favicon = "/static/favicon.svg"
+    # Nothing but this server: ReDoc shows its maker's logo from a CDN (no option turns it off), which
+    # would tell a third party of every visit; blocked, it is not shown. Both pages' loaders are inline
+    # scripts, and ReDoc runs its search in a worker made from a blob.
+    policy = {"Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+                                         "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                                         "worker-src 'self' blob:"}
+
+    def swagger(request: Request):
+        root = request.scope.get("root_path", "")
+        # validatorUrl None: Swagger UI would otherwise send the description to an online validator.
+        page = get_swagger_ui_html(openapi_url=root + app.openapi_url, title="smalldata API",
+                                   swagger_js_url=f"{root}/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url=root + favicon, swagger_ui_parameters={"validatorUrl": None})
+        page.headers.update(policy)
+        return page
+
+    def redoc(request: Request):
+        root = request.scope.get("root_path", "")
+        page = get_redoc_html(openapi_url=root + app.openapi_url, title="smalldata API",
+                              redoc_js_url=f"{root}/docs-assets/redoc.standalone.js",
+                              redoc_favicon_url=root + favicon, with_google_fonts=False)
+        page.headers.update(policy)
+        return page
+
+    app.add_api_route("/docs", swagger, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/redoc", redoc, methods=["GET"], include_in_schema=False)
 
 
 def model_router() -> APIRouter:

@@ -360,7 +360,8 @@ def serve(
     data_dir: Path = DataDir,
     db: Optional[str] = DbUrl,
     model_dir: Optional[Path] = typer.Option(None, "--model", help="Serve only this model folder, read-only: predictions, no projects."),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on (the default answers this machine only)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (the default answers this machine only, and "
+                             "needs no API key until one is made; any other address always needs keys)."),
     port: int = typer.Option(8000, help="Port to listen on."),
     threads: int = typer.Option(32, help="Requests handled at once (a thread each)."),
     public_read: bool = typer.Option(False, "--public-read", help="Let anyone read every project, its examples and "
@@ -370,14 +371,18 @@ def serve(
     import uvicorn
 
     from smalldata.service import create_app
+    from smalldata.service.auth import is_loopback
 
+    loopback = is_loopback(host)
     try:  # the model folder is loaded and checked here, before anything listens
-        application = create_app(data_dir, db_url=db, model_dir=model_dir, threads=threads, public_read=public_read)
+        application = create_app(data_dir, db_url=db, model_dir=model_dir, threads=threads, public_read=public_read,
+                                 loopback_only=loopback)
     except USER_ERRORS as error:
         _fail(error)
     needs = ("anyone may read (--public-read); writes and predictions need" if public_read else "every request needs")
+    local = (" (on this machine, none until the first key is made)" if loopback else "")
     err.print(f"smalldata serving on http://{host}:{port}/ (API description: http://{host}:{port}/docs); "
-              f"{needs} a key from `smalldata api-key create`")
+              f"{needs} a key from `smalldata api-key create`{local}")
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
 

@@ -25,7 +25,7 @@ def folder_digest(folder) -> dict:
 # --------------------------------------------------------------------------- keys and basics
 
 def test_health_and_openapi_describe_every_endpoint(service):
-    assert service.client.get("/api/health").json() == {"status": "ok", "mode": "projects"}
+    assert service.client.get("/api/health").json() == {"status": "ok", "mode": "projects", "keys_needed": True}
     paths = service.client.get("/openapi.json").json()["paths"]
     for path in ("/api/projects", "/api/projects/{project_id}/examples/images", "/api/projects/{project_id}/examples/zip",
                  "/api/projects/{project_id}/examples/csv", "/api/projects/{project_id}/examples/texts",

@@ -8,6 +8,7 @@ import shutil
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import httpx2 as httpx
 import pytest
@@ -20,16 +21,17 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture(scope="module")
-def live_server(tmp_path_factory):
+@contextmanager
+def running(data_dir, **options):
+    """A real server on loopback, in a thread; yields (url, app)."""
     import uvicorn
 
-    from smalldata.service import auth, create_app
+    from smalldata.service import create_app
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = create_app(tmp_path_factory.mktemp("live"))
+    app = create_app(data_dir, **options)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -37,9 +39,19 @@ def live_server(tmp_path_factory):
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.started, "the server did not start"
-    yield f"http://127.0.0.1:{port}", auth.create_key(app.state.service.sessions, "browser test")
-    server.should_exit = True
-    thread.join(timeout=30)
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory):
+    from smalldata.service import auth
+
+    with running(tmp_path_factory.mktemp("live")) as (url, app):
+        yield url, auth.create_key(app.state.service.sessions, "browser test")
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +77,10 @@ def test_create_upload_train_and_try_an_image_in_the_browser(live_server, browse
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(url)
+    # Before a key: a hint, not an error, and nothing to change yet.
+    expect(page.locator("#message")).to_have_class("hint")
+    expect(page.locator("#message")).to_contain_text("Enter your API key")
+    expect(page.locator("#new-project")).to_be_hidden()
     page.fill("#api-key", key)
     page.click("#key-form button")
     page.fill("#project-name", "clothes")
@@ -146,3 +162,34 @@ def test_redoc_lists_the_operations_with_no_network(live_server, browser):
     expect(page.locator("h2", has_text="Create Project").first).to_be_visible()
     assert not blocked, blocked
     page.close()
+
+
+def test_on_loopback_with_no_key_the_page_needs_none_until_a_key_is_made(browser, tmp_path):
+    from playwright.sync_api import expect
+
+    from smalldata.service import auth
+
+    with running(tmp_path, loopback_only=True) as (url, app):
+        page = browser.new_page()
+        page.goto(url)
+        expect(page.locator("#key-state")).to_contain_text("No API key needed")
+        expect(page.locator("#api-key")).to_be_hidden()
+        page.fill("#project-name", "my own")
+        page.check("input[name=modality][value=text]")
+        page.click("#new-project button")
+        expect(page.locator("#project-title")).to_have_text("my own (texts)")
+        page.fill("#text-input", "rain and wind all afternoon")
+        page.fill("#text-label", "weather")
+        page.click("#add-text button")
+        expect(page.locator("#counts")).to_contain_text("weather")
+
+        key = auth.create_key(app.state.service.sessions, "now keys are on")
+        page.goto(url)
+        expect(page.locator("#api-key")).to_be_visible()
+        expect(page.locator("#message")).to_have_class("hint")
+        expect(page.locator("#new-project")).to_be_hidden()
+        page.fill("#api-key", key)
+        page.click("#key-form button")
+        expect(page.locator("#project-list")).to_contain_text("my own")  # nothing made before the key is lost
+        expect(page.locator("#new-project")).to_be_visible()
+        page.close()

@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from smalldata.data import Dataset
 from smalldata.features import hash_bytes
+from smalldata.service import auth
 from smalldata.service.blobs import sha256
 from smalldata.service.predictor import answers
 from smalldata.service.schemas import (
@@ -51,6 +52,7 @@ from smalldata.service.schemas import (
     VersionOut,
 )
 from smalldata.service.storage import (
+    DEFAULT_OWNER,
     UNFINISHED,
     Example,
     Job,
@@ -88,11 +90,13 @@ def sent_key(header: str | None, bearer: HTTPAuthorizationCredentials | None) ->
 
 async def key_owner(request: Request, header: str | None = Security(KEY_HEADER),
                     bearer: HTTPAuthorizationCredentials | None = Security(BEARER)) -> str:
-    """The owner of the key sent: every request needs one (reads too, unless --public-read), and
-    reaches only its owner's projects. Async, with keys seen lately in memory: a prediction pays no
+    """The owner of the key sent: every request needs one (reads too, unless --public-read; none while
+    `keyless`), and reaches only its owner's projects. Async, with keys seen lately in memory: a prediction pays no
     thread hand-over and no database trip for its key."""
     keys = state(request).keys
     key = sent_key(header, bearer)
+    if key is None and state(request).loopback_only and await run_in_threadpool(keyless, request):
+        return DEFAULT_OWNER
     if key is None:
         raise HTTPException(401, "an API key is needed: send it as 'X-API-Key: KEY' (make one with `smalldata api-key create`)",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -102,6 +106,18 @@ async def key_owner(request: Request, header: str | None = Security(KEY_HEADER),
     if owner is None:
         raise HTTPException(403, "this API key is not known here or was revoked: make one with `smalldata api-key create`")
     return owner
+
+
+def keyless(request: Request) -> bool:
+    """Local use without ceremony: a service that listens on loopback only (`smalldata serve` with
+    the default --host), while no API key has ever been made, takes requests without a key, as the
+    owner that `smalldata api-key create` gives a key by default (so a first key sees what was made
+    before it). Not for a request a proxy passed on (it came from elsewhere), nor from a client that
+    is not this machine."""
+    service = state(request)
+    client = request.client.host if request.client else ""
+    return (service.loopback_only and auth.is_loopback(client)
+            and not any(name in request.headers for name in auth.PROXY_HEADERS) and service.keys.none_made())
 
 
 async def reader(request: Request, header: str | None = Security(KEY_HEADER),

@@ -55,6 +55,7 @@ class ServiceState:
     model: Predictor | None = None  # --model mode: the one model served
     public_read: bool = False  # reads open to anyone without a key: an explicit choice (`serve --public-read`)
     keys: auth.KnownKeys | None = None
+    loopback_only: bool = False  # listens on loopback only: no key needed until one is made (`api.keyless`)
 
     active: dict = field(default_factory=dict)  # project id -> (version id, predictor, modality, owner)
 
@@ -65,14 +66,16 @@ class ServiceState:
 
 def create_app(data_dir: str | Path = "smalldata-data", *, db_url: str | None = None, model_dir: str | Path | None = None,
                limits: Limits = Limits(), start_worker: bool = True, threads: int | None = None,
-               public_read: bool = False) -> FastAPI:
+               public_read: bool = False, loopback_only: bool = False) -> FastAPI:
     """`threads`: how many requests run at once (FastAPI runs plain endpoints in threads; 40 by default).
     `public_read`: anyone may read every project, its examples and models without a key; writes and
     predictions still need one. Off by default: then a key reads only its owner's projects.
+    `loopback_only`: the server listens on a loopback address (`smalldata serve` says so): while no API
+    key has been made, requests from this machine need none (`api.keyless`).
 
     A `model_dir` is loaded here, not when the service starts: a damaged folder is a `ModelFolderError`
     to the caller (`smalldata serve` prints it) rather than a failed start."""
-    service = ServiceState(Path(data_dir), limits, public_read=public_read)
+    service = ServiceState(Path(data_dir), limits, public_read=public_read, loopback_only=loopback_only)
     model = Model.load(model_dir) if model_dir is not None else None
 
     @asynccontextmanager
@@ -110,13 +113,20 @@ def create_app(data_dir: str | Path = "smalldata-data", *, db_url: str | None = 
     app = FastAPI(title="smalldata", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Few-shot image and text classification: upload examples, train, predict. "
                               "Every request needs an API key (`smalldata api-key create`) in the `X-API-Key` "
-                              "header, and reaches only the projects of the key's owner.")
+                              "header, and reaches only the projects of the key's owner. Only where the server "
+                              "listens on loopback and no key has been made yet do requests from the same machine "
+                              "need none (`keys_needed` in /api/health).")
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=limits.max_request_bytes)
     add_error_handlers(app)
     app.include_router(api.router if model_dir is None else model_router())
-    app.add_api_route("/api/health", lambda: {"status": "ok", "mode": "model" if model_dir else "projects"},
-                      methods=["GET"], tags=["health"])
+
+    def health(request: Request) -> dict:
+        """`keys_needed` false: this server listens on loopback and no API key exists yet, so requests
+        from this machine need none (the page says so)."""
+        return {"status": "ok", "mode": "model" if model_dir else "projects", "keys_needed": not api.keyless(request)}
+
+    app.add_api_route("/api/health", health, methods=["GET"], tags=["health"])
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.add_api_route("/", lambda: FileResponse(str(STATIC / "index.html")), methods=["GET"], include_in_schema=False)
     add_offline_docs(app)

@@ -9,6 +9,7 @@ would protect); lookups compare digests, never keys.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import secrets
 import threading
@@ -85,6 +86,21 @@ def revoke(sessions, key_id: int) -> KeyInfo:
         return KeyInfo(key.id, key.name, key.owner, key.created, key.revoked)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether an address to listen on answers only this machine (127.0.0.1, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any address
+        return False
+
+
+# Headers a reverse proxy adds: a request that carries one came from elsewhere through a proxy on this
+# machine, so a server on loopback is not answering this machine only.
+PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
 class KnownKeys:
     """Owners of the keys seen lately, so that a prediction pays no database trip for its key; each
     is looked up again after `KEY_RECHECK_S`, so that a revoked key stops working soon after."""
@@ -93,6 +109,17 @@ class KnownKeys:
         self._sessions = sessions
         self._owners: dict[str, tuple[str | None, float]] = {}  # digest -> (owner or None, when looked up)
         self._lock = threading.Lock()
+        self._some_made = False  # once a key exists it stays (revoked keys keep their row)
+
+    def none_made(self) -> bool:
+        """Whether no key was ever made here. A revoked key counts: revoking every key must not open
+        the service to anyone. Asked of the database each time until a key appears (a key made by
+        `smalldata api-key create` while the service runs takes effect at once)."""
+        if self._some_made:
+            return False
+        with self._sessions() as session:
+            self._some_made = session.scalar(select(ApiKey.id).limit(1)) is not None
+        return not self._some_made
 
     def fresh(self, key: str) -> tuple[bool, str | None]:
         """(whether a recent lookup is at hand, its owner)."""

@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (selector) => document.querySelector(selector);
-const state = { mode: "projects", project: null, polling: null };
+const state = { mode: "projects", project: null, polling: null, keysNeeded: true };
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -18,11 +18,21 @@ function el(tag, props = {}, ...children) {
 
 const pct = (x) => `${(100 * x).toFixed(1)}%`;
 
-function say(text, isError = true) {
+// kind: "error" (something went wrong), "note" (it worked) or "hint" (what to do next).
+function say(text, kind = "error") {
   const box = $("#message");
   box.textContent = text;
-  box.className = isError ? "error" : "note";
+  box.className = kind;
   box.hidden = !text;
+}
+
+const KEY_HINT = "Enter your API key above to see and change your projects (make one with `smalldata api-key create` on the server's machine).";
+
+// A 401 is no failure: the page needs a key, and says so as a hint.
+class NeedsKey extends Error {}
+
+function storedKey() {
+  return sessionStorage.getItem("smalldata-key") || "";
 }
 
 async function api(path, options = {}) {
@@ -36,7 +46,10 @@ async function api(path, options = {}) {
   const response = await fetch(path, { ...options, headers });
   const type = response.headers.get("content-type") || "";
   const body = type.includes("json") ? await response.json() : await response.text();
-  if (response.status === 401) throw new Error("Enter your API key above to see and change your projects (make one with `smalldata api-key create`).");
+  if (response.status === 401) {
+    if (!state.keysNeeded) { state.keysNeeded = true; showKeyForm(); }  // a key was made meanwhile
+    throw new NeedsKey(KEY_HINT);
+  }
   if (!response.ok) {
     const detail = body && body.detail !== undefined ? body.detail : body;
     throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
@@ -83,17 +96,22 @@ async function guarded(action) {
     say("");
     await action();
   } catch (error) {
-    say(error.message);
+    sayError(error);
   }
+}
+
+function sayError(error) {
+  say(error.message, error instanceof NeedsKey ? "hint" : "error");
 }
 
 // ------------------------------------------------------------------------------- projects list
 
 async function showProjects() {
+  const projects = await api("/api/projects");  // first: a refused key shows no project form
   $("#projects-view").hidden = false;
   const list = $("#project-list");
   list.replaceChildren();
-  for (const project of await api("/api/projects")) {
+  for (const project of projects) {
     list.append(el("li", {}, el("a", { href: `#project-${project.id}` }, project.name),
       ` (${project.modality}s, ${project.n_examples} examples${project.active_version ? ", trained" : ""})`));
   }
@@ -128,7 +146,7 @@ async function showProject(id) {
 
 function showRejected(result) {
   const n = result.added.length;
-  say(`added ${n} example${n === 1 ? "" : "s"}` + (result.rejected.length ? `; ${result.rejected.length} left out (below)` : ""), false);
+  say(`added ${n} example${n === 1 ? "" : "s"}` + (result.rejected.length ? `; ${result.rejected.length} left out (below)` : ""), "note");
   $("#rejected").replaceChildren(...result.rejected.map((r) => el("li", {}, `${r.name}: ${r.reason}`)));
 }
 
@@ -193,7 +211,7 @@ async function addUnlabeled(event) {
   }
   await showProject(id);
   say(`added ${result.added} unlabeled example${result.added === 1 ? "" : "s"}, ${result.n_unlabeled} in all` +
-      (result.rejected.length ? `; ${result.rejected.length} left out (below)` : ""), false);
+      (result.rejected.length ? `; ${result.rejected.length} left out (below)` : ""), "note");
   $("#rejected").replaceChildren(...result.rejected.map((r) => el("li", {}, `${r.name}: ${r.reason}`)));
 }
 
@@ -234,7 +252,7 @@ function poll(jobId) {
         await showProject(state.project.id);  // the model is served: show it while the report is written
       }
     } catch (error) {
-      say(error.message);
+      sayError(error);
     }
   }, 700);
 }
@@ -281,11 +299,11 @@ function exampleCard(id, caption) {
   else api(`/api/examples/${id}/content`).then((text) => card.prepend(el("blockquote", {}, text))).catch(() => {});
   const relabel = el("button", { type: "button", onclick: () => guarded(async () => {
     const label = prompt("New class for this example:");
-    if (label) { await api(`/api/examples/${id}`, { method: "PATCH", json: { label } }); say("relabeled; train again to use it", false); }
+    if (label) { await api(`/api/examples/${id}`, { method: "PATCH", json: { label } }); say("relabeled; train again to use it", "note"); }
   }) }, "Relabel");
   const remove = el("button", { type: "button", onclick: () => guarded(async () => {
     if (confirm("Remove this example from the project?")) {
-      await api(`/api/examples/${id}`, { method: "DELETE" }); card.remove(); say("removed; train again to use the change", false);
+      await api(`/api/examples/${id}`, { method: "DELETE" }); card.remove(); say("removed; train again to use the change", "note");
     }
   }) }, "Remove");
   card.append(el("figcaption", {}, caption, el("br"), relabel, " ", remove));
@@ -367,6 +385,7 @@ async function route() {
       $("#try").hidden = false;
       return;
     }
+    if (state.keysNeeded && !storedKey()) { say(KEY_HINT, "hint"); return; }  // nothing to show or change yet
     const match = location.hash.match(/^#project-(\d+)$/);
     if (match) await showProject(Number(match[1]));
     else await showProjects();
@@ -389,14 +408,24 @@ function setupDrop() {
   });
 }
 
+// Where the server needs no key (it listens on this machine only and no key has been made), the
+// key form gives way to a sentence saying so.
+function showKeyForm() {
+  const local = !state.keysNeeded && !storedKey();
+  for (const part of $("#key-form").querySelectorAll("label, input, button")) part.hidden = local;
+  $("#key-state").textContent = local
+    ? "No API key needed: this server answers only this machine and no key has been made yet (once one is, with `smalldata api-key create`, every request needs one)."
+    : storedKey() ? "key set" : "no key: enter one to see and change your projects";
+  $("#key-state").className = local ? "open" : "";
+}
+
 document.addEventListener("DOMContentLoaded", async () => {
   const keyInput = $("#api-key");
-  keyInput.value = sessionStorage.getItem("smalldata-key") || "";
-  $("#key-state").textContent = keyInput.value ? "key set" : "no key: enter one to see and change your projects";
+  keyInput.value = storedKey();
   $("#key-form").addEventListener("submit", (e) => {
     e.preventDefault();
     sessionStorage.setItem("smalldata-key", keyInput.value.trim());
-    $("#key-state").textContent = "key set";
+    showKeyForm();
     guarded(route);  // what the page shows depends on whose key it is
   });
   const bind = (selector, handler) => $(selector).addEventListener("submit", (e) => { e.preventDefault(); guarded(() => handler(e)); });
@@ -410,7 +439,12 @@ document.addEventListener("DOMContentLoaded", async () => {
   bind("#try-text", tryText);
   $("#train").addEventListener("click", () => guarded(train));
   setupDrop();
-  try { state.mode = (await api("/api/health")).mode; } catch (error) { say(error.message); }
+  try {
+    const health = await api("/api/health");
+    state.mode = health.mode;
+    state.keysNeeded = health.keys_needed;
+  } catch (error) { sayError(error); }
+  showKeyForm();
   window.addEventListener("hashchange", route);
   await route();
 });

@@ -305,6 +305,35 @@ def evaluate(
 
 
 @app.command()
+def export(
+    model_dir: Path = typer.Argument(..., help="A model folder written by `smalldata train`."),
+    format_: str = typer.Option("onnx", "--format", help="The file format: onnx (backbone, head and calibration as one graph)."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="The file to write, e.g. model.onnx (a text model's tokenizer JSON goes beside it)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out (and the tokenizer beside it) if it exists."),
+    quiet: bool = Quiet,
+) -> None:
+    """Write the model as one file that runs without smalldata: preprocessed inputs in, class probabilities out."""
+    from smalldata.export import FORMATS, export_onnx
+    from smalldata.model import Model
+
+    if format_ not in FORMATS:
+        _fail(DataError(f"--format {format_!r} is not one smalldata writes: choose one of {', '.join(FORMATS)}"))
+    try:
+        with Progress(enabled=not quiet, console=err).spinner(f"exporting {model_dir} to {format_.upper()}"):
+            written = export_onnx(Model.load(model_dir), out_path, overwrite=overwrite)
+    except USER_ERRORS as error:
+        _fail(error)
+    if quiet:
+        return
+    out.print(f"wrote {escape(str(written.path))} ({written.size_bytes / 2**20:.1f} MiB): outputs 'probabilities', "
+              "one column per label (the labels are in its metadata)")
+    for name, what in written.inputs.items():
+        out.print(f"  input {escape(name)}: {escape(what)}")
+    for tokenizer in written.tokenizers:
+        out.print(f"  tokenizer: {escape(str(tokenizer))}")
+
+
+@app.command()
 def suggest(
     model_dir: Path = typer.Argument(..., help="A model folder written by `smalldata train`."),
     unlabeled: Path = typer.Argument(..., help="Unlabeled images (a folder, searched recursively) or texts (CSV/TSV with a text column, or .txt, one per line)."),

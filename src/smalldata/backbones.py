@@ -20,6 +20,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from smalldata.devices import onnx_providers, torch_device
 from smalldata.errors import DataError
 from smalldata.images import load_rgb
 
@@ -52,6 +53,10 @@ def onnx_of_weights(weights: Path, prefix: str, export: Callable[[Path], None]) 
 
 
 def cpu_threads() -> int:
+    """Threads a network may run on: every core this process may use, or OMP_NUM_THREADS where that is
+    set (Ray sets it to a worker's share of CPUs, so that workers on one machine do not fight over cores)."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
@@ -120,9 +125,7 @@ class ImageBackbone:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._sessions[threads] = ort.InferenceSession(
-                str(self.onnx_path()), options, providers=["CPUExecutionProvider"]
-            )
+            self._sessions[threads] = ort.InferenceSession(str(self.onnx_path()), options, providers=onnx_providers())
         return self._sessions[threads]
 
     def load(self) -> None:
@@ -216,7 +219,7 @@ class TextBackbone:
             # Its "Loading weights" bar and notices would break `-q` and `--json`: progress is ours to show.
             transformers_logging.set_verbosity_error()
             transformers_logging.disable_progress_bar()
-            self._model = SentenceTransformer(str(self.model_dir()), device="cpu")
+            self._model = SentenceTransformer(str(self.model_dir()), device=torch_device())
         return self._model
 
     def embed_batch(self, items: Sequence) -> np.ndarray:

@@ -40,6 +40,7 @@ from smalldata.backbones import (PIXEL_MEAN, PIXEL_STD, RAW_INPUTS, export_poole
                                  onnx_of_weights, why_not_fine_tunable)
 from smalldata.costs import fastest_step_seconds
 from smalldata.data import DataError, as_inputs
+from smalldata.devices import onnx_providers
 from smalldata.evaluate import held_out_fifth
 from smalldata.features import embed
 from smalldata.head_io import register_head
@@ -298,7 +299,7 @@ def _onnx_session(net, image_size: int, weights: Path):
     import onnxruntime as ort
 
     path = onnx_of_weights(weights, "fine-tuned", lambda path: export_pooled_features(net, image_size, path))
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), providers=onnx_providers())
 
 
 def early_stopping_split(targets: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from smalldata.backbones import TextBackbone, cache_dir, cache_name, cpu_threads
+from smalldata.devices import onnx_providers
 
 
 class OnnxTextEncoder:
@@ -48,7 +49,7 @@ class OnnxTextEncoder:
         # No spin-waiting between operators: in-process it takes one sentence from 10.9 to 8.8 ms,
         # but over HTTP the spinning threads take the cores the response needs (bench/HISTORY.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(self.path), options, providers=onnx_providers())
         self._inputs = {i.name for i in self.session.get_inputs()}
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -107,6 +107,7 @@ def train(
     tta: bool = typer.Option(False, "--tta", help="Test-time augmentation: a fine-tuned image model averages each prediction with the mirror image's (scored that way in cross-validation too)."),
     quiet: bool = Quiet,
     as_json: bool = AsJson,
+    ray: Optional[str] = typer.Option(None, "--ray", help="Embed the --unlabeled pool on a Ray cluster, 'auto' (the one started here) or HOST:PORT, into the same cache (needs pip install 'smalldata[ray]')."),
 ) -> None:
     """Read DATA, measure a baseline and heads on a pretrained backbone, keep the best, save it.
 
@@ -139,6 +140,12 @@ def train(
             if pool is not None:
                 out.print(f"{len(pool)} unlabeled {pool.modality}s from {escape(pool.source)} ({len(pool.skipped)} left out: "
                           "unreadable, duplicates, or identical to a labeled example)")
+        if ray is not None:  # the pool embedded on the cluster, into the cache where training then finds it
+            from smalldata.scale import embed_pool_on_ray
+
+            if pool is None:
+                raise DataError("--ray embeds the --unlabeled pool on a Ray cluster: give --unlabeled too")
+            embed_pool_on_ray(pool, backbone, ray, progress=progress)
         model = train_model(dataset, backbone=backbone, evaluate=evaluate, drop_small_classes=drop_small_classes,
                             curve=curve, seed=seed, unlabeled=pool, descriptions=descriptions,
                             budget=budget, fine_tune=fine_tune, progress=progress)
@@ -239,8 +246,17 @@ def predict(
     top: int = typer.Option(3, help="How many classes to show per input, most probable first."),
     quiet: bool = Quiet,
     as_json: bool = AsJson,
+    out_csv: Optional[Path] = typer.Option(None, "--out", "-o", help="Write a CSV instead (input, label, each class's probability, error), streamed in batches: for folders or CSVs of any size. A rerun after an interruption goes on where it stopped."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="With --out: start the CSV again instead of resuming it."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="With --out: run the batches on a Ray cluster, 'auto' (the one started here) or HOST:PORT (needs pip install 'smalldata[ray]')."),
 ) -> None:
     """Label each input and give its class probabilities."""
+    if out_csv is not None:  # a separate path: it streams, where the table and JSON hold every result
+        _predict_to_csv(model_dir, [*(inputs or []), *([file] if file else [])], out_csv, text_column=text_column,
+                        overwrite=overwrite, ray=ray, quiet=quiet, as_json=as_json)
+        return
+    if ray is not None:
+        _fail(DataError("--ray runs batch prediction to a CSV: give --out predictions.csv too"))
     from smalldata.model import Model
 
     try:
@@ -263,6 +279,26 @@ def predict(
         table.add_row(escape(shorten(result["input"])), escape(result["label"]),
                       escape(", ".join(f"{k} {v:.2f}" for k, v in shown)))
     out.print(table)
+
+
+def _predict_to_csv(model_dir: Path, sources: list, out_csv: Path, *, text_column: str, overwrite: bool,
+                    ray: Optional[str], quiet: bool, as_json: bool) -> None:
+    from smalldata.batch_predict import predict_to_csv
+
+    if not sources:
+        _fail(DataError("give what to classify: a folder of images, image files, or a CSV (of image paths, or texts)"))
+    try:
+        result = predict_to_csv(model_dir, sources, out_csv, column=text_column, overwrite=overwrite, ray_address=ray,
+                                progress=Progress(enabled=not (quiet or as_json), console=err))
+    except USER_ERRORS as error:
+        _fail(error)
+    if as_json:
+        print(json.dumps({"out": str(result.out), "written": result.written, "resumed": result.resumed,
+                          "errors": result.errors, "device": result.device}))
+    elif not quiet:
+        err.print(f"{result.written} predictions written to {escape(str(out_csv))} on {result.device}"
+                  + (f", {result.errors} of them unreadable (see the error column)" if result.errors else "")
+                  + (f"; {result.resumed} were there already, from an earlier run" if result.resumed else ""))
 
 
 @app.command()

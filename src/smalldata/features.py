@@ -123,6 +123,12 @@ def uncached(keys: Sequence[str], backbone: Backbone) -> list[int]:
     return [i for i, key in enumerate(keys) if cache.get(key) is None]
 
 
+def add_to_cache(backbone: Backbone, keys: Sequence[str], vectors: np.ndarray) -> None:
+    """Keep vectors computed elsewhere (by a Ray cluster's workers, `smalldata.scale`) in `backbone`'s
+    cache, where `embed` finds them as if it had computed them."""
+    _cache_of(backbone).add(list(keys), np.asarray(vectors, dtype=np.float32))
+
+
 def _cache_of(model: Backbone) -> EmbeddingCache:
     name = cache_name(model)
     cache = _caches[name] = _caches.get(name) or EmbeddingCache(name)

@@ -6,8 +6,25 @@ import sys
 from contextlib import contextmanager, nullcontext
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.progress import Progress as RichProgress
+from rich.text import Text
+
+
+class RateColumn(ProgressColumn):
+    """Items per second since the bar started. (Rich's own estimate looks at the last seconds only,
+    and read 9,000/s when a Ray job handed over its rows in a burst.)"""
+
+    def render(self, task) -> Text:
+        elapsed = task.finished_time if task.finished else task.elapsed
+        return Text(f"{task.completed / elapsed:,.1f}/s" if elapsed and task.completed else "?/s")
 
 
 class Task:
@@ -30,13 +47,15 @@ class Progress:
         self.enabled = enabled
         self.console = console or Console(file=sys.stderr)
 
-    def task(self, description: str, total: int) -> Task:
+    def task(self, description: str, total: int, *, rate: bool = False) -> Task:
+        """A bar for `total` items; `rate` also shows items per second (for long batch jobs)."""
         if not self.enabled:
             return Task(None)
         bar = RichProgress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
+            *([RateColumn()] if rate else []),
             TimeElapsedColumn(),
             TextColumn("left"),
             TimeRemainingColumn(),

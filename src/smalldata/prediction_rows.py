@@ -1,0 +1,47 @@
+"""One CSV row per input, the same wherever it is computed: here (`smalldata.batch_predict`) or on
+a Ray cluster's workers (`smalldata.scale`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from PIL import Image
+
+from smalldata.errors import DataError, ImageFileError
+
+# What one unreadable input raises while it is decoded or embedded; the row says it and the run goes
+# on. Anything else is a bug and stops the run with its traceback.
+INPUT_ERRORS = (OSError, SyntaxError, ValueError, ImageFileError, DataError, Image.DecompressionBombError)
+
+
+def header_of(classes: Sequence[str]) -> list[str]:
+    """input, label, one probability column per class (in the model's order), error."""
+    return ["input", "label", *(f"p_{label}" for label in classes), "error"]
+
+
+def predict_rows(model, items: Sequence) -> list[list[str]]:
+    """One CSV row per item: input, label (the most probable class), each class's probability, and an
+    empty error; an item that cannot be read gets a row with its error and no label. The local run
+    and the Ray workers both write through this, so their CSVs are the same."""
+    try:
+        proba = model.predict_proba(list(items), embedder=_embed_uncached)
+    except INPUT_ERRORS as error:
+        if len(items) == 1:
+            return [[str(items[0]), "", *([""] * len(model.classes)), _describe_error(error)]]
+        # One bad file fails the batch's call: find which by predicting each alone (rare, so cheap).
+        return [row for item in items for row in predict_rows(model, [item])]
+    return [[str(item), model.classes[int(row.argmax())], *(f"{p:.6f}" for p in row), ""]
+            for item, row in zip(items, proba)]
+
+
+def _embed_uncached(items, backbone, progress=None):
+    """The library's embedding without its cache: a cache would keep every vector in memory, and a
+    batch job seldom sees an input twice. (Keys are only the cache's, so none are computed: that
+    would read every file once more.)"""
+    from smalldata.features import embed
+
+    return embed(items, backbone, keys=[""] * len(items), use_cache=False)
+
+
+def _describe_error(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__

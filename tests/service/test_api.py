@@ -380,6 +380,10 @@ def test_trained_project_predicts_and_shows_its_result(service, text_project):
     assert summary["n_examples"] == 24 and summary["baseline"]["name"].startswith("baseline")
     assert 0 <= summary["accuracy"]["std"] and summary["accuracy"]["mean"] >= 0.8
     assert len(summary["confusion"]) == 3 and sum(map(sum, summary["confusion"])) == 24
+    # The accuracy's interval counts the 24 out-of-fold answers: wide, never a point.
+    interval = version["accuracy_interval"]
+    assert interval["n"] == 24 and interval["correct"] == sum(summary["confusion"][i][i] for i in range(3))
+    assert 0.5 < interval["low"] < interval["accuracy"] <= interval["high"] <= 1 and interval["high"] - interval["low"] > 0.05
     assert version["report_ready"] and set(version["findings"]) >= {"outliers", "near_duplicates", "label_issues"}
     report = service.client.get(f"/api/versions/{version['id']}/report")
     assert report.status_code == 200 and "<html" in report.text.lower()
@@ -394,6 +398,15 @@ def test_trained_project_predicts_and_shows_its_result(service, text_project):
     assert service.post(f"/api/projects/{pid}/predict/texts", json={"texts": ["  "]}).status_code == 422
     assert service.post(f"/api/projects/{pid}/predict/texts", json={"texts": ["a"] * 9}).status_code == 413
     assert service.post(f"/api/projects/{pid}/predict/images", files={"files": ("a.png", b"x", "image/png")}).status_code == 422
+
+
+def test_the_accuracy_interval_comes_from_the_out_of_fold_confusion_matrix():
+    from smalldata.service.api import accuracy_interval
+
+    all_right = accuracy_interval({"confusion": [[8, 0], [0, 7]]})
+    assert (all_right.correct, all_right.n, all_right.high) == (15, 15, 1.0) and 0.78 < all_right.low < 0.81
+    assert accuracy_interval({"confusion": [[5, 1], [2, 7]]}).correct == 12
+    assert accuracy_interval({}) is None  # a summary without one shows the mean alone
 
 
 def test_download_gives_a_model_folder_that_loads(service, text_project, tmp_path):

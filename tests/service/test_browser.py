@@ -3,9 +3,12 @@ loopback: create a project, upload images of three classes, train, try a new ima
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -96,11 +99,24 @@ def test_create_upload_train_and_try_an_image_in_the_browser(live_server, browse
     expect(page.locator("#message")).to_contain_text("added 8 examples")
     page.click("#train")
     expect(page.locator("#try")).to_be_visible(timeout=180_000)
-    expect(page.locator("#accuracy")).to_contain_text("cross-validated accuracy")
+    expect(page.locator("#accuracy")).to_contain_text("of 24 examples right out of fold")
+    expect(page.locator("#accuracy")).to_contain_text("95% interval")
+    assert "± 0.0%" not in page.locator("#result").inner_text()
     expect(page.locator("#confusion")).to_contain_text("sneaker")
     page.set_input_files("#try-file", {"name": "new.png", "mimeType": "image/png", "buffer": fashion_pngs["bag"][-1]})
     page.click("#try-image button")
     expect(page.locator("#predicted-label")).to_have_text("bag")
+    # The snippets on the page work as they are, once the key is put in.
+    (tmp_path / "photo.jpg").write_bytes(fashion_pngs["bag"][-1])  # the service reads content, not names
+    python = page.locator("#snippet-python").inner_text()
+    assert f"{url}/api/projects/" in python and "YOUR_API_KEY" in python
+    (tmp_path / "call.py").write_text(python.replace("YOUR_API_KEY", key))
+    called = subprocess.run([sys.executable, "call.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert called.returncode == 0 and called.stdout.startswith("bag "), called.stderr
+    if shutil.which("curl"):
+        curl = page.locator("#snippet-curl").inner_text().replace("YOUR_API_KEY", key)
+        called = subprocess.run(["bash", "-c", curl], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+        assert called.returncode == 0 and json.loads(called.stdout)["predictions"][0]["label"] == "bag", called
     expect(page.locator("#report-link a")).to_be_visible(timeout=60_000)
     # Reads need the key: the model zip and the report come through fetches that send it.
     with page.expect_download() as download:

@@ -89,6 +89,17 @@ class JobOut(BaseModel):
     finished: Timestamp | None
 
 
+class AccuracyInterval(BaseModel):
+    """How many examples the chosen model got right out of fold in cross-validation, and a Wilson
+    interval for its accuracy: it widens as the examples get fewer (15 of 15 right: about 80-100%)."""
+    correct: int
+    n: int
+    accuracy: float
+    low: float
+    high: float
+    confidence: float
+
+
 class VersionOut(BaseModel):
     id: int
     project_id: int
@@ -96,6 +107,7 @@ class VersionOut(BaseModel):
     job_id: int
     active: bool
     summary: dict
+    accuracy_interval: AccuracyInterval | None
     findings: dict | None
     report_ready: bool
     created: Timestamp

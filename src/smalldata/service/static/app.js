@@ -17,6 +17,22 @@ function el(tag, props = {}, ...children) {
 }
 
 const pct = (x) => `${(100 * x).toFixed(1)}%`;
+const points = (x) => `${(100 * x).toFixed(1)} points`;
+
+// The accuracy as counted out of fold, with the Wilson interval the API gives: on 15 examples even
+// 15 right leaves the true accuracy anywhere from about 80% up, which a fold spread of 0 would hide.
+function accuracyWords(version) {
+  const a = version.accuracy_interval;
+  if (!a) return `${pct(version.summary.accuracy.mean)} mean cross-validated accuracy (${version.summary.protocol}).`;
+  const few = a.n < 100 ? ` With ${a.n} examples the true accuracy may lie anywhere in that interval; more examples narrow it.` : "";
+  return `Cross-validated accuracy ${pct(a.accuracy)}: ${a.correct} of ${a.n} examples right out of fold (${version.summary.protocol}), ` +
+    `${Math.round(100 * a.confidence)}% interval ${pct(a.low)} to ${pct(a.high)}.${few}`;
+}
+
+function accuracyCell(version) {
+  const a = version.accuracy_interval;
+  return a ? `${pct(a.accuracy)} (${pct(a.low)} to ${pct(a.high)})` : pct(version.summary.accuracy.mean);
+}
 
 // kind: "error" (something went wrong), "note" (it worked) or "hint" (what to do next).
 function say(text, kind = "error") {
@@ -264,19 +280,21 @@ async function showResult(version) {
   section.hidden = !version;
   $("#try").hidden = !version;
   if (!version) { delete section.dataset.version; return; }
+  showSnippets();
   section.dataset.version = version.id;
   const s = version.summary;
-  let text = `Version ${version.number}: ${s.chosen} on ${s.features}, ${pct(s.accuracy.mean)} ± ${pct(s.accuracy.std)} cross-validated accuracy (${s.protocol}, ${s.n_examples} examples)`;
+  const on = s.chosen.includes(s.features) ? "" : ` on ${s.features}`;  // "logistic-regression on X" names X already
+  let text = `Version ${version.number}: ${s.chosen}${on}. ${accuracyWords(version)}`;
   if (s.baseline) {
     const gain = 100 * (s.accuracy.mean - s.baseline.mean);
-    text += `; the baseline (${s.baseline.name}) scores ${pct(s.baseline.mean)} ± ${pct(s.baseline.std)}, ${gain >= 0 ? "+" : ""}${gain.toFixed(1)} points.`;
+    text += ` Mean accuracy over the folds: ${pct(s.accuracy.mean)}, against ${pct(s.baseline.mean)} for the baseline (${s.baseline.name}), ${gain >= 0 ? "+" : ""}${gain.toFixed(1)} points.`;
   }
   for (const [name, c] of Object.entries(s.contributions || {})) {
     text += ` ${name} (from ${s.n_unlabeled} unlabeled examples): ${c.mean_points >= 0 ? "+" : ""}${c.mean_points.toFixed(1)} ± ${c.std_points.toFixed(1)} points over ${c.over} on the same folds.`;
   }
   $("#accuracy").textContent = text;
   $("#candidates tbody").replaceChildren(...s.candidates.map((c) => el("tr", {},
-    el("td", {}, c.name + (c.name === s.chosen ? " (chosen)" : "")), el("td", {}, pct(c.mean)), el("td", {}, `±${pct(c.std)}`))));
+    el("td", {}, c.name + (c.name === s.chosen ? " (chosen)" : "")), el("td", {}, pct(c.mean)), el("td", {}, points(c.std)))));
   $("#confusion-source").textContent = `(rows: true class, columns: predicted; ${s.confusion_source})`;
   const head = el("tr", {}, el("th", { scope: "col" }, "true \\ predicted"), ...s.labels.map((l) => el("th", { scope: "col" }, l)));
   const rows = s.confusion.map((row, i) => el("tr", {}, el("th", { scope: "row" }, s.labels[i]),
@@ -327,7 +345,7 @@ async function showVersions() {
   const versions = await api(`/api/projects/${state.project.id}/versions`);
   $("#versions tbody").replaceChildren(...versions.map((v) => el("tr", {},
     el("td", {}, `${v.number}${v.active ? " (serving)" : ""}`), el("td", {}, v.summary.n_examples),
-    el("td", {}, `${pct(v.summary.accuracy.mean)} ± ${pct(v.summary.accuracy.std)}`), el("td", {}, v.created.replace("T", " ").slice(0, 19)),
+    el("td", {}, accuracyCell(v)), el("td", {}, v.created.replace("T", " ").slice(0, 19)),
     el("td", {}, v.active ? "" : el("button", { type: "button", onclick: () => guarded(async () => {
       await api(`/api/versions/${v.id}/activate`, { method: "POST" }); await showProject(state.project.id);
     }) }, "Serve this one"), " ", versionDownload(v)))));
@@ -351,6 +369,87 @@ function showPrediction(result) {
     el("td", {}, label), el("td", {}, el("meter", { min: 0, max: 1, value: p }, pct(p))), el("td", {}, pct(p))));
   $("#prediction").replaceChildren(el("p", { class: "label" }, "Prediction: ", el("strong", { id: "predicted-label" }, prediction.label)),
     el("table", {}, el("tbody", {}, ...rows)));
+}
+
+// Ready-to-copy calls of the predict endpoint, with this server's real URL and a placeholder key.
+const KEY_PLACEHOLDER = "YOUR_API_KEY";
+
+function snippets(modality, url) {
+  if (modality === "image") {
+    return {
+      curl: `curl -s -H "X-API-Key: ${KEY_PLACEHOLDER}" -F files=@photo.jpg \\\n     ${url}`,
+      python: `import json
+import os
+import urllib.request
+import uuid
+
+URL = "${url}"
+KEY = "${KEY_PLACEHOLDER}"  # from \`smalldata api-key create\`
+
+
+def predict(path):
+    """The label and class probabilities of one image file."""
+    boundary = uuid.uuid4().hex
+    with open(path, "rb") as file:
+        data = file.read()
+    head = (f"--{boundary}\\r\\nContent-Disposition: form-data; name=\\"files\\"; "
+            f"filename=\\"{os.path.basename(path)}\\"\\r\\nContent-Type: application/octet-stream\\r\\n\\r\\n")
+    body = head.encode() + data + f"\\r\\n--{boundary}--\\r\\n".encode()
+    request = urllib.request.Request(URL, data=body, headers={
+        "X-API-Key": KEY, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(request) as response:
+        return json.load(response)["predictions"][0]
+
+
+answer = predict("photo.jpg")
+print(answer["label"], answer["probabilities"])
+` };
+  }
+  return {
+    curl: `curl -s -H "X-API-Key: ${KEY_PLACEHOLDER}" -H "Content-Type: application/json" \\\n     -d '{"texts": ["a text to classify"]}' ${url}`,
+    python: `import json
+import urllib.request
+
+URL = "${url}"
+KEY = "${KEY_PLACEHOLDER}"  # from \`smalldata api-key create\`
+
+
+def predict(texts):
+    """The label and class probabilities of each text."""
+    request = urllib.request.Request(URL, data=json.dumps({"texts": texts}).encode(), headers={
+        "X-API-Key": KEY, "Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as response:
+        return json.load(response)["predictions"]
+
+
+for answer in predict(["a text to classify"]):
+    print(answer["label"], answer["probabilities"])
+` };
+}
+
+function showSnippets() {
+  const modality = state.project.modality;
+  const code = snippets(modality, location.origin + predictPath(modality === "image" ? "images" : "texts"));
+  $("#snippet-curl").textContent = code.curl;
+  $("#snippet-python").textContent = code.python;
+  $("#snippet-note").textContent = (state.keysNeeded
+    ? `Put your API key in place of ${KEY_PLACEHOLDER}. `
+    : `No key is needed from this machine until one is made; then put it in place of ${KEY_PLACEHOLDER}. `) +
+    (modality === "image" ? "Send several files at once as more files= parts." : "Send several texts in one list.");
+}
+
+function copyButton(button) {
+  button.addEventListener("click", () => guarded(async () => {
+    const text = $(button.dataset.copy).textContent;
+    try {
+      await navigator.clipboard.writeText(text);
+    } catch {  // no clipboard (a page not on https or localhost): select it for Ctrl+C
+      getSelection().selectAllChildren($(button.dataset.copy));
+      say("selected: press Ctrl+C (or Cmd+C) to copy", "hint");
+      return;
+    }
+    say("copied", "note");
+  }));
 }
 
 async function tryImage(event) {
@@ -383,6 +482,7 @@ async function route() {
       $("#model-info").textContent = `A ${model.modality} model (${model.head} on ${model.features}) with classes: ${model.labels.join(", ")}.`;
       $("#project-view").hidden = false;
       $("#try").hidden = false;
+      showSnippets();
       return;
     }
     if (state.keysNeeded && !storedKey()) { say(KEY_HINT, "hint"); return; }  // nothing to show or change yet
@@ -438,6 +538,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   bind("#try-image", tryImage);
   bind("#try-text", tryText);
   $("#train").addEventListener("click", () => guarded(train));
+  for (const button of document.querySelectorAll("[data-copy]")) copyButton(button);
   setupDrop();
   try {
     const health = await api("/api/health");

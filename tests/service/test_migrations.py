@@ -26,22 +26,27 @@ def old_database(request, tmp_path):
         url = fresh_database(request.getfixturevalue("postgres_server"))
     engine = sa.create_engine(url)
     rows = {
-        "projects": [dict(id=1, name="flowers", modality="image", created=WHEN, active_version_id=None),
-                     dict(id=2, name="reviews", modality="text", created=WHEN, active_version_id=None)],
-        "examples": [dict(id=1, project_id=1, label="rose", content_hash="a" * 64, embed_key="b" * 32, text=None,
-                          blob="a" * 64, filename="rose 1.jpg", created=WHEN),
-                     dict(id=2, project_id=2, label="good", content_hash="c" * 64, embed_key="d" * 32,
-                          text="Loved it ✓", blob=None, filename=None, created=WHEN)],
-        "unlabeled_examples": [dict(id=1, project_id=2, content_hash="e" * 64, embed_key="f" * 32, text="meh",
-                                    blob=None, created=WHEN)],
-        "jobs": [dict(id=1, project_id=1, state="succeeded", stage="version 1 is served", done=3, total=3, error=None,
-                      n_examples=1, version_id=1, created=WHEN, started=WHEN, finished=WHEN),
-                 dict(id=2, project_id=2, state="failed", stage="", done=0, total=0, error="a reason", n_examples=1,
-                      version_id=None, created=WHEN, started=None, finished=WHEN)],
-        "model_versions": [dict(id=1, project_id=1, number=1, job_id=1, folder="versions/1",
-                                summary={"accuracy": {"mean": 0.9, "std": 0.1}, "confusion": [[1]]},
-                                findings={"outliers": []}, report="reports/1.html", created=WHEN)],
-        "api_keys": [dict(id=1, name="old key", digest="9" * 64, created=WHEN)],
+        "projects": [
+            {"id": 1, "name": "flowers", "modality": "image", "created": WHEN, "active_version_id": None},
+            {"id": 2, "name": "reviews", "modality": "text", "created": WHEN, "active_version_id": None}],
+        "examples": [
+            {"id": 1, "project_id": 1, "label": "rose", "content_hash": "a" * 64, "embed_key": "b" * 32,
+             "text": None, "blob": "a" * 64, "filename": "rose 1.jpg", "created": WHEN},
+            {"id": 2, "project_id": 2, "label": "good", "content_hash": "c" * 64, "embed_key": "d" * 32,
+             "text": "Loved it ✓", "blob": None, "filename": None, "created": WHEN}],
+        "unlabeled_examples": [
+            {"id": 1, "project_id": 2, "content_hash": "e" * 64, "embed_key": "f" * 32, "text": "meh", "blob": None,
+             "created": WHEN}],
+        "jobs": [
+            {"id": 1, "project_id": 1, "state": "succeeded", "stage": "version 1 is served", "done": 3, "total": 3,
+             "error": None, "n_examples": 1, "version_id": 1, "created": WHEN, "started": WHEN, "finished": WHEN},
+            {"id": 2, "project_id": 2, "state": "failed", "stage": "", "done": 0, "total": 0, "error": "a reason",
+             "n_examples": 1, "version_id": None, "created": WHEN, "started": None, "finished": WHEN}],
+        "model_versions": [
+            {"id": 1, "project_id": 1, "number": 1, "job_id": 1, "folder": "versions/1",
+             "summary": {"accuracy": {"mean": 0.9, "std": 0.1}, "confusion": [[1]]}, "findings": {"outliers": []},
+             "report": "reports/1.html", "created": WHEN}],
+        "api_keys": [{"id": 1, "name": "old key", "digest": "9" * 64, "created": WHEN}],
     }
     with engine.begin() as connection:
         command.upgrade(alembic_config(connection), "0001")
@@ -65,7 +70,14 @@ def test_a_database_at_0001_is_brought_up_to_date_and_keeps_every_row(old_databa
     from alembic.script import ScriptDirectory
 
     from smalldata.service import auth
-    from smalldata.service.storage import Example, ModelVersion, Project, alembic_config, make_engine, session_factory
+    from smalldata.service.storage import (
+        Example,
+        ModelVersion,
+        Project,
+        alembic_config,
+        make_engine,
+        session_factory,
+    )
 
     url, rows = old_database
     engine = make_engine(url)  # what the service does when it opens the database

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -174,25 +173,28 @@ def test_described_heads_export_with_and_without_examples(topics, hundred_texts,
 
 
 def test_calibration_is_in_the_graph_when_the_model_has_one(topics, hundred_texts, tmp_path):
-    """softmax(log(p) / temperature) of the head's probabilities, as the model's calibration gives them."""
+    """softmax(log(p) / temperature) of the head's probabilities, as `Model.predict_proba` gives them
+    with the calibration kept; one not kept changes nothing."""
+    import onnx
+
+    from smalldata.calibration import Calibration
     from smalldata.export import export_onnx
     from smalldata.heads import logistic_regression_head
 
     model = fitted(topics, MINILM, logistic_regression_head())
-    model.calibration = None
     raw = model.predict_proba(hundred_texts)
-    model.calibration = SimpleNamespace(temperature=2.5)
-    written = export_onnx(model, tmp_path / "calibrated.onnx")
-    _, proba = run_exported(written.path, hundred_texts)
-    logits = np.log(raw) / 2.5
+    for kept in (True, False):
+        model.calibration = Calibration(temperature=0.4, kept=kept, reason="", n_examples=24, log_loss_before=0.0,
+                                        log_loss_after=0.0, ece_before=0.0, ece_after=0.0)
+        written = export_onnx(model, tmp_path / f"calibrated-{kept}.onnx")
+        assert_same_as_the_model(model, written.path, hundred_texts)
+        meta = {p.key: p.value for p in onnx.load(str(written.path)).metadata_props}
+        assert meta["calibration_temperature"] == ("0.4" if kept else "")
+    _, proba = run_exported(tmp_path / "calibrated-True.onnx", hundred_texts)
+    assert np.abs(proba - raw).max() > 0.05  # the temperature changed them: the graph applied it
+    logits = np.log(raw) / 0.4
     expected = np.exp(logits - logits.max(axis=1, keepdims=True))
-    expected /= expected.sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(proba, expected, atol=1e-4, rtol=0)
-    assert np.abs(proba - raw).max() > 0.01  # the temperature changed them: the graph applied it
-    import onnx
-
-    meta = {p.key: p.value for p in onnx.load(str(written.path), load_external_data=False).metadata_props}
-    assert float(meta["calibration_temperature"]) == 2.5
+    np.testing.assert_allclose(proba, expected / expected.sum(axis=1, keepdims=True), atol=1e-4, rtol=0)
 
 
 def test_a_contrastive_fine_tune_exports_its_tuned_encoder(topics, hundred_texts, tmp_path):

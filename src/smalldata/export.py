@@ -47,10 +47,22 @@ from smalldata.errors import DataError
 FORMATS = ("onnx",)
 OPSET = 17  # what the backbones are exported at (backbones.py, onnx_text.py)
 OUTPUT = "probabilities"
-# log(0) is -inf, and a calibrated softmax of it NaN where a class has probability 0 in float32
-LOG_FLOOR = 1e-30
+# log(0) is -inf: probabilities are floored before the logarithm, at calibration.FLOOR's value
+# (not imported: that module needs scipy, which the graph's maker has no use for)
+LOG_FLOOR = 1e-12
 RESIZE = ("each image upright by its EXIF orientation, converted to RGB, its shorter side resized to {size} px "
           "(PIL bicubic, reducing_gap=3.0), the centre {size}x{size} square cropped; uint8 RGB, NHWC")
+
+
+def not_exportable(features: str, head_kind: str) -> str | None:
+    """Why a model of these features and head kind (model.json's) cannot be an ONNX graph, or None."""
+    if features == RAW_TEXT and head_kind not in ("contrastive-text",):
+        return ("it reads the raw strings with scikit-learn's TF-IDF tokenizer and vocabulary, which are Python "
+                "code, not tensor operators; train with a backbone (--backbone all-MiniLM-L6-v2) to export")
+    if "colour-texture-stats" in features.split("+"):
+        return ("its features are colour and texture statistics computed with PIL and numpy, not a network "
+                "(the image baseline)")
+    return None
 
 
 class ExportError(DataError):
@@ -268,8 +280,8 @@ class _Build:
         backbone = get_backbone(name)
         parts = [get_backbone(part) for part in backbone.parts] if isinstance(backbone, PairedBackbone) else [backbone]
         if not all(isinstance(part, (ImageBackbone, TextBackbone)) for part in parts):
-            raise ExportError(f"a model on {name!r} cannot be exported to ONNX: its features are colour and texture "
-                              "statistics computed with PIL and numpy, not a network (the image baseline)")
+            raise ExportError(f"a model on {name!r} cannot be exported to ONNX: "
+                              f"{not_exportable(name, '') or 'its features come from no network'}")
         several = len(parts) > 1
         outputs = [self.network_features(part, None, f"{part.name}/", several) for part in parts]
         return outputs[0] if len(outputs) == 1 else self.graph.op("Concat", *outputs, axis=1)
@@ -306,9 +318,8 @@ class _Build:
         if isinstance(estimator, ContrastiveTextClassifier):
             return self.contrastive_text(estimator)
         if features == RAW_TEXT:
-            raise ExportError(f"the {self.model.head_name!r} model cannot be exported to ONNX: it reads the raw "
-                              "strings with scikit-learn's TF-IDF tokenizer and vocabulary, which are Python code, "
-                              "not tensor operators; train with a backbone (--backbone all-MiniLM-L6-v2) to export")
+            raise ExportError(f"the {self.model.head_name!r} model cannot be exported to ONNX: "
+                              f"{not_exportable(features, '')}")
         if features == RAW_INPUTS:
             raise ExportError(f"a {type(estimator).__name__} model on image files cannot be exported to ONNX")
         return _head(self.graph, self.backbone_features(features), estimator)
@@ -375,7 +386,8 @@ def onnx_graph(model, out: Path, workdir: Path) -> tuple:
     order = [list(np.asarray(model.estimator.classes_).tolist()).index(label) for label in model.classes]
     proba = g.op("Gather", proba, g.const(np.array(order, np.int64)), axis=1)
     calibration = getattr(model, "calibration", None)
-    temperature = None if calibration is None else float(calibration.temperature)
+    kept = calibration is not None and getattr(calibration, "kept", True)  # one not kept leaves them as they are
+    temperature = float(calibration.temperature) if kept else None
     if temperature is not None:  # softmax(log(p) / T), as the model's calibration computes it
         logs = g.op("Log", g.op("Max", proba, g.const(np.array(LOG_FLOOR, np.float32))))
         proba = g.softmax(g.op("Div", logs, g.const(np.array(temperature, np.float32))))
@@ -396,6 +408,8 @@ def onnx_graph(model, out: Path, workdir: Path) -> tuple:
         "features": model.features,
         "pixel_normalisation": f"(pixel - {PIXEL_MEAN:g}) / {PIXEL_STD:g}, inside the graph" if model.modality == "image" else "",
         "calibration_temperature": "" if temperature is None else repr(temperature),
+        # `smalldata predict --unknown` answers `unknown` below this probability; the graph gives them all
+        "unknown_below": "" if getattr(model, "unknown", None) is None else repr(float(model.unknown.cut_off())),
     })
     proto.doc_string = __doc__.split("\n\n")[1]
     return proto, build.inputs, build.tokenizers

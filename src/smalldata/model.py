@@ -27,6 +27,7 @@ from smalldata.evaluate import Comparison, TestResult, score
 from smalldata.features import embed
 from smalldata.finetune_choice import FineTuneDecision
 from smalldata.head_io import load_head, save_head
+from smalldata.model_card import write_card
 from smalldata.model_folder import FORMAT_VERSION, ModelFolderError, parsed, read_description  # noqa: F401  (ModelFolderError: callers import it from here)
 from smalldata.progress import QUIET, Progress
 
@@ -100,6 +101,7 @@ class Model:
             "libraries": _library_versions(),
         }
         (folder / "model.json").write_text(json.dumps(description, indent=2) + "\n")
+        write_card(folder, description)  # README.md, for a person who finds the folder
         return folder
 
     @classmethod

@@ -118,6 +118,28 @@ def test_project_create_list_get_and_bad_input(service):
     assert service.client.get("/api/projects/99999999999999999999999").status_code == 422
 
 
+def test_a_project_has_a_training_budget_the_clis_by_default(service):
+    from smalldata.deadline import DEFAULT_BUDGET, parse_budget
+
+    plain = service.post("/api/projects", json={"name": "plain", "modality": "text"}).json()
+    assert plain["budget_s"] == parse_budget(DEFAULT_BUDGET) and plain["budget_is_default"]
+    quick = service.post("/api/projects", json={"name": "quick", "modality": "text", "budget": "90s"}).json()
+    assert quick["budget_s"] == 90 and not quick["budget_is_default"]
+    changed = service.client.patch(f"/api/projects/{quick['id']}", json={"budget": 0})
+    assert changed.status_code == 200 and changed.json()["budget_s"] == 0 and changed.json()["name"] == "quick"
+    renamed = service.client.patch(f"/api/projects/{quick['id']}", json={"name": "  fast "}).json()
+    assert renamed["name"] == "fast" and renamed["budget_s"] == 0  # what a PATCH leaves out stays
+    for bad in ("soon", -5, "25h", "1e9", "", [1]):
+        refused = service.client.patch(f"/api/projects/{quick['id']}", json={"budget": bad})
+        assert refused.status_code == 422, (bad, refused.text)
+        assert service.post("/api/projects", json={"name": "x", "modality": "text", "budget": bad}).status_code == 422
+    assert service.client.patch(f"/api/projects/{quick['id']}", content=b'{"budget": NaN}',
+                                headers={"Content-Type": "application/json"}).status_code == 422
+    assert service.client.get(f"/api/projects/{quick['id']}").json()["budget_s"] == 0  # nothing stored changed
+    assert service.client.patch(f"/api/projects/{quick['id']}", json={"name": "\n"}).status_code == 422
+    assert service.anonymous.patch(f"/api/projects/{quick['id']}", json={"budget": "1m"}).status_code == 401
+
+
 # ------------------------------------------------------------------------------- text examples
 
 def test_text_examples_add_list_relabel_delete(service):
@@ -380,6 +402,8 @@ def test_trained_project_predicts_and_shows_its_result(service, text_project):
     assert summary["n_examples"] == 24 and summary["baseline"]["name"].startswith("baseline")
     assert 0 <= summary["accuracy"]["std"] and summary["accuracy"]["mean"] >= 0.8
     assert len(summary["confusion"]) == 3 and sum(map(sum, summary["confusion"])) == 24
+    # The same automatic choice as `smalldata train` with its default budget: it decided on fine-tuning.
+    assert project["latest_job"]["budget_s"] == 180 and "reason" in summary["fine_tuning"]
     # The accuracy's interval counts the 24 out-of-fold answers: wide, never a point.
     interval = version["accuracy_interval"]
     assert interval["n"] == 24 and interval["correct"] == sum(summary["confusion"][i][i] for i in range(3))
@@ -429,10 +453,15 @@ def test_retraining_makes_a_new_version_and_keeps_the_old_one(service, text_proj
     service.post(f"/api/projects/{pid}/examples/texts", json={"examples": [
         {"text": "Snow is forecast for the hills.", "label": "weather"},
         {"text": "The striker scored twice.", "label": "sport"}]})
+    # Budget 0: the fastest run, frozen backbones only, no fine-tuning considered (as `train --budget 0`).
+    assert service.client.patch(f"/api/projects/{pid}", json={"budget": "0"}).status_code == 200
     job = service.post(f"/api/projects/{pid}/jobs").json()
+    assert job["budget_s"] == 0
     assert service.post(f"/api/projects/{pid}/jobs").status_code == 409  # one job per project at a time
     assert service.wait(job["id"])["state"] == "succeeded"
+    service.client.patch(f"/api/projects/{pid}", json={"budget": "3m"})
     versions = service.client.get(f"/api/projects/{pid}/versions").json()
+    assert "budget 0 asks for the frozen backbones only" in versions[0]["summary"]["fine_tuning"]["reason"]
     assert [v["number"] for v in versions][:2] == [first["number"] + 1, first["number"]]
     assert versions[0]["active"] and versions[0]["summary"]["n_examples"] == 26
     assert folder_digest(first_folder) == before  # immutable

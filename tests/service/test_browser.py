@@ -209,3 +209,43 @@ def test_on_loopback_with_no_key_the_page_needs_none_until_a_key_is_made(browser
         expect(page.locator("#project-list")).to_contain_text("my own")  # nothing made before the key is lost
         expect(page.locator("#new-project")).to_be_visible()
         page.close()
+
+
+@pytest.mark.slow
+def test_training_shows_its_budget_and_time_left_and_can_be_cancelled(browser, tmp_path):
+    from playwright.sync_api import expect
+
+    from tests.conftest import DATA
+
+    with running(tmp_path, loopback_only=True) as (url, _app):
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(url)
+        page.fill("#project-name", "topics")
+        page.check("input[name=modality][value=text]")
+        page.fill("#project-budget", "soon")
+        page.click("#new-project button")
+        expect(page.locator("#message")).to_contain_text("a budget looks like 90s")  # and no project was made
+        page.fill("#project-budget", "2m")
+        page.click("#new-project button")
+        expect(page.locator("#budget")).to_have_value("2m")
+        page.set_input_files("#csv-file", str(DATA / "topics.csv"))
+        page.click("#add-csv button")
+        expect(page.locator("#counts")).to_contain_text("weather")
+
+        page.click("#train")  # the first job waits for a fresh worker to load its backbones: time to cancel
+        expect(page.locator("#job-time")).to_contain_text("left of its 2 min 0 s budget", timeout=30_000)
+        page.click("#cancel")
+        expect(page.locator("#job")).to_contain_text("cancelled", timeout=30_000)
+        expect(page.locator("#train")).to_be_enabled()
+
+        page.fill("#budget", "0")
+        page.click("#budget-form button")
+        expect(page.locator("#message")).to_contain_text("frozen backbones only")
+        page.click("#train")
+        expect(page.locator("#accuracy")).to_contain_text("Fine-tuning: not tried: --budget 0", timeout=180_000)
+        page.goto(url)
+        expect(page.locator("#project-list")).to_have_text("topics (texts, 24 examples, trained)")
+        assert not errors, errors
+        page.close()

@@ -9,6 +9,7 @@ runs them in its thread pool), so a long request never blocks another.
 from __future__ import annotations
 
 import io
+import math
 import zipfile
 from pathlib import Path as FilePath
 from typing import Annotated
@@ -32,6 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from smalldata.data import Dataset
+from smalldata.deadline import DEFAULT_BUDGET, parse_budget
 from smalldata.features import hash_bytes
 from smalldata.intervals import wilson
 from smalldata.service import auth
@@ -47,6 +49,7 @@ from smalldata.service.schemas import (
     PredictTexts,
     ProjectIn,
     ProjectOut,
+    ProjectUpdate,
     Relabel,
     TextsIn,
     UnlabeledAdded,
@@ -162,13 +165,40 @@ router = APIRouter(prefix="/api", responses=errors(400, 401, 403, 404, 422))
 
 @router.post("/projects", status_code=201, response_model=ProjectOut, tags=["projects"])
 def create_project(owner: Owner, body: ProjectIn, request: Request, db=Depends(session)):
-    name = "".join(ch for ch in body.name if ch.isprintable()).strip()
-    if not name:
-        raise HTTPException(422, "the project name is empty: give it a name")
-    project = Project(name=name, modality=body.modality, owner=owner)
+    name = checked_name(body.name)
+    project = Project(name=name, modality=body.modality, owner=owner, budget_s=checked_budget(body.budget))
     db.add(project)
     db.commit()
     return project_out(db, project)
+
+
+@router.patch("/projects/{project_id}", response_model=ProjectOut, tags=["projects"])
+def update_project(owner: Owner, project_id: Id, body: ProjectUpdate, db=Depends(session)):
+    """Rename the project or change its training budget (the next training uses it)."""
+    project = find(db, Project, project_id, owner)
+    if body.name is not None:
+        project.name = checked_name(body.name)
+    if body.budget is not None:
+        project.budget_s = checked_budget(body.budget)
+    db.commit()
+    return project_out(db, project)
+
+
+MAX_BUDGET_S = 24 * 3600  # the worker trains one job at a time: a project must not hold it for days
+
+
+def checked_budget(budget: str | float | None) -> float | None:
+    """Seconds, from what `smalldata train --budget` takes; None: the CLI's default."""
+    if budget is None:
+        return None
+    seconds = parse_budget(budget)
+    if not math.isfinite(seconds) or seconds > MAX_BUDGET_S:
+        raise HTTPException(422, f"a budget is at most 24h, not {budget!r}: give e.g. 90s, 5m or 1h")
+    return seconds
+
+
+def budget_of(project: Project) -> float:
+    return project.budget_s if project.budget_s is not None else parse_budget(DEFAULT_BUDGET)
 
 
 @router.get("/projects", response_model=list[ProjectOut], tags=["projects"])
@@ -184,6 +214,13 @@ def get_project(owner: Reader, project_id: Id, db=Depends(session)):
     return project_out(db, find(db, Project, project_id, owner))
 
 
+def checked_name(name: str) -> str:
+    name = "".join(ch for ch in name if ch.isprintable()).strip()
+    if not name:
+        raise HTTPException(422, "the project name is empty: give it a name")
+    return name
+
+
 def project_out(db, project: Project) -> ProjectOut:
     counts = dict(db.execute(select(Example.label, func.count()).where(Example.project_id == project.id)
                              .group_by(Example.label).order_by(Example.label)).all())
@@ -193,7 +230,8 @@ def project_out(db, project: Project) -> ProjectOut:
                       n_examples=sum(counts.values()), n_unlabeled=count_unlabeled(db, project.id),
                       counts=counts, problems=problems(counts),
                       active_version=version_out(active, project) if active else None,
-                      latest_job=JobOut.model_validate(job, from_attributes=True) if job else None)
+                      latest_job=JobOut.model_validate(job, from_attributes=True) if job else None,
+                      budget_s=budget_of(project), budget_is_default=project.budget_s is None)
 
 
 def problems(counts: dict[str, int]) -> list[str]:
@@ -455,7 +493,7 @@ def start_training(owner: Owner, project_id: Id, request: Request, db=Depends(se
     if not rows:
         raise HTTPException(422, "the project has no examples yet: add some of at least 2 classes")
     check_trainable(Dataset([r.id for r in rows], [r.label for r in rows], project.modality, [r.embed_key for r in rows]))
-    job = Job(project_id=project_id, n_examples=len(rows))
+    job = Job(project_id=project_id, n_examples=len(rows), budget_s=budget_of(project))
     try:
         db.add(job)
         db.commit()

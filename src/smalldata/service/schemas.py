@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, computed_field
 
 
 def _in_utc(moment: datetime) -> datetime:
@@ -23,9 +23,21 @@ class ErrorOut(BaseModel):
     detail: str | list[dict]
 
 
+BUDGET = ("Time for each training, as `smalldata train --budget`: \"90s\", \"5m\", \"1h\" or seconds "
+          "(at most 24 h); 0 for the fastest (frozen backbones only). Fine-tuning is tried when its estimated "
+          "cost fits. Left out: the CLI's default.")
+
+
 class ProjectIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     modality: Literal["image", "text"]
+    budget: str | float | None = Field(None, description=BUDGET)
+
+
+class ProjectUpdate(BaseModel):
+    """What a PATCH changes; what it leaves out stays."""
+    name: str | None = Field(None, min_length=1, max_length=200)
+    budget: str | float | None = Field(None, description=BUDGET)
 
 
 class TextExample(BaseModel):
@@ -87,6 +99,15 @@ class JobOut(BaseModel):
     created: Timestamp
     started: Timestamp | None
     finished: Timestamp | None
+    budget_s: float | None = Field(description="the seconds this training was given (None: made before budgets)")
+
+    @computed_field(description="seconds since a running job started (None unless running): with budget_s, "
+                                "the most time it has left")
+    @property
+    def elapsed_s(self) -> float | None:
+        if self.state != "running" or self.started is None:
+            return None
+        return max(0.0, (datetime.now(timezone.utc) - self.started).total_seconds())
 
 
 class AccuracyInterval(BaseModel):
@@ -124,6 +145,8 @@ class ProjectOut(BaseModel):
     problems: list[str]
     active_version: VersionOut | None
     latest_job: JobOut | None
+    budget_s: float = Field(description="the seconds each training of the project may take")
+    budget_is_default: bool = Field(description="the budget is the CLI's default (none was set)")
 
 
 class Prediction(BaseModel):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import (
     JSON,
+    Float,
     ForeignKey,
     Index,
     String,
@@ -57,6 +58,8 @@ class Project(Base):
     modality: Mapped[str] = mapped_column(String(10))
     created: Mapped[datetime] = mapped_column(default=now)
     active_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", use_alter=True), default=None)
+    # Seconds a training may take, as `smalldata train --budget`; None: the CLI's default (migration 0003).
+    budget_s: Mapped[float | None] = mapped_column(Float, default=None)
 
 
 class Example(Base):
@@ -107,6 +110,7 @@ class Job(Base):
     created: Mapped[datetime] = mapped_column(default=now)
     started: Mapped[datetime | None] = mapped_column(default=None)
     finished: Mapped[datetime | None] = mapped_column(default=None)
+    budget_s: Mapped[float | None] = mapped_column(Float, default=None)  # what the training was given
 
 
 # At most one queued or running job per project, kept by the database: two requests at once cannot

@@ -19,11 +19,13 @@ from smalldata.train import train
 from smalldata.unlabeled import Pool, pool_from
 
 
-def fit(dataset: Dataset, progress: Progress, *, unlabeled: Pool | None = None) -> Model:
-    """Cross-validated choice of head, refit on everything; with unlabeled examples, self-training
-    on them is one more candidate on the same folds. No learning curve: it costs about as much as
-    the cross-validation again, and the service retrains often (see bench/HISTORY.md)."""
-    return train(dataset, evaluate=True, curve=False, seed=0, unlabeled=unlabeled, progress=progress)
+def fit(dataset: Dataset, progress: Progress, *, budget: float | None, unlabeled: Pool | None = None) -> Model:
+    """The automatic choice `smalldata train` makes with the same `budget` (seconds; the project's,
+    by default the CLI's): every installed backbone, costlier candidates and fine-tuning as the
+    budget allows, refit on everything; with unlabeled examples, self-training on them is one more
+    candidate on the same folds. No learning curve: it costs about as much as the cross-validation
+    again, and the service retrains often (see bench/HISTORY.md)."""
+    return train(dataset, evaluate=True, curve=False, seed=0, unlabeled=unlabeled, budget=budget, progress=progress)
 
 
 def unlabeled_pool(inputs: list, dataset: Dataset, progress: Progress) -> Pool | None:
@@ -90,6 +92,8 @@ def summarize(model: Model, dataset: Dataset) -> dict:
         # What a candidate using the unlabeled examples added over the labeled-only choice, in points.
         "contributions": comparison.to_dict().get("contributions", {}),
         "n_unlabeled": model.data.get("unlabeled", {}).get("n_examples", 0),
+        # Whether fine-tuning was tried and kept, and why, as `smalldata train` says it.
+        "fine_tuning": model.fine_tuning.to_dict() if model.fine_tuning else None,
     }
 
 

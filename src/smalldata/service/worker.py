@@ -127,7 +127,7 @@ def _train(conn, job_id: int, spec: dict, training) -> None:
     dataset = Dataset(as_inputs(spec["inputs"], spec["modality"]), spec["labels"], spec["modality"], spec["keys"], source=spec["source"])
     progress = PipeProgress(lambda stage, done, total: conn.send(("progress", job_id, stage, done, total)))
     pool = training.unlabeled_pool(spec["unlabeled_inputs"], dataset, progress)
-    model = training.fit(dataset, progress, unlabeled=pool)
+    model = training.fit(dataset, progress, budget=spec["budget_s"], unlabeled=pool)
     model.save(spec["out_dir"])
     training.prepare_serving(model)
     conn.send(("model", job_id, training.summarize(model, dataset)))
@@ -257,6 +257,7 @@ class JobRunner:
                 "ids": [e.id for e in examples],
                 "unlabeled_inputs": [str(self.blobs.path(u.blob)) if u.blob else u.text for u in unlabeled],
                 "source": f"smalldata serve: project {project.id} ({project.name})",
+                "budget_s": job.budget_s,
                 "out_dir": str(self.partial_dir / f"job-{job.id}"),
                 "report_path": str(self.reports_dir / f"job-{job.id}.html"),
             }

@@ -137,7 +137,9 @@ async function showProjects() {
 async function createProject(event) {
   event.preventDefault();
   const modality = document.querySelector("input[name=modality]:checked").value;
-  const project = await api("/api/projects", { method: "POST", json: { name: $("#project-name").value, modality } });
+  const json = { name: $("#project-name").value, modality };
+  if ($("#project-budget").value.trim()) json.budget = $("#project-budget").value.trim();
+  const project = await api("/api/projects", { method: "POST", json });
   location.hash = `#project-${project.id}`;
 }
 
@@ -153,6 +155,9 @@ async function showProject(id) {
   counts.replaceChildren(...Object.entries(project.counts).map(([label, n]) => el("tr", {}, el("td", {}, label), el("td", {}, n))));
   if (!counts.children.length) counts.append(el("tr", {}, el("td", { colspan: 2 }, "no examples yet")));
   $("#problems").replaceChildren(...project.problems.map((p) => el("li", {}, p)));
+  $("#budget").value = budgetWords(project.budget_s);
+  $("#budget-note").textContent = (project.budget_is_default ? "the default, as `smalldata train`; " : "") +
+    "90s, 5m, 1h; 0 for the fastest (frozen backbones only). Fine-tuning is tried when its estimated cost fits.";
   $("#unlabeled-count").textContent = `The project has ${project.n_unlabeled} unlabeled example${project.n_unlabeled === 1 ? "" : "s"}.`;
   showJob(project.latest_job);
   await showResult(project.active_version);
@@ -233,6 +238,38 @@ async function addUnlabeled(event) {
 
 // -------------------------------------------------------------------------------------- jobs
 
+// 180 -> "3m", 90 -> "90s", 5400 -> "1.5h": what the budget field takes back.
+function budgetWords(seconds) {
+  if (seconds >= 3600 && Number.isInteger(seconds / 360)) return `${seconds / 3600}h`;
+  if (seconds >= 60 && Number.isInteger(seconds / 6)) return `${+(seconds / 60).toFixed(1)}m`;
+  return `${seconds}s`;
+}
+
+function duration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+async function saveBudget() {
+  const project = await api(`/api/projects/${state.project.id}`, { method: "PATCH", json: { budget: $("#budget").value.trim() } });
+  state.project = project;
+  $("#budget").value = budgetWords(project.budget_s);
+  say(`each training now takes at most ${duration(project.budget_s)}${project.budget_s ? "" : " (frozen backbones only)"}; the next one uses it`, "note");
+}
+
+// The stage's own pace, from the moments the page saw its counts: the time left in this stage.
+const pace = { stage: null, since: 0, done: 0 };
+
+function stageTimeLeft(job) {
+  if (!job.total || job.state !== "running") { pace.stage = null; return null; }
+  const now = performance.now();
+  if (pace.stage !== job.stage || job.done < pace.done) Object.assign(pace, { stage: job.stage, since: now, done: job.done });
+  const rate = (job.done - pace.done) / ((now - pace.since) / 1000);
+  return rate > 0 ? (job.total - job.done) / rate : null;
+}
+
 async function train() {
   const job = await api(`/api/projects/${state.project.id}/jobs`, { method: "POST" });
   showJob(job);
@@ -251,6 +288,13 @@ function showJob(job) {
   $("#job").textContent = text;
   bar.hidden = !running || !job.total;
   if (job.total) bar.value = job.done / job.total;
+  const times = [];
+  const stageLeft = stageTimeLeft(job);
+  if (stageLeft !== null) times.push(`about ${duration(stageLeft)} left in this stage`);
+  if (job.state === "running" && job.budget_s && job.elapsed_s !== null)
+    times.push(`at most ${duration(job.budget_s - job.elapsed_s)} left of its ${duration(job.budget_s)} budget`);
+  else if (job.state === "running" && job.budget_s === 0) times.push("budget 0: frozen backbones only");
+  $("#job-time").textContent = times.join("; ");
   $("#cancel").onclick = () => guarded(async () => showJob(await api(`/api/jobs/${job.id}/cancel`, { method: "POST" })));
 }
 
@@ -292,6 +336,7 @@ async function showResult(version) {
   for (const [name, c] of Object.entries(s.contributions || {})) {
     text += ` ${name} (from ${s.n_unlabeled} unlabeled examples): ${c.mean_points >= 0 ? "+" : ""}${c.mean_points.toFixed(1)} ± ${c.std_points.toFixed(1)} points over ${c.over} on the same folds.`;
   }
+  if (s.fine_tuning && s.fine_tuning.reason) text += ` Fine-tuning: ${s.fine_tuning.reason}.`;
   $("#accuracy").textContent = text;
   $("#candidates tbody").replaceChildren(...s.candidates.map((c) => el("tr", {},
     el("td", {}, c.name + (c.name === s.chosen ? " (chosen)" : "")), el("td", {}, pct(c.mean)), el("td", {}, points(c.std)))));
@@ -534,6 +579,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   bind("#add-zip", (e) => addFile(e, "#zip-file", "zip"));
   bind("#add-csv", (e) => addFile(e, "#csv-file", "csv"));
   bind("#add-text", addText);
+  bind("#budget-form", saveBudget);
   bind("#add-unlabeled", addUnlabeled);
   bind("#try-image", tryImage);
   bind("#try-text", tryText);

@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from smalldata.cli import app
-from tests.test_batch_predict import assert_same_predictions, save_lite0_model
+from tests.test_batch_predict import save_lite0_model
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                 reason="Ray is not installed (pip install -e '.[dev]' installs it)")
@@ -107,7 +107,9 @@ def test_a_two_node_cluster_writes_the_same_csv_and_the_same_cache(image_model, 
     assert (work / "status.txt").read_text().count(" node_") == 2  # the head and one more node
     summary = json.loads((work / "predict.json").read_text())
     assert summary["device"] == "a Ray cluster" and (summary["written"], summary["errors"]) == (local.written, 1)
-    assert_same_predictions(work / "ray.csv", tmp_path / "local.csv")
+    # Byte for byte: the workers are given the local run's batches (ONNX Runtime's last digits move
+    # with a batch's make-up), and write through the same rows.
+    assert (work / "ray.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
     # The pool: every vector in the cluster's cache once (training found them there, computed none
     # again), and equal to the ones embedded here.
     monkeypatch.setenv("SMALLDATA_CACHE", str(private_cache))

@@ -39,6 +39,7 @@ def connect(address: str):
     once, not Ray's own minute of retries."""
     try:
         import ray
+        import ray.data  # loaded now, so that its loggers exist to be quietened below
     except ImportError as error:
         raise DataError("--ray needs Ray, which is not installed: pip install 'smalldata[ray]'") from error
     if ray.is_initialized():
@@ -51,6 +52,7 @@ def connect(address: str):
     except ConnectionError as error:
         raise DataError(f"no Ray cluster answers at {address!r}: start one with `ray start --head` "
                         f"(then --ray auto), or give its head's HOST:PORT ({' '.join(str(error).split())[:200]})") from error
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # configured apart from "ray" when ray.data loads
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # rows in input order: the CSV resumes by position
     context.enable_progress_bars = False  # the caller's bar counts rows; Ray's would print beside it
@@ -92,10 +94,13 @@ class _Predictor:
         from smalldata.data import as_inputs
         from smalldata.prediction_rows import predict_rows
 
-        rows = predict_rows(self.model, as_inputs(batch["path"].tolist(), self.model.modality))
-        for row, name in zip(rows, batch["input"].tolist()):
-            row[0] = name  # the input as the user named it, as the local run writes it
-        return {"row": np.array([json.dumps(row) for row in rows], dtype=object)}
+        written = []
+        for names, paths in zip(batch["inputs"], batch["paths"]):  # one record: one of the local run's batches
+            rows = predict_rows(self.model, as_inputs(json.loads(paths), self.model.modality))
+            for row, name in zip(rows, json.loads(names)):
+                row[0] = name  # the input as the user named it, as the local run writes it
+            written.append(json.dumps(rows))
+        return {"rows": np.array(written, dtype=object)}
 
 
 def predict_batches_on_ray(model_dir: str | Path, inputs: Iterator, address: str, *,
@@ -106,13 +111,22 @@ def predict_batches_on_ray(model_dir: str | Path, inputs: Iterator, address: str
     model_dir = str(Path(model_dir).resolve())
     workers = _workers(ray)
     for window in _windows(inputs):
-        records = [{"input": str(item), "path": str(Path(item).resolve()) if isinstance(item, Path) else str(item)}
-                   for item in window]
-        rows = ray.data.from_items(records, override_num_blocks=max(1, len(records) // batch_size)).map_batches(
-            _Predictor, fn_constructor_kwargs={"model_dir": model_dir}, batch_size=batch_size, batch_format="numpy",
+        # A record is one batch of the local run's, so that the network sees the same batches (ONNX
+        # Runtime's last digits move with a batch's make-up) and the CSV comes out the same.
+        records = [{"inputs": json.dumps([str(item) for item in window[start:start + batch_size]]),
+                    "paths": json.dumps([_absolute(item) for item in window[start:start + batch_size]])}
+                   for start in range(0, len(window), batch_size)]
+        rows = ray.data.from_items(records, override_num_blocks=len(records)).map_batches(
+            _Predictor, fn_constructor_kwargs={"model_dir": model_dir}, batch_size=1, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)
         for batch in rows.iter_batches(batch_size=None, batch_format="numpy"):
-            yield [json.loads(row) for row in batch["row"]]
+            for written in batch["rows"]:
+                yield json.loads(written)
+
+
+def _absolute(item) -> str:
+    """An image's path as every node reads it (not relative to this process's folder); a text as it is."""
+    return str(Path(item).resolve()) if isinstance(item, Path) else str(item)
 
 
 class _Embedder:
@@ -130,8 +144,9 @@ class _Embedder:
 
         # The library's own path (its sub-batches, texts in length order), uncached: the vectors go to
         # the driver's cache, and match what `embed` computes there.
-        items = as_inputs(batch["path"].tolist(), self.backbone.modality)
-        return {"key": batch["key"], "vector": embed(items, self.backbone, keys=[""] * len(items), use_cache=False)}
+        paths, keys = json.loads(batch["paths"][0]), json.loads(batch["keys"][0])  # one record: one batch
+        items = as_inputs(paths, self.backbone.modality)
+        return {"key": np.array(keys), "vector": embed(items, self.backbone, keys=[""] * len(items), use_cache=False)}
 
 
 def embed_on_ray(items: Sequence, keys: Sequence[str], backbone: str, address: str, *, batch_size: int = 64,
@@ -148,13 +163,16 @@ def embed_on_ray(items: Sequence, keys: Sequence[str], backbone: str, address: s
         missing = uncached(keys, network)
         if not missing:
             continue
-        records = [{"path": str(Path(items[i]).resolve()) if isinstance(items[i], Path) else str(items[i]),
-                    "key": keys[i]} for i in missing]
-        task = progress.task(f"embedding {len(records)} {network.modality}s with {network.name} on Ray", len(records),
+        # A record is a batch (its vectors come back as that many rows): batches start where the local
+        # `embed`'s would, so the network sees the same sub-batches.
+        records = [{"paths": json.dumps([_absolute(items[i]) for i in missing[start:start + batch_size]]),
+                    "keys": json.dumps([keys[i] for i in missing[start:start + batch_size]])}
+                   for start in range(0, len(missing), batch_size)]
+        task = progress.task(f"embedding {len(missing)} {network.modality}s with {network.name} on Ray", len(missing),
                              rate=True)
         for window in _windows(iter(records)):
-            vectors = ray.data.from_items(window, override_num_blocks=max(1, len(window) // batch_size)).map_batches(
-                _Embedder, fn_constructor_kwargs={"backbone": network.name}, batch_size=batch_size,
+            vectors = ray.data.from_items(window, override_num_blocks=len(window)).map_batches(
+                _Embedder, fn_constructor_kwargs={"backbone": network.name}, batch_size=1,
                 batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=_workers(ray)), num_cpus=1)
             held_keys, held = [], []
             for batch in vectors.iter_batches(batch_size=None, batch_format="numpy"):
@@ -167,7 +185,7 @@ def embed_on_ray(items: Sequence, keys: Sequence[str], backbone: str, address: s
             if held_keys:
                 add_to_cache(network, held_keys, np.concatenate(held))
         task.done()
-        computed += len(records)
+        computed += len(missing)
     return computed
 
 

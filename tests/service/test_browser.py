@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -233,6 +234,9 @@ def test_training_shows_its_budget_and_time_left_and_can_be_cancelled(browser, t
         page.set_input_files("#csv-file", str(DATA / "topics.csv"))
         page.click("#add-csv button")
         expect(page.locator("#counts")).to_contain_text("weather")
+        weather = page.locator("#gallery details[data-label=weather]")
+        weather.locator("summary").click()
+        expect(weather.locator("figure blockquote")).to_have_count(8)  # texts show their first lines
 
         page.click("#train")  # the first job waits for a fresh worker to load its backbones: time to cancel
         expect(page.locator("#job-time")).to_contain_text("left of its 2 min 0 s budget", timeout=30_000)
@@ -247,5 +251,71 @@ def test_training_shows_its_budget_and_time_left_and_can_be_cancelled(browser, t
         expect(page.locator("#accuracy")).to_contain_text("Fine-tuning: not tried: --budget 0", timeout=180_000)
         page.goto(url)
         expect(page.locator("#project-list")).to_have_text("topics (texts, 24 examples, trained)")
+        assert not errors, errors
+        page.close()
+
+
+@pytest.mark.slow
+def test_class_folders_at_once_and_a_gallery_per_class(browser, fashion_pngs, tmp_path):
+    from playwright.sync_api import expect
+
+    root = tmp_path / "clothes"
+    for label, pngs in fashion_pngs.items():
+        (root / label).mkdir(parents=True)
+        for i, data in enumerate(pngs[:4]):
+            (root / label / f"{label}{i}.png").write_bytes(data)
+    (root / "bag" / "notes.txt").write_text("not an image")
+    (tmp_path / "papers" / "drafts").mkdir(parents=True)
+    (tmp_path / "papers" / "drafts" / "a.txt").write_text("no image here")
+
+    with running(tmp_path / "data", loopback_only=True) as (url, _app):
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(url)
+        page.fill("#project-name", "clothes")
+        page.click("#new-project button")
+        expect(page.locator("#project-title")).to_have_text("clothes (images)")
+
+        page.set_input_files("#folder-files", str(tmp_path / "papers"))  # no image anywhere: said, nothing added
+        expect(page.locator("#message")).to_have_class("error")
+        expect(page.locator("#message")).to_contain_text("hold no images")
+        expect(page.locator("#counts")).to_contain_text("no examples yet")
+
+        page.set_input_files("#folder-files", str(root))
+        expect(page.locator("#message")).to_contain_text("added 12 examples to 3 classes")
+        expect(page.locator("#message")).to_contain_text("1 files that are not images skipped")
+        for label in fashion_pngs:
+            expect(page.locator("#counts tr", has_text=label)).to_contain_text("4")
+
+        bags = page.locator("#gallery details[data-label=bag]")
+        bags.locator("summary").click()
+        expect(bags.locator("figure img")).to_have_count(4)
+        expect(bags.locator("figure img").first).to_have_attribute("src", re.compile("^blob:"))  # fetched, with no key
+        page.once("dialog", lambda dialog: dialog.accept("   "))  # an empty class: refused, nothing changed
+        bags.locator("figure button", has_text="Relabel").first.click()
+        expect(page.locator("#message")).to_contain_text("cannot be empty")
+        expect(page.locator("#counts tr", has_text="bag")).to_contain_text("4")
+        page.once("dialog", lambda dialog: dialog.accept("sneaker"))
+        bags.locator("figure button", has_text="Relabel").first.click()
+        expect(page.locator("#counts tr", has_text="sneaker")).to_contain_text("5")
+        expect(page.locator("#counts tr", has_text="bag")).to_contain_text("3")
+        expect(bags.locator("figure")).to_have_count(3)  # the fold stays open, with the new counts
+
+        # Two class folders dragged onto the drop zone at once (Chromium's own drag, real folders).
+        for label in ("trouser", "bag"):
+            (tmp_path / "drop" / label).mkdir(parents=True)
+            for i, data in enumerate(fashion_pngs[label][4:6]):
+                (tmp_path / "drop" / label / f"new{i}.png").write_bytes(data)
+        box = page.locator("#drop").bounding_box()
+        where = {"x": box["x"] + box["width"] / 2, "y": box["y"] + box["height"] / 2}
+        dragged = {"items": [], "dragOperationsMask": 1,
+                   "files": [str(tmp_path / "drop" / "trouser"), str(tmp_path / "drop" / "bag")]}
+        cdp = page.context.new_cdp_session(page)
+        for kind in ("dragEnter", "dragOver", "drop"):
+            cdp.send("Input.dispatchDragEvent", {"type": kind, **where, "data": dragged})
+        expect(page.locator("#message")).to_contain_text("added 4 examples to 2 classes (trouser 2, bag 2)")
+        expect(page.locator("#counts tr", has_text="trouser")).to_contain_text("6")
+        expect(page.locator("#counts tr", has_text="bag")).to_contain_text("5")
         assert not errors, errors
         page.close()

@@ -155,6 +155,7 @@ async function showProject(id) {
   counts.replaceChildren(...Object.entries(project.counts).map(([label, n]) => el("tr", {}, el("td", {}, label), el("td", {}, n))));
   if (!counts.children.length) counts.append(el("tr", {}, el("td", { colspan: 2 }, "no examples yet")));
   $("#problems").replaceChildren(...project.problems.map((p) => el("li", {}, p)));
+  showGallery(project);
   $("#budget").value = budgetWords(project.budget_s);
   $("#budget-note").textContent = (project.budget_is_default ? "the default, as `smalldata train`; " : "") +
     "90s, 5m, 1h; 0 for the fastest (frozen backbones only). Fine-tuning is tried when its estimated cost fits.";
@@ -163,6 +164,109 @@ async function showProject(id) {
   await showResult(project.active_version);
   await showVersions();
   if (project.latest_job && ["queued", "running"].includes(project.latest_job.state)) poll(project.latest_job.id);
+}
+
+// ----------------------------------------------------------------------------- the gallery
+
+// One fold-out per class: thumbnails (texts: their first lines), a page at a time.
+const GALLERY_PAGE = 24;
+const openClasses = new Set();  // kept open across a refresh (a relabel changes the counts)
+
+function showGallery(project) {
+  const gallery = $("#gallery");
+  gallery.replaceChildren(...Object.entries(project.counts).map(([label, n]) => {
+    const cards = el("div", { class: "findings" });
+    const more = el("button", { type: "button", hidden: "" }, "Show more");
+    const fold = el("details", { "data-label": label }, el("summary", {}, `${label}: ${n} example${n === 1 ? "" : "s"}`), cards, more);
+    let offset = 0;
+    const page = () => guarded(async () => {
+      const query = new URLSearchParams({ label, offset, limit: GALLERY_PAGE });
+      const examples = await api(`/api/projects/${project.id}/examples?${query}`);
+      offset += examples.length;
+      cards.append(...examples.map((e) => exampleCard(e.id, e.filename || `example ${e.id}`,
+        { text: e.text === null ? null : firstLines(e.text), onChange: () => showProject(project.id) })));
+      more.hidden = offset >= n;
+    });
+    more.addEventListener("click", page);
+    fold.addEventListener("toggle", () => {
+      if (fold.open) openClasses.add(label); else openClasses.delete(label);
+      if (fold.open && !offset) page();
+    });
+    if (openClasses.has(label)) fold.open = true;
+    return fold;
+  }));
+}
+
+function firstLines(text, lines = 3, chars = 160) {
+  const kept = text.split("\n").slice(0, lines).join("\n");
+  return kept.length > chars ? `${kept.slice(0, chars)}…` : kept + (text.length > kept.length ? "…" : "");
+}
+
+// ------------------------------------------------------------------- several class folders at once
+
+const IMAGE_NAME = /\.(jpe?g|png|gif|bmp|webp|tiff?)$/i;
+const FOLDER_BATCH = 40;  // images in one request: well under the service's limits on files and bytes
+
+// The files under dropped folders, with their paths ("/flowers/rose/1.jpg").
+async function filesUnder(entries) {
+  const found = [];
+  async function visit(entry) {
+    if (entry.isFile) {
+      found.push({ file: await new Promise((resolve, reject) => entry.file(resolve, reject)), path: entry.fullPath });
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      for (;;) {  // readEntries answers in pieces (100 at a time in Chromium) until it answers none
+        const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+        if (!batch.length) break;
+        for (const child of batch) await visit(child);
+      }
+    }
+  }
+  for (const entry of entries) await visit(entry);
+  return found;
+}
+
+// Each image goes to the class its folder names: ".../rose/1.jpg" is a rose. Images outside any
+// folder take the Class field, if it is filled.
+async function uploadFolders(items) {
+  const images = items.filter(({ file }) => file.type.startsWith("image/") || IMAGE_NAME.test(file.name));
+  const skipped = items.length - images.length;
+  if (!images.length)
+    throw new Error(`the dropped folders hold no images${items.length ? ` (${items.length} other files)` : ""}: ` +
+                    "drop folders named after their class, each holding that class's images (JPEG, PNG, ...)");
+  const classes = new Map();
+  const loose = [];
+  for (const item of images) {
+    const parts = item.path.split("/").filter(Boolean);
+    const label = parts.length > 1 ? parts[parts.length - 2] : $("#image-label").value.trim();
+    if (!label) { loose.push(item.file.name); continue; }
+    if (!classes.has(label)) classes.set(label, []);
+    classes.get(label).push(item.file);
+  }
+  const added = new Map();
+  const rejected = loose.map((name) => ({ name, reason: "in no folder, and the Class field is empty: its class is unknown" }));
+  for (const [label, files] of classes) {
+    for (let start = 0; start < files.length; start += FOLDER_BATCH) {
+      const form = new FormData();
+      form.append("label", label);
+      for (const file of files.slice(start, start + FOLDER_BATCH)) form.append("files", file);
+      try {
+        const result = await api(`/api/projects/${state.project.id}/examples/images`, { method: "POST", body: form });
+        added.set(label, (added.get(label) || 0) + result.added.length);
+        rejected.push(...result.rejected);
+      } catch (error) {  // a class none of whose images could be added: said, and the others go on
+        if (error instanceof NeedsKey) throw error;
+        rejected.push({ name: `class ${label}`, reason: error.message });
+      }
+    }
+  }
+  await showProject(state.project.id);
+  const total = [...added.values()].reduce((a, b) => a + b, 0);
+  const perClass = [...added].filter(([, n]) => n).map(([label, n]) => `${label} ${n}`).join(", ");
+  say(`added ${total} example${total === 1 ? "" : "s"} to ${[...added.values()].filter(Boolean).length} classes` +
+      (perClass ? ` (${perClass})` : "") + (skipped ? `; ${skipped} files that are not images skipped` : "") +
+      (rejected.length ? `; ${rejected.length} left out (below)` : ""), total ? "note" : "error");
+  $("#rejected").replaceChildren(...rejected.map((r) => el("li", {}, `${r.name}: ${r.reason}`)));
 }
 
 function showRejected(result) {
@@ -186,13 +290,14 @@ async function addImages(event) {
   event.preventDefault();
   const files = imageFiles();
   if (!files.length) throw new Error("choose or drop some images first");
+  if (!$("#image-label").value.trim()) throw new Error("type the class of these images first (or drop class folders: their names are the classes)");
   const form = new FormData();
   form.append("label", $("#image-label").value);
   for (const file of files) form.append("files", file);
   await upload(`/api/projects/${state.project.id}/examples/images`, form);
   dropped = [];
   $("#image-files").value = "";
-  $("#drop").firstChild.textContent = "Drop images here, or ";
+  $("#drop").firstChild.textContent = "Drop images of this class here, or ";
 }
 
 async function addFile(event, input, kind) {
@@ -355,18 +460,27 @@ async function showResult(version) {
   keyedDownload($("#download"), `/api/versions/${version.id}/download`, `model-v${version.number}.zip`);
 }
 
-function exampleCard(id, caption) {
+// `text`: the example's text where the caller has it already (the gallery); `onChange`: after a
+// relabel or a removal (the gallery shows the new counts).
+function exampleCard(id, caption, { text = null, onChange = null } = {}) {
   const modality = state.project.modality;
   const card = el("figure", { class: "card" });
   if (modality === "image") card.append(keyedImage(`/api/examples/${id}/content`, `example ${id}`));
-  else api(`/api/examples/${id}/content`).then((text) => card.prepend(el("blockquote", {}, text))).catch(() => {});
+  else if (text !== null) card.prepend(el("blockquote", {}, text));
+  else api(`/api/examples/${id}/content`).then((body) => card.prepend(el("blockquote", {}, body))).catch(() => {});
   const relabel = el("button", { type: "button", onclick: () => guarded(async () => {
     const label = prompt("New class for this example:");
-    if (label) { await api(`/api/examples/${id}`, { method: "PATCH", json: { label } }); say("relabeled; train again to use it", "note"); }
+    if (label === null) return;  // cancelled
+    if (!label.trim()) throw new Error("a class name cannot be empty: the example keeps its class");
+    await api(`/api/examples/${id}`, { method: "PATCH", json: { label: label.trim() } });
+    if (onChange) await onChange();
+    say(`relabeled ${label.trim()}; train again to use it`, "note");
   }) }, "Relabel");
   const remove = el("button", { type: "button", onclick: () => guarded(async () => {
     if (confirm("Remove this example from the project?")) {
-      await api(`/api/examples/${id}`, { method: "DELETE" }); card.remove(); say("removed; train again to use the change", "note");
+      await api(`/api/examples/${id}`, { method: "DELETE" }); card.remove();
+      if (onChange) await onChange();
+      say("removed; train again to use the change", "note");
     }
   }) }, "Remove");
   card.append(el("figcaption", {}, caption, el("br"), relabel, " ", remove));
@@ -544,9 +658,20 @@ function setupDrop() {
   zone.addEventListener("drop", (e) => {
     e.preventDefault();
     zone.classList.remove("over");
+    // Entries are only to be had during the event; their files can be read afterwards.
+    const entries = Array.from(e.dataTransfer.items || []).map((item) => item.webkitGetAsEntry && item.webkitGetAsEntry()).filter(Boolean);
+    if (entries.some((entry) => entry.isDirectory)) {
+      guarded(async () => uploadFolders(await filesUnder(entries)));
+      return;
+    }
     dropped = Array.from(e.dataTransfer.files);
     zone.firstChild.textContent = `${dropped.length} image(s) ready; `;
   });
+  $("#folder-files").addEventListener("change", () => guarded(async () => {
+    const files = Array.from($("#folder-files").files);
+    $("#folder-files").value = "";
+    await uploadFolders(files.map((file) => ({ file, path: file.webkitRelativePath || file.name })));
+  }));
   $("#image-files").addEventListener("change", () => {
     dropped = [];
     zone.firstChild.textContent = `${$("#image-files").files.length} image(s) chosen; `;

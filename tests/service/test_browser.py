@@ -21,8 +21,10 @@ from tests.service.conftest import missing
 
 CHROMIUM = "/usr/bin/chromium"
 # No sandbox (tests run as root in CI), and nothing that would reach for the network.
+# A fake camera (a test pattern) that the page may use without asking, for the camera button.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 
 
 @contextmanager
@@ -317,5 +319,37 @@ def test_class_folders_at_once_and_a_gallery_per_class(browser, fashion_pngs, tm
         expect(page.locator("#message")).to_contain_text("added 4 examples to 2 classes (trouser 2, bag 2)")
         expect(page.locator("#counts tr", has_text="trouser")).to_contain_text("6")
         expect(page.locator("#counts tr", has_text="bag")).to_contain_text("5")
+        assert not errors, errors
+        page.close()
+
+
+def test_the_camera_adds_frames_to_the_class_typed(browser, tmp_path):
+    from playwright.sync_api import expect
+
+    with running(tmp_path, loopback_only=True) as (url, _app):
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(url)
+        page.fill("#project-name", "desk")
+        page.click("#new-project button")
+        expect(page.locator("#project-title")).to_have_text("desk (images)")
+        page.click("#camera-start")
+        expect(page.locator("#camera-video")).to_be_visible()
+        page.wait_for_function("document.querySelector('#camera-video').videoWidth > 0", timeout=15_000)
+        page.click("#camera-capture")  # no class typed yet: said, nothing added
+        expect(page.locator("#message")).to_contain_text("type the class")
+        expect(page.locator("#counts")).to_contain_text("no examples yet")
+        page.fill("#image-label", "pattern")
+        page.click("#camera-capture")
+        expect(page.locator("#camera-count")).to_have_text("1 frame added")
+        page.wait_for_timeout(300)  # the fake camera's picture moves: the next frame is another image
+        page.click("#camera-capture")
+        expect(page.locator("#camera-count")).to_have_text("2 frames added")
+        expect(page.locator("#counts tr", has_text="pattern")).to_contain_text("2")
+        page.click("#camera-stop")
+        expect(page.locator("#camera-video")).to_be_hidden()
+        assert page.evaluate("document.querySelector('#camera-video').srcObject.getTracks()"
+                             ".every((track) => track.readyState === 'ended')")
         assert not errors, errors
         page.close()

@@ -651,6 +651,50 @@ async function route() {
   });
 }
 
+// ----------------------------------------------------------------------------------- camera
+
+// Frames of the page's camera, added to the class typed above (as Teachable Machine does).
+const camera = { stream: null, captured: 0 };
+
+async function startCamera() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia)
+    throw new Error("this browser gives the page no camera here (a page must be on https or on this machine)");
+  try {
+    camera.stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
+  } catch (error) {
+    throw new Error(`the camera could not be opened (${error.name}): allow the page to use it, or check that one is connected`);
+  }
+  $("#camera-video").srcObject = camera.stream;
+  $("#camera").hidden = false;
+  $("#camera-start").hidden = true;
+}
+
+function stopCamera() {
+  if (camera.stream) for (const track of camera.stream.getTracks()) track.stop();
+  camera.stream = null;
+  $("#camera").hidden = true;
+  $("#camera-start").hidden = false;
+}
+
+async function captureFrame() {
+  const label = $("#image-label").value.trim();
+  if (!label) throw new Error("type the class of what the camera shows first");
+  const video = $("#camera-video");
+  if (!camera.stream || !video.videoWidth) throw new Error("the camera has no picture yet: wait a moment and capture again");
+  const canvas = el("canvas", { width: video.videoWidth, height: video.videoHeight });
+  canvas.getContext("2d").drawImage(video, 0, 0);
+  const frame = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.92));
+  if (!frame) throw new Error("the frame could not be turned into an image: capture again");
+  const form = new FormData();
+  form.append("label", label);
+  form.append("files", frame, `camera-${Date.now()}.jpg`);
+  const result = await api(`/api/projects/${state.project.id}/examples/images`, { method: "POST", body: form });
+  camera.captured += result.added.length;
+  $("#camera-count").textContent = `${camera.captured} frame${camera.captured === 1 ? "" : "s"} added`;
+  await showProject(state.project.id);
+  showRejected(result);
+}
+
 function setupDrop() {
   const zone = $("#drop");
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
@@ -705,6 +749,10 @@ document.addEventListener("DOMContentLoaded", async () => {
   bind("#add-csv", (e) => addFile(e, "#csv-file", "csv"));
   bind("#add-text", addText);
   bind("#budget-form", saveBudget);
+  $("#camera-start").addEventListener("click", () => guarded(startCamera));
+  $("#camera-stop").addEventListener("click", stopCamera);
+  $("#camera-capture").addEventListener("click", () => guarded(captureFrame));
+  window.addEventListener("hashchange", stopCamera);  // leaving the project turns the camera off
   bind("#add-unlabeled", addUnlabeled);
   bind("#try-image", tryImage);
   bind("#try-text", tryText);

@@ -445,7 +445,7 @@ def serve(
     except USER_ERRORS as error:
         _fail(error)
     needs = ("anyone may read (--public-read); writes and predictions need" if public_read else "every request needs")
-    local = (" (on this machine, none until the first key is made)" if loopback else "")
+    local = ("; until the first is made, requests from this machine need none" if loopback else "")
     err.print(f"smalldata serving on http://{host}:{port}/ (API description: http://{host}:{port}/docs); "
               f"{needs} a key from `smalldata api-key create`{local}")
     uvicorn.run(application, host=host, port=port, log_level="warning")

@@ -100,7 +100,8 @@ async def key_owner(request: Request, header: str | None = Security(KEY_HEADER),
     thread hand-over and no database trip for its key."""
     keys = state(request).keys
     key = sent_key(header, bearer)
-    if key is None and state(request).loopback_only and await run_in_threadpool(keyless, request):
+    # While keyless, a key sent is no key (none can be known); a snippet copied with its placeholder works.
+    if state(request).loopback_only and not keys.some_made and await run_in_threadpool(keyless, request):
         return DEFAULT_OWNER
     if key is None:
         raise HTTPException(401, "an API key is needed: send it as 'X-API-Key: KEY' (make one with `smalldata api-key create`)",
@@ -121,8 +122,9 @@ def keyless(request: Request) -> bool:
     is not this machine."""
     service = state(request)
     client = request.client.host if request.client else ""
-    return (service.loopback_only and auth.is_loopback(client)
-            and not any(name in request.headers for name in auth.PROXY_HEADERS) and service.keys.none_made())
+    # none_made first: once it has seen a key it answers from memory, and `key_owner` asks no more.
+    return (service.loopback_only and service.keys.none_made() and auth.is_loopback(client)
+            and not any(name in request.headers for name in auth.PROXY_HEADERS))
 
 
 async def reader(request: Request, header: str | None = Security(KEY_HEADER),

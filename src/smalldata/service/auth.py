@@ -111,6 +111,11 @@ class KnownKeys:
         self._lock = threading.Lock()
         self._some_made = False  # once a key exists it stays (revoked keys keep their row)
 
+    @property
+    def some_made(self) -> bool:
+        """A key is known to exist (no database trip): `none_made` has seen one."""
+        return self._some_made
+
     def none_made(self) -> bool:
         """Whether no key was ever made here. A revoked key counts: revoking every key must not open
         the service to anyone. Asked of the database each time until a key appears (a key made by

@@ -593,7 +593,7 @@ function showSnippets() {
   $("#snippet-python").textContent = code.python;
   $("#snippet-note").textContent = (state.keysNeeded
     ? `Put your API key in place of ${KEY_PLACEHOLDER}. `
-    : `No key is needed from this machine until one is made; then put it in place of ${KEY_PLACEHOLDER}. `) +
+    : `No key is needed from this machine until one is made (the placeholder is ignored till then); then put it in place of ${KEY_PLACEHOLDER}. `) +
     (modality === "image" ? "Send several files at once as more files= parts." : "Send several texts in one list.");
 }
 

@@ -28,8 +28,10 @@ def predict_rows(model, items: Sequence) -> list[list[str]]:
     except INPUT_ERRORS as error:
         if len(items) == 1:
             return [[str(items[0]), "", *([""] * len(model.classes)), _describe_error(error)]]
-        # One bad file fails the batch's call: find which by predicting each alone (rare, so cheap).
-        return [row for item in items for row in predict_rows(model, [item])]
+        # One bad file fails the whole call: halve until it is alone. Each half is still a batch (64
+        # single calls cost 0.9 s where the batch took 0.6), and the good files are all predicted.
+        middle = len(items) // 2
+        return predict_rows(model, items[:middle]) + predict_rows(model, items[middle:])
     return [[str(item), model.classes[int(row.argmax())], *(f"{p:.6f}" for p in row), ""]
             for item, row in zip(items, proba)]
 

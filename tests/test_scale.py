@@ -21,7 +21,9 @@ import pytest
 from typer.testing import CliRunner
 
 from smalldata.cli import app
+from tests.conftest import DATA
 from tests.test_batch_predict import save_lite0_model
+from tests.test_cli import _text_model
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                 reason="Ray is not installed (pip install -e '.[dev]' installs it)")
@@ -38,6 +40,7 @@ ray start --address=127.0.0.1:6379 {node} > {work}/node.log 2>&1
 for i in $(seq 60); do ray status --address=127.0.0.1:6379 > {work}/status.txt 2>&1 && [ "$(grep -c ' node_' {work}/status.txt)" = 2 ] && break; sleep 1; done
 cd {work}
 RAY_ADDRESS=127.0.0.1:6379 python -m smalldata predict {model} {images} --out {work}/ray.csv --ray auto --json > {work}/predict.json
+RAY_ADDRESS=127.0.0.1:6379 python -m smalldata predict {text_model} {texts} --out {work}/ray-texts.csv --ray auto -q
 python -m smalldata train {train} --unlabeled {pool} --backbone efficientnet-lite0 --ray 127.0.0.1:6379 \\
     --finetune never --no-curve --out {work}/trained > {work}/train.txt
 rm -rf "$temp"
@@ -91,6 +94,10 @@ def test_a_two_node_cluster_writes_the_same_csv_and_the_same_cache(image_model, 
     (images / "bag" / "zz-broken.png").write_bytes(b"not an image")
     pool = write_png_folder(*fashion, tmp_path / "pool", range(5000, 5040))
     local = predict_to_csv(image_model, [images], tmp_path / "local.csv")
+    text_model, _ = _text_model(tmp_path / "text-model", ["sport", "tech", "weather"])
+    texts = tmp_path / "texts.csv"
+    shutil.copy(DATA / "topics.csv", texts)  # its text column, 24 texts
+    predict_to_csv(text_model, [texts], tmp_path / "local-texts.csv")
     # The cluster's own cache: empty of embeddings (only the exported network is copied, to save its
     # export), so whatever the pool's vectors are there, Ray's workers computed them.
     cluster_cache = tmp_path / "cluster-cache"
@@ -98,7 +105,7 @@ def test_a_two_node_cluster_writes_the_same_csv_and_the_same_cache(image_model, 
     work = tmp_path / "work"
     work.mkdir()
     script = CLUSTER_SCRIPT.format(bin=Path(sys.executable).parent, node=NODE, work=work, model=image_model,
-                                   images=images, train=fashion_folder, pool=pool)
+                                   images=images, train=fashion_folder, pool=pool, text_model=text_model, texts=texts)
     monkeypatch.setenv("SMALLDATA_CACHE", str(cluster_cache))
     ran = subprocess.run(["unshare", "--net", "--pid", "--fork", "--mount-proc", "bash", "-c", script],
                          capture_output=True, text=True, timeout=600, check=False)
@@ -110,6 +117,8 @@ def test_a_two_node_cluster_writes_the_same_csv_and_the_same_cache(image_model, 
     # Byte for byte: the workers are given the local run's batches (ONNX Runtime's last digits move
     # with a batch's make-up), and write through the same rows.
     assert (work / "ray.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
+    assert (work / "ray-texts.csv").read_bytes() == (tmp_path / "local-texts.csv").read_bytes()
+    assert (work / "ray-texts.csv").read_text().count("\n") == 25
     # The pool: every vector in the cluster's cache once (training found them there, computed none
     # again), and equal to the ones embedded here.
     monkeypatch.setenv("SMALLDATA_CACHE", str(private_cache))

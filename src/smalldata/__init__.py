@@ -5,6 +5,7 @@
     model = smalldata.train(data)                      # baseline + heads, cross-validated; best refit
     model.predict(["a.jpg"]); model.save("flowers-model")
     model = smalldata.Model.load("flowers-model")
+    clf = smalldata.SmalldataClassifier().fit(X, y)  # the same, as a scikit-learn estimator
 
 The names below are imported on first use (PEP 562): `import smalldata` and the `smalldata`
 command's start-up load neither torch nor scikit-learn.
@@ -23,6 +24,7 @@ _SOURCES = {
     "Dataset": "smalldata.data",
     "Model": "smalldata.model",
     "ModelFolderError": "smalldata.errors",
+    "SmalldataClassifier": "smalldata.sklearn_api",
     "TestResult": "smalldata.evaluate",
     "load_dataset": "smalldata.data",
     "load_image_folder": "smalldata.data",
@@ -39,6 +41,7 @@ __all__ = [
     "Dataset",
     "Model",
     "ModelFolderError",
+    "SmalldataClassifier",
     "TestResult",
     "load_dataset",
     "load_image_folder",

@@ -25,6 +25,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from smalldata.data import DataError
 from smalldata.evaluate import Candidate
@@ -98,22 +100,31 @@ class DescribedHead(TensorHead, ClassifierMixin, BaseEstimator):
         self.C = C
 
     def fit(self, X, y):
-        prototypes = np.asarray(self.prototypes, dtype=np.float32)
         labels = np.array([str(label) for label in self.prototype_labels], dtype=object)
-        y = np.asarray(y, dtype=object)
-        X = np.asarray(X, dtype=np.float32).reshape(len(y), prototypes.shape[1])
-        self.classes_ = np.array(sorted(set(labels.tolist()) | set(y.tolist())), dtype=object)
-        self.zero_shot_ = len(y) == 0
-        if self.zero_shot_:
+        self.zero_shot_ = y is not None and np.asarray(y).size == 0
+        if self.zero_shot_ and self.prototypes is None:
+            raise ValueError("no examples and no class descriptions: there is nothing to fit")
+        if self.zero_shot_:  # no examples (scikit-learn's checks refuse an empty X): the descriptions alone
+            prototypes = np.asarray(self.prototypes, dtype=np.float32)
+            self.n_features_in_ = prototypes.shape[1]
+            self.classes_ = np.array(sorted(set(labels.tolist())), dtype=object)
             # Nearest description: logits are scaled cosine similarities to the described classes.
             order = np.searchsorted(self.classes_, labels)
             self.coef_ = np.zeros((len(self.classes_), prototypes.shape[1]), np.float32)
             self.coef_[order] = self.scale * _unit(prototypes)
             self.intercept_ = np.zeros(len(self.classes_), np.float32)
             return self
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
+        # No descriptions: logistic regression on the examples alone (what the prior fades to).
+        prototypes = (np.zeros((0, X.shape[1]), np.float32) if self.prototypes is None
+                      else np.asarray(self.prototypes, dtype=np.float32))
+        if len(labels):
+            y = np.asarray(y, dtype=object)
+        self.classes_ = np.array(sorted(set(labels.tolist()) | set(y.tolist())), dtype=object if len(labels) else y.dtype)
         weights = np.concatenate([np.ones(len(y)), np.full(len(labels), self.prior_strength)])
         lr = LogisticRegression(C=self.C, max_iter=3000).fit(
-            np.vstack([X, prototypes]), np.concatenate([y, labels]), sample_weight=weights)
+            np.vstack([X, prototypes]), np.concatenate([y, labels]) if len(labels) else y, sample_weight=weights)
         coef, intercept = lr.coef_, lr.intercept_
         if coef.shape[0] == 1:  # binary: sklearn keeps one row; softmax over (0, z) is its sigmoid
             coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.array([0.0, intercept[0]])
@@ -121,13 +132,15 @@ class DescribedHead(TensorHead, ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, X) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float32)
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
         if self.zero_shot_:
             X = _unit(X)
         return _softmax(X @ self.coef_.T + self.intercept_)
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        best = self.predict_proba(X).argmax(axis=1)
+        return self.classes_[best]
 
     # Saving without pickle: parameters to JSON, learned arrays to safetensors.
     def state(self) -> dict[str, np.ndarray]:
@@ -149,6 +162,7 @@ class DescribedHead(TensorHead, ClassifierMixin, BaseEstimator):
         head = cls(**params)
         head.classes_ = np.array(classes, dtype=object)
         head.coef_, head.intercept_ = state["coef"], state["intercept"]
+        head.n_features_in_ = state["coef"].shape[1]
         head.zero_shot_ = bool(state["zero_shot"][0])
         return head
 

@@ -4,8 +4,9 @@
 - a linear layer trained with cross-entropy, with the cosine loss of Barz & Denzler (2020,
   "Deep Learning on Small Datasets without Pre-Training using Cosine Loss"), or with both.
 
-`LinearHead` follows the scikit-learn contract (parameters in `__init__`, state ending in `_`),
-so `clone` and cross-validation work on it like on any estimator.
+`LinearHead` follows the scikit-learn contract (parameters in `__init__`, state ending in `_`,
+inputs checked as scikit-learn's own estimators check them), so `clone` and cross-validation work
+on it like on any estimator, and it passes scikit-learn's `check_estimator` (tests/test_sklearn_api.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from smalldata.head_io import TensorHead, register_head
 
@@ -50,8 +53,9 @@ class LinearHead(TensorHead, ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, not {self.loss!r}")
-        X = np.asarray(X, dtype=np.float32)
-        self.classes_, targets = np.unique(np.asarray(y), return_inverse=True)
+        X, y = validate_data(self, X, y, dtype=np.float32)  # finite, 2-D, as many rows as labels
+        check_classification_targets(y)
+        self.classes_, targets = np.unique(y, return_inverse=True)
         generator = torch.Generator().manual_seed(self.random_state)
         layers = self._layers(X.shape[1], len(self.classes_), generator)
         inputs = torch.from_numpy(_unit_length(X))
@@ -90,7 +94,13 @@ class LinearHead(TensorHead, ClassifierMixin, BaseEstimator):
         return cosine + COSINE_WEIGHT_OF_CROSS_ENTROPY * torch.nn.functional.cross_entropy(logits, target)
 
     def decision_function(self, X) -> np.ndarray:
-        x = _unit_length(np.asarray(X, dtype=np.float32))
+        """One score per class; with two classes, scikit-learn's one score (positive: `classes_[1]`)."""
+        logits = self._logits(X)
+        return logits[:, 1] - logits[:, 0] if len(self.classes_) == 2 else logits
+
+    def _logits(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        x = _unit_length(validate_data(self, X, dtype=np.float32, reset=False))
         output = x @ self.tensors_["0.weight"].T + self.tensors_["0.bias"]
         if self.loss == "cross-entropy":
             return output
@@ -100,13 +110,14 @@ class LinearHead(TensorHead, ClassifierMixin, BaseEstimator):
         return normalised @ self.tensors_["1.weight"].T + self.tensors_["1.bias"]
 
     def predict_proba(self, X) -> np.ndarray:
-        logits = self.decision_function(X)
+        logits = self._logits(X)
         logits = logits - logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        best = np.argmax(self._logits(X), axis=1)  # first: unfitted, it raises NotFittedError
+        return self.classes_[best]
 
     # Saving without pickle: the parameters go to JSON, the learned arrays to safetensors.
     def state(self) -> dict[str, np.ndarray]:
@@ -126,6 +137,7 @@ class LinearHead(TensorHead, ClassifierMixin, BaseEstimator):
         head = cls(**params)
         head.classes_ = np.array(classes)
         head.tensors_ = dict(state)
+        head.n_features_in_ = state["0.weight"].shape[1]
         return head
 
 

@@ -51,6 +51,11 @@ class Model:
     curve: LearningCurve | None = None  # accuracy against examples per class, extrapolated
     fine_tuning: FineTuneDecision | None = None  # what fine-tuning tried and why it was kept or not
 
+    def __repr__(self) -> str:  # the dataclass's own printed every out-of-fold probability
+        shown = ", ".join(map(repr, self.classes[:5])) + (f", ... ({len(self.classes)} in all)" if len(self.classes) > 5 else "")
+        accuracy = f", cross-validated accuracy {self.comparison.chosen.mean:.3f}" if self.comparison else ""
+        return f"Model({self.modality}s into [{shown}], {self.head_name!r} on {self.features!r}{accuracy})"
+
     def features_of(self, inputs: Sequence, progress: Progress = QUIET, embedder: Embedder = embed):
         """What the head reads: the inputs themselves, or their embeddings by `embedder` (the
         library's cached `features.embed`; the service passes its batched one)."""

@@ -29,6 +29,8 @@ from typing import Sequence
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from smalldata.data import DataError, Dataset, Pool, Skipped
 from smalldata.evaluate import Candidate
@@ -98,9 +100,13 @@ class PoolHead(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
-        X, y = np.asarray(X, dtype=np.float32), np.asarray(y)
-        pool = np.asarray(self.pool, dtype=np.float32)
-        if self.method == "self-training":
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
+        # No pool (pool=None, or an empty one): logistic regression on the labeled examples alone.
+        pool = np.zeros((0, X.shape[1]), np.float32) if self.pool is None else np.asarray(self.pool, dtype=np.float32)
+        if not len(pool):
+            indices, labels = np.zeros(0, dtype=np.int64), y[:0]
+        elif self.method == "self-training":
             indices, labels = self._self_train(X, y, pool)
         else:
             indices, labels = self._spread(X, y, pool)
@@ -133,10 +139,12 @@ class PoolHead(ClassifierMixin, BaseEstimator):
         return most_confident_per_class(distributions, classes, self.kept_share)
 
     def predict_proba(self, X) -> np.ndarray:
-        return self.head_.predict_proba(np.asarray(X, dtype=np.float32))
+        check_is_fitted(self)
+        return self.head_.predict_proba(validate_data(self, X, dtype=np.float32, reset=False))
 
     def predict(self, X) -> np.ndarray:
-        return self.head_.predict(np.asarray(X, dtype=np.float32))
+        check_is_fitted(self)
+        return self.head_.predict(validate_data(self, X, dtype=np.float32, reset=False))
 
 
 SELF_TRAINING = "self-training: logistic regression + unlabeled pool"

@@ -191,3 +191,22 @@ def test_killed_for_real_then_rerun_completes_without_duplicates(image_model, fa
     names = [row[0] for row in rows]
     assert names == [str(p) for p in iter_inputs([folder], "image")]  # each once, in order
     assert all(row[1] and not row[-1] for row in rows)
+
+
+def test_texts_spanning_lines_resume_from_a_row_cut_inside_its_quotes(tmp_path):
+    from tests.test_cli import _text_model
+
+    folder, _ = _text_model(tmp_path / "m", ["sport", "tech", "weather"])
+    texts = tmp_path / "texts.csv"
+    many = [f'"Match {i}: the striker scored,\nthen again"' if i % 3 else f"Rain on day {i}" for i in range(40)]
+    texts.write_text("text\n" + "\n".join(many) + "\n")
+    out = tmp_path / "p.csv"
+    predict_to_csv(folder, [texts], out, batch_size=8)
+    whole = out.read_bytes()
+    assert read_rows(out)[2][0] == "Match 1: the striker scored,\nthen again"
+    # Cut between the two lines of a quoted text: that row goes, the ones before it stay.
+    cut = whole.index(b"Match 20: the striker scored,\n") + len(b"Match 20: the striker scored,\n")
+    out.write_bytes(whole[:cut])
+    result = predict_to_csv(folder, [texts], out, batch_size=8)
+    assert (result.resumed, result.written) == (20, 20)
+    assert out.read_bytes() == whole  # TF-IDF's numbers do not depend on the batch

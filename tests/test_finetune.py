@@ -73,10 +73,14 @@ def test_fine_tuning_is_skipped_at_once_when_three_folds_do_not_fit_and_the_dead
     class Counting:
         def fit(self, X, y):
             fits.append(len(y))
+            self.classes_ = np.unique(y)
             return self
 
         def predict(self, X):
             return np.zeros(len(X), dtype=int)
+
+        def predict_proba(self, X):
+            return np.eye(len(self.classes_))[np.zeros(len(X), dtype=int)]
 
         def get_params(self, deep=False):
             return {}

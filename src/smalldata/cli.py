@@ -51,6 +51,8 @@ LabelColumn = typer.Option("label", "--label-column", help="CSV/TSV column holdi
 Quiet = typer.Option(False, "--quiet", "-q", help="No progress bars or tables; errors only.")
 AsJson = typer.Option(False, "--json", help="Print one JSON document to stdout instead of tables.")
 BackboneName = typer.Option(None, "--backbone", help="Use only this backbone. Default: every installed one, compared by cross-validation (efficientnet-lite0 and efficientnet-lite2 for images, all-MiniLM-L6-v2 and all-mpnet-base-v2 for texts); efficientnet-lite0+efficientnet-lite2 puts both side by side, which fine-tuning does not train.")
+Threshold = typer.Option(None, "--threshold", help="Answer 'unknown' where the top class's (calibrated) probability is below this, between 0 and 1; `train --target-precision` suggests one.")
+UnknownFloor = typer.Option(True, "--unknown/--no-unknown", help="Answer 'unknown' for inputs less sure than almost every known example on the folds (they look like no class seen in training); --no-unknown answers every input.")
 ReportFile = typer.Option(None, "--report", help="Also write a self-contained HTML report to this file (its results as JSON beside it).")
 
 
@@ -105,6 +107,7 @@ def train(
     finetune: str = typer.Option("auto", "--finetune", help="auto: keep a fine-tune only where cross-validation says it pays; always; never."),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Mirror training images when fine-tuning (--no-flip where a mirror image changes the label)."),
     tta: bool = typer.Option(False, "--tta", help="Test-time augmentation: a fine-tuned image model averages each prediction with the mirror image's (scored that way in cross-validation too)."),
+    target_precision: Optional[float] = typer.Option(None, "--target-precision", help="Also suggest the --threshold at which answers were right this often on the folds (e.g. 0.9), with the share it answered."),
     quiet: bool = Quiet,
     as_json: bool = AsJson,
     ray: Optional[str] = typer.Option(None, "--ray", help="Embed the --unlabeled pool on a Ray cluster, 'auto' (the one started here) or HOST:PORT, into the same cache (needs pip install 'smalldata[ray]')."),
@@ -118,13 +121,15 @@ def train(
     from smalldata.finetune_choice import FineTuneOptions
     from smalldata.report import training_report, write_report
     from smalldata.train import train as train_model
+    from smalldata.unknown import check_threshold
     from smalldata.unlabeled import load_pool
     from smalldata.zero_shot import zero_shot_model
 
     progress = Progress(enabled=not (quiet or as_json), console=err)
     try:
-        parse_budget(budget)  # a mistyped budget or --finetune is said at once, not after reading the data
+        parse_budget(budget)  # a mistyped budget, --finetune or --target-precision is said at once, not after reading the data
         fine_tune = FineTuneOptions(finetune, flip=flip, tta=tta)
+        check_threshold(target_precision)
         descriptions = parse_descriptions(describe, describe_file) if (describe or describe_file or describe_names) else None
         if data is None:
             if not descriptions:
@@ -148,7 +153,7 @@ def train(
             embed_pool_on_ray(pool, backbone, ray, progress=progress)
         model = train_model(dataset, backbone=backbone, evaluate=evaluate, drop_small_classes=drop_small_classes,
                             curve=curve, seed=seed, unlabeled=pool, descriptions=descriptions,
-                            budget=budget, fine_tune=fine_tune, progress=progress)
+                            budget=budget, fine_tune=fine_tune, target_precision=target_precision, progress=progress)
         model.save(out_dir)
         if report is not None:
             write_report(training_report(model, dataset, progress=progress), report)
@@ -158,6 +163,8 @@ def train(
         print(json.dumps({"model": str(out_dir), "chosen": model.head_name, "fine_tuning": model.fine_tuning.to_dict() if model.fine_tuning else None,
                           "cross_validation": model.comparison.to_dict() if model.comparison else None,
                           "learning_curve": model.curve.to_dict() if model.curve else None,
+                          "calibration": model.calibration.to_dict() if model.calibration else None,
+                          "unknown": model.unknown.to_dict() if model.unknown else None,
                           "data": model.data}))
     elif not quiet:
         if model.comparison:
@@ -167,6 +174,9 @@ def train(
             _print_curve(model.curve)
         if model.fine_tuning:
             out.print(f"fine-tuning: {model.fine_tuning.reason}")
+        for trust in (model.calibration, model.unknown):
+            if trust:
+                out.print(escape(trust.sentence()))
         out.print(f"chose [bold]{model.head_name}[/]; model saved to [bold]{escape(str(out_dir))}[/]")
         if report is not None:
             _print_report_path(report)
@@ -244,6 +254,8 @@ def predict(
     file: Optional[Path] = typer.Option(None, "--file", help="Texts to classify: a .txt with one per line, or a CSV/TSV with a text column."),
     text_column: str = TextColumn,
     top: int = typer.Option(3, help="How many classes to show per input, most probable first."),
+    threshold: Optional[float] = Threshold,
+    unknown: bool = UnknownFloor,
     quiet: bool = Quiet,
     as_json: bool = AsJson,
     out_csv: Optional[Path] = typer.Option(None, "--out", "-o", help="Write a CSV instead (input, label, each class's probability, error), streamed in batches: for folders or CSVs of any size. A rerun after an interruption goes on where it stopped."),
@@ -261,14 +273,15 @@ def predict(
 
     try:
         model = Model.load(model_dir)
+        cut_off = model.cut_off(threshold, unknown=unknown)
         items = _prediction_inputs(model, inputs or [], file, text_column)
         proba = model.predict_proba(items, progress=Progress(enabled=not (quiet or as_json), console=err))
     except USER_ERRORS as error:
         _fail(error)
     results = []
-    for item, row in zip(items, proba):
+    for item, row, label in zip(items, proba, model.answer(proba, threshold=threshold, unknown=unknown)):
         order = row.argsort()[::-1]
-        results.append({"input": str(item), "label": model.classes[order[0]],
+        results.append({"input": str(item), "label": label,
                         "probabilities": {model.classes[i]: round(float(row[i]), 4) for i in order}})
     if as_json:
         print(json.dumps(results))
@@ -279,6 +292,9 @@ def predict(
         table.add_row(escape(shorten(result["input"])), escape(result["label"]),
                       escape(", ".join(f"{k} {v:.2f}" for k, v in shown)))
     out.print(table)
+    if cut_off > 0:
+        out.print(f"unknown: the top class's probability was below {cut_off:.2f} (--threshold sets it; "
+                  "--no-unknown answers every input)")
 
 
 def _predict_to_csv(model_dir: Path, sources: list, out_csv: Path, *, text_column: str, overwrite: bool,
@@ -310,22 +326,27 @@ def evaluate(
     label_column: str = LabelColumn,
     json_out: Optional[Path] = typer.Option(None, "--json-out", help="Also write the results as JSON to this file."),
     report: Optional[Path] = ReportFile,
+    threshold: Optional[float] = Threshold,
+    unknown: bool = UnknownFloor,
     quiet: bool = Quiet,
     as_json: bool = AsJson,
 ) -> None:
-    """Score a model on labeled examples it has not seen: accuracy, per-class precision/recall, confusion."""
+    """Score a model on labeled examples it has not seen: accuracy, per-class precision/recall, confusion;
+    and at its cut-off (--threshold, the unknown floor) the share answered and their accuracy."""
     from smalldata.data import load_dataset
     from smalldata.model import Model
     from smalldata.report import test_report, write_report
+    from smalldata.unknown import check_threshold
 
     progress = Progress(enabled=not (quiet or as_json), console=err)
     try:
+        check_threshold(threshold)
         model = Model.load(model_dir)
         dataset = load_dataset(data, label_from_name=label_from_name, text_column=text_column, label_column=label_column)
         if report is None:
-            result = model.evaluate(dataset, progress=progress)
+            result = model.evaluate(dataset, threshold=threshold, unknown=unknown, progress=progress)
         else:
-            explained = test_report(model, dataset, progress=progress)
+            explained = test_report(model, dataset, threshold=threshold, unknown=unknown, progress=progress)
             write_report(explained, report)
             result = explained.test
     except USER_ERRORS as error:
@@ -614,16 +635,23 @@ def _print_comparison(comparison: Comparison) -> None:
     from smalldata.evaluate import INFORMED_RULE
 
     baseline = comparison.baseline
-    table = Table("candidate", "mean accuracy", "spread (std)", "standard error", "vs baseline",
+    table = Table("candidate", "mean accuracy", "spread (std)", "standard error", "vs baseline", "balanced accuracy",
+                  "lowest class recall", "calibration error",
                   title=f"cross-validated accuracy ({comparison.n_repeats}x repeated stratified "
                         f"{comparison.n_splits}-fold, {comparison.n_examples} examples)")
     for score in comparison.scores:
         delta = "" if baseline is None or score is baseline else f"{100 * (score.mean - baseline.mean):+z.1f} points"
         name = f"[bold]{score.name}[/] (chosen)" if score is comparison.chosen else score.name
         table.add_row(name, f"{100 * score.mean:.1f}%", f"±{100 * score.std:.1f}",
-                      f"±{100 * score.standard_error:.1f}", delta)
+                      f"±{100 * score.standard_error:.1f}", delta, f"{100 * score.balanced_mean:.1f}%",
+                      "" if score.lowest_recall is None else f"{score.lowest_recall:.2f}",
+                      "" if score.calibration_error is None else f"{score.calibration_error:.3f}")
     out.print(table)
-    rule = "chosen: the simplest head whose mean accuracy is within one standard error of the best mean"
+    out.print("balanced accuracy: the mean of the classes' recalls; calibration error (ECE): the mean gap between "
+              "confidence and the share right, before calibration")
+    rule = f"chosen: the simplest head whose mean {comparison.metric} is within one standard error of the best mean"
+    if comparison.balanced:
+        rule += " (the classes are uneven, so balanced accuracy decides)"
     out.print(rule + (f"; then {INFORMED_RULE}" if comparison.informed else ""))
 
 
@@ -666,6 +694,13 @@ def _print_test_result(result: TestResult) -> None:
     out.print(f"accuracy on {result.n_examples} test examples: [bold]{100 * result.accuracy:.1f}%[/]")
     if result.unknown_labels:
         out.print(f"[yellow]test labels the model never saw (always counted wrong):[/] {escape(', '.join(result.unknown_labels))}")
+    if result.cut_off > 0:
+        answered = ("no known input answered" if result.answered_accuracy is None
+                    else f"{100 * result.answered_accuracy:.1f}% of those answers right")
+        out.print(f"answered at probability {result.cut_off:.2f} or more: {100 * result.coverage:.1f}% of the known "
+                  f"classes' inputs, {answered}; the rest answered 'unknown'")
+        if result.unknown_answered is not None:
+            out.print(f"inputs of classes the model never saw: {100 * (1 - result.unknown_answered):.1f}% answered 'unknown'")
     table = Table("class", "precision", "recall", "F1", "test examples", title="per class")
     for label, row in result.per_class.items():
         table.add_row(escape(label), f"{row['precision']:.2f}", f"{row['recall']:.2f}", f"{row['f1']:.2f}", str(row["support"]))

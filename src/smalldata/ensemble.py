@@ -29,10 +29,12 @@ class AveragedLogisticRegression(TensorHead, ClassifierMixin, BaseEstimator):
     def saved_params(self) -> dict:
         return {**self.get_params(), "widths": list(self.widths)}
 
-    def __init__(self, *, widths: tuple[int, ...] = (), C: float = 1.0, max_iter: int = 3000):
+    def __init__(self, *, widths: tuple[int, ...] = (), C: float = 1.0, max_iter: int = 3000,
+                 class_weight: str | None = None):
         self.widths = widths
         self.C = C
         self.max_iter = max_iter
+        self.class_weight = class_weight  # "balanced" for uneven classes, as scikit-learn's
 
     def _blocks(self, X) -> list[np.ndarray]:
         X = np.asarray(X)
@@ -42,7 +44,8 @@ class AveragedLogisticRegression(TensorHead, ClassifierMixin, BaseEstimator):
         return [X[:, end - width:end] for width, end in zip(self.widths, ends)]
 
     def fit(self, X, y) -> "AveragedLogisticRegression":
-        self.models_ = [LogisticRegression(C=self.C, max_iter=self.max_iter).fit(block, y) for block in self._blocks(X)]
+        self.models_ = [LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight=self.class_weight).fit(block, y)
+                        for block in self._blocks(X)]
         self.classes_ = self.models_[0].classes_
         return self
 

@@ -10,16 +10,21 @@ from typing import Callable, Sequence
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support, recall_score
 from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 from sklearn.utils.parallel import Parallel, delayed
 
 from smalldata.backbones import cpu_threads
+from smalldata.calibration import expected_calibration_error
 from smalldata.progress import Progress
+from smalldata.unknown import UNKNOWN
 
 MAX_SPLITS = 5
 TARGET_FITS = 10  # folds x repeats: enough fits for a spread, few enough for a CPU
 LARGE_DATASET = 1000  # from here one repeat of 5 folds is enough and repeats would cost too much
+# Classes are uneven when the largest has more than this many times the examples of the smallest:
+# then accuracy mostly measures the large classes, and the choice is made on balanced accuracy.
+UNEVEN_RATIO = 3.0
 
 
 @dataclass
@@ -41,10 +46,17 @@ class CandidateScore:
     description: str
     is_baseline: bool
     fold_accuracies: list[float]
+    fold_balanced_accuracies: list[float] = field(default_factory=list)  # mean recall over classes, per fold
+    lowest_recall: float | None = None  # the worst class's recall over every held-out prediction
+    calibration_error: float | None = None  # ECE of its held-out probabilities, before any calibration
 
     @property
     def mean(self) -> float:
         return float(np.mean(self.fold_accuracies))
+
+    @property
+    def balanced_mean(self) -> float:
+        return float(np.mean(self.fold_balanced_accuracies or self.fold_accuracies))
 
     @property
     def std(self) -> float:
@@ -55,9 +67,14 @@ class CandidateScore:
         """Standard error of the mean accuracy over the folds."""
         return self.std / math.sqrt(len(self.fold_accuracies))
 
+    def measure(self, balanced: bool) -> tuple[float, float]:
+        """(mean, standard error) over the folds of accuracy, or of balanced accuracy."""
+        folds = self.fold_balanced_accuracies if balanced and self.fold_balanced_accuracies else self.fold_accuracies
+        return float(np.mean(folds)), float(np.std(folds) / math.sqrt(len(folds)))
+
     def to_dict(self) -> dict:
         return {**asdict(self), "mean_accuracy": self.mean, "std_accuracy": self.std,
-                "standard_error": self.standard_error}
+                "standard_error": self.standard_error, "mean_balanced_accuracy": self.balanced_mean}
 
 
 @dataclass
@@ -72,6 +89,10 @@ class Comparison:
     # Candidates that bring knowledge beyond the labels (an unlabeled pool, class descriptions):
     # judged against the labeled-only choice on paired folds (see `informed_choice`).
     informed: list[str] = field(default_factory=list)
+    # Uneven classes (`UNEVEN_RATIO`): the choice is made on balanced accuracy.
+    balanced: bool = False
+    # name -> (held-out row indices, probabilities) per fold: what calibration is fit on; not saved
+    held_out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict, repr=False)
 
     @property
     def best(self) -> CandidateScore:
@@ -88,7 +109,7 @@ class Comparison:
         on new data (Hastie, Tibshirani & Friedman, The Elements of Statistical Learning, 7.10).
         """
         labeled = self.labeled_only
-        return informed_choice(self, labeled) or one_standard_error_choice(labeled)
+        return informed_choice(self, labeled) or one_standard_error_choice(labeled, balanced=self.balanced)
 
     @property
     def labeled_only(self) -> list[CandidateScore]:
@@ -103,6 +124,10 @@ class Comparison:
         return float(differences.mean()), float(differences.std())
 
     @property
+    def metric(self) -> str:
+        return "balanced accuracy" if self.balanced else "accuracy"
+
+    @property
     def baseline(self) -> CandidateScore | None:
         return next((score for score in self.scores if score.is_baseline), None)
 
@@ -114,8 +139,9 @@ class Comparison:
             "n_examples": self.n_examples,
             "best": self.best.name,
             "chosen": self.chosen.name,
-            "selection_rule": "the first head within one standard error of the best head's mean accuracy (the baseline is the reference)"
-                              + (f"; then {INFORMED_RULE}" if self.informed else ""),
+            "selection_rule": (f"the first head within one standard error of the best head's mean {self.metric} "
+                               "(the baseline is the reference)") + (f"; then {INFORMED_RULE}" if self.informed else ""),
+            "balanced": self.balanced,
             "candidates": [score.to_dict() for score in self.scores],
             "informed": list(self.informed),
             # per-fold paired gain (accuracy points) of each informed candidate over the labeled-only choice
@@ -127,14 +153,17 @@ class Comparison:
     @classmethod
     def from_dict(cls, data: dict) -> "Comparison":
         scores = [
-            CandidateScore(c["name"], c["features"], c["description"], c["is_baseline"], c["fold_accuracies"])
+            CandidateScore(c["name"], c["features"], c["description"], c["is_baseline"], c["fold_accuracies"],
+                           c.get("fold_balanced_accuracies", []), c.get("lowest_recall"), c.get("calibration_error"))
             for c in data["candidates"]
         ]
-        return cls(scores, data["n_splits"], data["n_repeats"], data["n_examples"], informed=data.get("informed", []))
+        return cls(scores, data["n_splits"], data["n_repeats"], data["n_examples"], informed=data.get("informed", []),
+                   balanced=data.get("balanced", False))
 
 
-def one_standard_error_choice(scores: Sequence[CandidateScore]) -> CandidateScore:
-    """The first head (in the order given) within one standard error of the best head's mean.
+def one_standard_error_choice(scores: Sequence[CandidateScore], *, balanced: bool = False) -> CandidateScore:
+    """The first head (in the order given) within one standard error of the best head's mean
+    accuracy (``balanced``: balanced accuracy).
 
     The baseline is measured and every head is reported against it, but it is not shipped where
     a head exists: on folds of 3-4 examples it beat every pretrained head by 13 points on an mr
@@ -142,9 +171,8 @@ def one_standard_error_choice(scores: Sequence[CandidateScore]) -> CandidateScor
     confirmation set and size, a pretrained head beat it on test (BENCHMARKS.md, "The automatic
     choice")."""
     heads = [score for score in scores if not score.is_baseline] or list(scores)  # in order of preference
-    best = max(heads, key=lambda score: score.mean)
-    threshold = best.mean - best.standard_error
-    return next(score for score in heads if score.mean >= threshold)
+    best_mean, best_error = max((score.measure(balanced) for score in heads), key=lambda measured: measured[0])
+    return next(score for score in heads if score.measure(balanced)[0] >= best_mean - best_error)
 
 
 INFORMED_TOLERANCE = 2.0  # standard errors: rejected only when the folds show harm as a one-sided test at ~2.5%
@@ -208,29 +236,57 @@ def compare(
     informed: Sequence[str] = (),
 ) -> Comparison:
     """Fit and score each candidate on each fold; `features[c.features]` is what candidate c sees.
-    `informed` names the candidates that use knowledge beyond the labels (see `informed_choice`)."""
+    `informed` names the candidates that use knowledge beyond the labels (see `informed_choice`).
+    With uneven classes (`uneven`) the choice is made on balanced accuracy."""
     y = np.asarray(labels)
     classes = np.unique(y)
     task = progress.task(f"cross-validating {len(candidates)} candidates", len(candidates) * len(folds.splits)) if progress else None
-    scores, out_of_fold = [], {}
+    scores, out_of_fold, held_out = [], {}, {}
     parallel = fits_side_by_side()
     with single_threaded_math():
         for candidate in candidates:
             X = features[candidate.features]
             fits = parallel(delayed(fit_and_predict)(candidate, X, y, classes, split) for split in folds.splits)
-            probabilities = np.zeros((len(y), len(classes)))
-            accuracies = []
+            held_out[candidate.name] = []
             for (_, test), proba in zip(folds.splits, fits):
-                probabilities[test] += proba
-                accuracies.append(float(accuracy_score(y[test], classes[proba.argmax(axis=1)])))
+                held_out[candidate.name].append((test, proba))
                 if task:
                     task.advance()
-            out_of_fold[candidate.name] = (probabilities / folds.n_repeats).tolist()
-            scores.append(CandidateScore(candidate.name, candidate.features, candidate.description,
-                                         candidate.is_baseline, accuracies))
+            scores.append(held_out_score(candidate, held_out[candidate.name], y, classes))
+            out_of_fold[candidate.name] = (sum_by_row(held_out[candidate.name], len(y), len(classes)) / folds.n_repeats).tolist()
     if task:
         task.done()
-    return Comparison(scores, folds.n_splits, folds.n_repeats, len(y), out_of_fold, informed=list(informed))
+    return Comparison(scores, folds.n_splits, folds.n_repeats, len(y), out_of_fold, informed=list(informed),
+                      balanced=uneven(labels), held_out=held_out)
+
+
+def uneven(labels: Sequence[str]) -> bool:
+    """Whether the largest class has more than `UNEVEN_RATIO` times the examples of the smallest."""
+    counts = np.unique(np.asarray(labels), return_counts=True)[1]
+    return bool(counts.max() > UNEVEN_RATIO * counts.min())
+
+
+def sum_by_row(held_out, n_rows: int, n_classes: int) -> np.ndarray:
+    total = np.zeros((n_rows, n_classes))
+    for test, proba in held_out:
+        total[test] += proba
+    return total
+
+
+def held_out_score(candidate: Candidate, held_out, y: np.ndarray, classes: np.ndarray) -> CandidateScore:
+    """A candidate's accuracy and balanced accuracy per fold, its worst class's recall and its
+    calibration error over every held-out prediction."""
+    accuracies, balanced = [], []
+    for test, proba in held_out:
+        predicted = classes[proba.argmax(axis=1)]
+        accuracies.append(float(accuracy_score(y[test], predicted)))
+        balanced.append(float(balanced_accuracy_score(y[test], predicted)))
+    rows = np.concatenate([test for test, _ in held_out])
+    proba = np.vstack([p for _, p in held_out])
+    recalls = recall_score(y[rows], classes[proba.argmax(axis=1)], labels=classes, average=None, zero_division=0)
+    calibration_error = expected_calibration_error(proba, np.searchsorted(classes, y[rows]))
+    return CandidateScore(candidate.name, candidate.features, candidate.description, candidate.is_baseline, accuracies,
+                          balanced, round(float(recalls.min()), 4), round(calibration_error, 4))
 
 
 def fits_side_by_side() -> Parallel:
@@ -303,6 +359,20 @@ class TestResult:
     confusion: list[list[int]]  # rows: true label, columns: predicted label, in `labels` order
     per_class: dict[str, dict[str, float]]  # label -> precision, recall, f1, support
     unknown_labels: list[str]  # test labels the model was never trained on
+    cut_off: float = 0.0  # the probability an answer needed (a threshold, the unknown floor)
+    coverage: float = 1.0  # share of inputs answered at that cut-off (the rest: `unknown`)
+    answered_accuracy: float | None = None  # accuracy on the answered inputs
+    unknown_answered: float | None = None  # of test inputs from classes the model never saw, the share answered
+
+    def with_cut_off(self, true_labels: Sequence[str], answers: Sequence[str], cut_off: float) -> None:
+        """Record what the cut-off did: `answers` hold a class or "unknown" per input."""
+        truth, given = np.asarray(true_labels), np.asarray(answers)
+        answered = given != UNKNOWN
+        known = np.isin(truth, [label for label in self.labels if label not in self.unknown_labels])
+        self.cut_off = round(float(cut_off), 4)
+        self.coverage = float(answered[known].mean()) if known.any() else 0.0
+        self.answered_accuracy = float((given == truth)[known & answered].mean()) if (known & answered).any() else None
+        self.unknown_answered = float(answered[~known].mean()) if (~known).any() else None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -22,14 +22,13 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
-from sklearn.base import clone
 from sklearn.metrics import accuracy_score
 
 from smalldata.backbones import RAW_INPUTS, RAW_TEXT
 from smalldata.costs import known_step_seconds, optimistic_step_seconds, step_seconds, text_length_factor
 from smalldata.data import DataError
 from smalldata.deadline import Deadline
-from smalldata.evaluate import Candidate, CandidateScore, Folds, take_rows
+from smalldata.evaluate import Candidate, CandidateScore, Folds, fit_and_predict
 from smalldata.progress import Progress
 
 MODES = ("auto", "always", "never")
@@ -98,6 +97,8 @@ class FineTuneDecision:
     measured_fold_seconds: list[float] = field(default_factory=list)
     standard_errors_required: float = STANDARD_ERRORS_REQUIRED
     stopped_early: bool = False  # the deadline's guard stopped scoring folds before the plan said
+    # (held-out row indices, probabilities) per fold scored: what calibration is fit on; not saved
+    held_out: list = field(default_factory=list, repr=False)
 
     @property
     def protocol(self) -> str:
@@ -108,7 +109,8 @@ class FineTuneDecision:
         return f"the first {self.folds_used} of the frozen candidates' {self.folds_available} folds ({why})"
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "protocol": self.protocol if self.folds_used else None}
+        saved = {k: v for k, v in asdict(self).items() if k != "held_out"}
+        return {**saved, "protocol": self.protocol if self.folds_used else None}
 
     @classmethod
     def from_dict(cls, saved: dict) -> "FineTuneDecision":
@@ -192,6 +194,7 @@ def consider(candidate: Candidate, X, y: np.ndarray, folds: Folds, frozen: Candi
     progress.log(f"fine-tuning costs about {cost.fold_seconds:.0f} s per fold and {cost.refit_seconds:.0f} s on all "
                  f"examples here; scoring it on {planned} of {len(folds.splits)} folds")
     task = progress.task(f"cross-validating {candidate.name}", planned)
+    classes = np.unique(y)
     for train, test in folds.splits[:planned]:
         # The pace measured so far, where it is slower than estimated, scales the refit too.
         pace = max(decision.measured_fold_seconds, default=cost.fold_seconds)
@@ -199,8 +202,9 @@ def consider(candidate: Candidate, X, y: np.ndarray, folds: Folds, frozen: Candi
             decision.stopped_early = True
             break
         start = time.perf_counter()
-        fitted = clone(candidate.make_estimator()).fit(take_rows(X, train), y[train])
-        decision.fold_accuracies.append(float(accuracy_score(y[test], fitted.predict(take_rows(X, test)))))
+        proba = fit_and_predict(candidate, X, y, classes, (train, test))
+        decision.held_out.append((test, proba))
+        decision.fold_accuracies.append(float(accuracy_score(y[test], classes[proba.argmax(axis=1)])))
         decision.measured_fold_seconds.append(round(time.perf_counter() - start, 1))
         decision.folds_used += 1
         task.advance()

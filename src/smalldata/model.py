@@ -20,6 +20,7 @@ import numpy as np
 
 import smalldata.head_kinds  # noqa: F401  (every head kind registered, so that any folder loads)
 from smalldata.backbones import get_backbone, reads_raw
+from smalldata.calibration import Calibration
 from smalldata.curve import LearningCurve
 from smalldata.data import as_inputs
 from smalldata.errors import DataError
@@ -30,6 +31,7 @@ from smalldata.head_io import load_head, save_head
 from smalldata.model_card import write_card
 from smalldata.model_folder import FORMAT_VERSION, ModelFolderError, parsed, read_description  # noqa: F401  (ModelFolderError: callers import it from here)
 from smalldata.progress import QUIET, Progress
+from smalldata.unknown import Abstention, answers, check_threshold
 
 
 # (inputs, backbone name, progress=...) -> one embedding row per input, as `features.embed` gives them
@@ -50,6 +52,8 @@ class Model:
     data: dict = field(default_factory=dict)  # what training saw: counts per class, skipped files
     curve: LearningCurve | None = None  # accuracy against examples per class, extrapolated
     fine_tuning: FineTuneDecision | None = None  # what fine-tuning tried and why it was kept or not
+    calibration: Calibration | None = None  # the temperature its probabilities pass through (None: as the head gives them)
+    unknown: Abstention | None = None  # when an answer is `unknown` (None: a folder from before it, or no folds)
 
     def __repr__(self) -> str:  # the dataclass's own printed every out-of-fold probability
         shown = ", ".join(map(repr, self.classes[:5])) + (f", ... ({len(self.classes)} in all)" if len(self.classes) > 5 else "")
@@ -71,21 +75,42 @@ class Model:
 
     def proba_of_features(self, features) -> np.ndarray:
         """`predict_proba` from features already computed (embeddings, or texts for RAW_TEXT heads)."""
-        return self._in_class_order(self.estimator.predict_proba(features))
+        proba = self._in_class_order(self.estimator.predict_proba(features))
+        return self.calibration.apply(proba) if self.calibration else proba
 
     def _in_class_order(self, proba) -> np.ndarray:
         """The estimator's probability columns, reordered to `classes`."""
         order = [list(self.estimator.classes_).index(label) for label in self.classes]
         return np.asarray(proba)[:, order]
 
-    def predict(self, inputs: Sequence, *, progress: Progress = QUIET) -> list[str]:
-        return [self.classes[i] for i in self.predict_proba(inputs, progress=progress).argmax(axis=1)]
+    def predict(self, inputs: Sequence, *, threshold: float | None = None, unknown: bool = False,
+                progress: Progress = QUIET) -> list[str]:
+        """The most probable class of each input; `unknown` where its calibrated probability is below
+        `threshold`, or (``unknown=True``) below the floor under which inputs look like no class seen."""
+        return self.answer(self.predict_proba(inputs, progress=progress), threshold=threshold, unknown=unknown)
 
-    def evaluate(self, dataset, *, progress: Progress = QUIET) -> TestResult:
-        """Accuracy, per-class precision and recall, and confusion matrix on labeled examples."""
+    def cut_off(self, threshold: float | None = None, *, unknown: bool = True) -> float:
+        """The probability an answer needs: the user's `threshold`, or the saved floor when higher."""
+        if self.unknown is None:  # a folder from before the floor, or a model trained without folds
+            return check_threshold(threshold) or 0.0
+        return self.unknown.cut_off(threshold, floor=unknown)
+
+    def answer(self, proba: np.ndarray, *, threshold: float | None = None, unknown: bool = True) -> list[str]:
+        """The labels `predict` gives for probabilities already computed."""
+        return answers(proba, self.classes, self.cut_off(threshold, unknown=unknown))
+
+    def evaluate(self, dataset, *, threshold: float | None = None, unknown: bool = True,
+                 progress: Progress = QUIET) -> TestResult:
+        """Accuracy (every input answered), per-class precision and recall and confusion matrix on
+        labeled examples; with the cut-off (`threshold`, the floor), the share answered and the
+        accuracy of those answers."""
         if dataset.modality != self.modality:
             raise DataError(f"this model classifies {self.modality}s, but the test data are {dataset.modality}s")
-        return score(dataset.labels, self.predict(dataset.inputs, progress=progress), self.classes)
+        proba = self.predict_proba(dataset.inputs, progress=progress)
+        result = score(dataset.labels, self.answer(proba, unknown=False), self.classes)
+        result.with_cut_off(dataset.labels, self.answer(proba, threshold=threshold, unknown=unknown),
+                            self.cut_off(threshold, unknown=unknown))
+        return result
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
@@ -103,6 +128,8 @@ class Model:
             "data": self.data,
             "learning_curve": self.curve.to_dict() if self.curve else None,
             "fine_tuning": self.fine_tuning.to_dict() if self.fine_tuning else None,
+            "calibration": self.calibration.to_dict() if self.calibration else None,
+            "unknown": self.unknown.to_dict() if self.unknown else None,
             "libraries": _library_versions(),
         }
         (folder / "model.json").write_text(json.dumps(description, indent=2) + "\n")
@@ -117,7 +144,8 @@ class Model:
         description = read_description(folder)
         estimator = load_head(folder, description)
         comparison, curve = description.get("cross_validation"), description.get("learning_curve")
-        fine_tuning = description.get("fine_tuning")
+        fine_tuning, calibration = description.get("fine_tuning"), description.get("calibration")
+        unknown = description.get("unknown")
         return cls(
             classes=list(description["labels"]),
             modality=description["modality"],
@@ -128,6 +156,8 @@ class Model:
             data=description.get("data", {}),
             curve=parsed(folder, "learning_curve", LearningCurve.from_dict, curve) if curve else None,
             fine_tuning=parsed(folder, "fine_tuning", FineTuneDecision.from_dict, fine_tuning) if fine_tuning else None,
+            calibration=parsed(folder, "calibration", Calibration.from_dict, calibration) if calibration else None,
+            unknown=parsed(folder, "unknown", Abstention.from_dict, unknown) if unknown else None,
         )
 
 

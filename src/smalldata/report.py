@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
+from smalldata.calibration import Calibration
 from smalldata.curve import LearningCurve
 from smalldata.data import DataError, Dataset, load_dataset
 from smalldata.evaluate import Comparison, TestResult, score
@@ -43,6 +44,8 @@ class Report:
     test: TestResult | None = None
     training_loss: list[float] | None = None
     findings: dict = field(default_factory=dict)  # name -> explain result (to_dict-able)
+    calibration: Calibration | None = None
+    unknown_sentence: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -53,6 +56,8 @@ class Report:
             "test": self.test.to_dict() if self.test else None,
             "training_loss": self.training_loss,
             "findings": {name: finding.to_dict() for name, finding in self.findings.items()},
+            "calibration": self.calibration.to_dict() if self.calibration else None,
+            "unknown": self.unknown_sentence,
         }
 
 
@@ -73,15 +78,19 @@ def training_report(model: Model, dataset: Dataset, *, progress: Progress = QUIE
     return Report(f"smalldata: training report ({data.source})", _model_summary(model),
                   "cross-validation (out-of-fold)", labels, confusion, comparison=comparison,
                   curve=model.curve, training_loss=getattr(model.estimator, "loss_curve_", None),
-                  findings=findings)
+                  findings=findings, **_trust(model))
 
 
-def test_report(model: Model, dataset: Dataset, *, progress: Progress = QUIET) -> Report:
-    """How the model does on a labeled test set, and whether the test set leaks training examples."""
+def test_report(model: Model, dataset: Dataset, *, threshold: float | None = None, unknown: bool = True,
+                progress: Progress = QUIET) -> Report:
+    """How the model does on a labeled test set (and at its cut-off for `unknown`, see
+    `Model.evaluate`), and whether the test set leaks training examples."""
     if dataset.modality != model.modality:
         raise DataError(f"this model classifies {model.modality}s, but the test data are {dataset.modality}s")
     probabilities = model.predict_proba(dataset.inputs, progress=progress)
-    result = score(dataset.labels, [model.classes[i] for i in probabilities.argmax(axis=1)], model.classes)
+    result = score(dataset.labels, model.answer(probabilities, unknown=False), model.classes)
+    result.with_cut_off(dataset.labels, model.answer(probabilities, threshold=threshold, unknown=unknown),
+                        model.cut_off(threshold, unknown=unknown))
     findings = {"most_confused": most_confused(result.confusion, result.labels),
                 "most_wrong": most_wrong(dataset, probabilities, classes=model.classes, limit=SHOWN)}
     training = _training_data(model)
@@ -90,7 +99,7 @@ def test_report(model: Model, dataset: Dataset, *, progress: Progress = QUIET) -
                                       dataset, _embeddings(model, dataset, progress))
     return Report(f"smalldata: test report ({dataset.source})", _model_summary(model), "test set",
                   result.labels, result.confusion, comparison=model.comparison, curve=model.curve,
-                  test=result, findings=findings)
+                  test=result, findings=findings, **_trust(model))
 
 
 def write_report(report: Report, path: str | Path) -> Path:
@@ -162,10 +171,13 @@ def render_html(report: Report) -> str:
     parts = [f"<h1>{_e(report.title)}</h1>", _model_section(report.model)]
     if report.test is not None:
         parts.append(f"<h2>Test set</h2><p>accuracy on {report.test.n_examples} test examples: "
-                     f"<b>{100 * report.test.accuracy:.1f}%</b></p>" + _per_class_table(report.test))
+                     f"<b>{100 * report.test.accuracy:.1f}%</b></p>" + _cut_off_html(report.test)
+                     + _per_class_table(report.test))
     if report.comparison is not None:
         parts.append("<h2>Candidates and the baseline</h2>" + _figure(plot_comparison, report.comparison)
                      + _comparison_table(report.comparison))
+    if report.calibration is not None:
+        parts.append(_trust_html(report))
     if report.curve is not None:
         parts.append(f"<h2>How much more data would help</h2><p>{_e(report.curve.summary)}</p>"
                      + _figure(plot_curve, report.curve))
@@ -248,11 +260,58 @@ def _model_section(model: dict) -> str:
 def _comparison_table(comparison: Comparison) -> str:
     rows = "".join(
         f"<tr><td>{_e(s.name)}{' (chosen)' if s is comparison.chosen else ''}</td><td>{100 * s.mean:.1f}%</td>"
-        f"<td>±{100 * s.std:.1f}</td><td>±{100 * s.standard_error:.1f}</td></tr>" for s in comparison.scores)
+        f"<td>±{100 * s.std:.1f}</td><td>±{100 * s.standard_error:.1f}</td><td>{100 * s.balanced_mean:.1f}%</td>"
+        f"<td>{_maybe(s.lowest_recall, '{:.2f}')}</td><td>{_maybe(s.calibration_error, '{:.3f}')}</td></tr>"
+        for s in comparison.scores)
     protocol = f"{comparison.n_repeats}x repeated stratified {comparison.n_splits}-fold cross-validation"
     return (f"<p>{protocol}, {comparison.n_examples} examples; chosen: the simplest head within one standard "
-            f"error of the best mean</p><table><tr><th>candidate</th><th>mean accuracy</th><th>spread (std)</th>"
-            f"<th>standard error</th></tr>{rows}</table>")
+            f"error of the best mean {comparison.metric}</p><table><tr><th>candidate</th><th>mean accuracy</th>"
+            "<th>spread (std)</th><th>standard error</th><th>balanced accuracy</th><th>lowest class recall</th>"
+            f"<th>calibration error (ECE, before calibration)</th></tr>{rows}</table>")
+
+
+def _maybe(value, form: str) -> str:
+    return "" if value is None else form.format(value)
+
+
+def _trust(model: Model) -> dict:
+    return {"calibration": model.calibration, "unknown_sentence": model.unknown.sentence() if model.unknown else None}
+
+
+def _trust_html(report: Report) -> str:
+    calibration = report.calibration
+    unknown = f"<p>{_e(report.unknown_sentence)}</p>" if report.unknown_sentence else ""
+    return (f"<h2>How far the probabilities can be trusted</h2><p>{_e(calibration.sentence())}; "
+            f"{calibration.n_examples} held-out examples (cross-fitted: each half's temperature came from the "
+            "other half). A calibrated model's bars lie on the diagonal: of the answers given with 80% "
+            "confidence, about 80% are right.</p>" + _figure(plot_reliability, calibration, size=(9, 3.6), panels=2) + unknown)
+
+
+def plot_reliability(calibration: Calibration, axes_pair) -> None:
+    """Accuracy against confidence per bin, before and after calibration (a reliability diagram)."""
+    for ax, title, table, ece in zip(axes_pair, ("before calibration", "after"),
+                                     (calibration.reliability_before, calibration.reliability_after),
+                                     (calibration.ece_before, calibration.ece_after)):
+        edges = np.asarray(table["edges"])
+        centers, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+        accuracy = [0 if a is None else a for a in table["accuracy"]]
+        ax.bar(centers, accuracy, width=0.9 * width, color="#4c72b0", label="share right")
+        ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top class's probability)", ylabel="share right",
+               title=f"{title}: ECE {ece:.3f}")
+        ax.legend(loc="upper left", fontsize=8)
+
+
+def _cut_off_html(result: TestResult) -> str:
+    if result.cut_off <= 0:
+        return ""
+    answered = ("none answered" if result.answered_accuracy is None
+                else f"{100 * result.answered_accuracy:.1f}% of those answers right")
+    said = (f"<p>answered at probability {result.cut_off:.2f} or more: {100 * result.coverage:.1f}% of the known "
+            f"classes' inputs, {answered}; the rest answered 'unknown'")
+    if result.unknown_answered is not None:
+        said += f"; of inputs from classes the model never saw, {100 * (1 - result.unknown_answered):.1f}% answered 'unknown'"
+    return said + "</p>"
 
 
 def _per_class_table(result: TestResult) -> str:
@@ -267,7 +326,7 @@ def _per_class_table(result: TestResult) -> str:
 LITERAL_TEXT = {"text.parse_math": False, "text.usetex": False}
 
 
-def _figure(plot, *args, size=(7, 4), **kwargs) -> str:
+def _figure(plot, *args, size=(7, 4), panels: int = 1, **kwargs) -> str:
     import matplotlib
     from matplotlib.figure import Figure
 
@@ -276,7 +335,7 @@ def _figure(plot, *args, size=(7, 4), **kwargs) -> str:
     # labels are made when the figure is drawn.
     with matplotlib.rc_context(LITERAL_TEXT):
         figure = Figure(figsize=size)
-        plot(*args, figure.subplots(), **kwargs)
+        plot(*args, figure.subplots(1, panels), **kwargs)
         figure.tight_layout()
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=100)

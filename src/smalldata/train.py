@@ -26,13 +26,14 @@ from sklearn.linear_model import LogisticRegression
 from smalldata.backbones import (DEFAULT_BACKBONE, cpu_threads, fine_tunable, get_backbone, installed, side_by_side,
                                  why_not_fine_tunable)
 from smalldata.baselines import image_baseline, text_baseline, tokens_for
+from smalldata.calibration import PRIOR_CENTER, calibrate
 from smalldata.curve import LearningCurve, curve_fits, learning_curve
 from smalldata.data import DataError, Dataset, require_evaluable
 from smalldata.deadline import Deadline
 from smalldata.defaults import DEFAULT_HEAD
 from smalldata.describe import DESCRIBED_HEAD, described_candidate
 from smalldata.ensemble import AveragedLogisticRegression
-from smalldata.evaluate import Candidate, Comparison, Folds, compare, cv_folds, single_threaded_math
+from smalldata.evaluate import UNEVEN_RATIO, Candidate, Comparison, Folds, compare, cv_folds, single_threaded_math, uneven
 from smalldata.features import embed
 from smalldata.finetune_choice import (FINE_TUNE_SHARE_OF_BUDGET, MIN_FOLDS, FineTuneDecision, FineTuneOptions, consider,
                                        estimated_cost, fine_tune_candidate, folds_too_small, too_costly)
@@ -40,6 +41,7 @@ from smalldata.heads import LinearHead, logistic_regression_head
 from smalldata.backbones import RAW_TEXT
 from smalldata.model import Model
 from smalldata.progress import QUIET, Progress
+from smalldata.unknown import abstention_from, check_class_names, check_threshold
 from smalldata.unlabeled import Pool, PoolHead, pool_candidates
 
 IMAGE_BASELINE_FEATURES = "colour-texture-stats"
@@ -55,9 +57,14 @@ def baseline(modality: str, inputs: Sequence = ()) -> Candidate:
                      "colour and texture statistics of a 64px thumbnail, random forest", is_baseline=True)
 
 
-def candidates(modality: str, backbone: str, inputs: Sequence = ()) -> list[Candidate]:
-    """The baseline, then the heads on one `backbone`'s embeddings; earlier ones win ties."""
-    return [baseline(modality, inputs)] + frozen_heads(backbone)
+def candidates(modality: str, backbone: str, inputs: Sequence = (), *, weighted: bool = False) -> list[Candidate]:
+    """The baseline, then the heads on one `backbone`'s embeddings; earlier ones win ties.
+    ``weighted`` (uneven classes): class-weighted logistic regression first."""
+    first = []
+    if weighted:
+        first = [Candidate(f"{DEFAULT_HEAD}{WEIGHTED}", backbone, partial(LogisticRegression, max_iter=3000, class_weight="balanced"),
+                           f"logistic regression, classes weighted by 1/count, on frozen {backbone} embeddings")]
+    return [baseline(modality, inputs)] + first + frozen_heads(backbone)
 
 
 def frozen_heads(backbone: str, *, named_by_backbone: bool = False) -> list[Candidate]:
@@ -87,21 +94,36 @@ CORE_C = {"image": 1.0, "text": 10.0}
 AVERAGE_FIRST = {"image": True, "text": False}
 
 
-def core_candidates(modality: str, networks: list[str], inputs: Sequence = ()) -> list[Candidate]:
+def core_candidates(modality: str, networks: list[str], inputs: Sequence = (), *, weighted: bool = False) -> list[Candidate]:
     """The automatic choice's frozen candidates on every installed network, most preferred first:
     logistic regression on each network (the strongest, slowest, first) and the average of their
     probabilities, placed by `AVERAGE_FIRST`. Only logistic regression: the linear heads trained
-    with torch cost most of the comparison and rarely won (BENCHMARKS.md, "The automatic choice")."""
+    with torch cost most of the comparison and rarely won (BENCHMARKS.md, "The automatic choice").
+
+    ``weighted`` (uneven classes): the same heads with class weights inversely proportional to the
+    class counts come first, each preferred in a tie over its unweighted twin."""
     C = CORE_C[modality]
-    singles = [Candidate(f"{DEFAULT_HEAD} on {n}", n, partial(LogisticRegression, C=C, max_iter=3000),
-                         f"logistic regression (C={C:g}) on frozen {n} embeddings") for n in reversed(networks)]
-    if len(networks) == 1:
-        return [baseline(modality, inputs)] + singles
-    widths = tuple(get_backbone(n).dim for n in networks)
-    averaged = Candidate(AVERAGED_HEAD, side_by_side(networks), partial(AveragedLogisticRegression, widths=widths, C=C),
-                         f"logistic regression (C={C:g}) on each of {', '.join(networks)}, probabilities averaged")
-    ordered = [averaged] + singles if AVERAGE_FIRST[modality] else singles[:1] + [averaged] + singles[1:]
+    ordered = _core_heads(modality, networks, C, None)
+    if weighted:
+        ordered = _core_heads(modality, networks, C, "balanced") + ordered
     return [baseline(modality, inputs)] + ordered
+
+
+WEIGHTED = " (class-weighted)"
+
+
+def _core_heads(modality: str, networks: list[str], C: float, class_weight: str | None) -> list[Candidate]:
+    tag, said = (WEIGHTED, ", classes weighted by 1/count") if class_weight else ("", "")
+    singles = [Candidate(f"{DEFAULT_HEAD}{tag} on {n}", n,
+                         partial(LogisticRegression, C=C, max_iter=3000, class_weight=class_weight),
+                         f"logistic regression (C={C:g}{said}) on frozen {n} embeddings") for n in reversed(networks)]
+    if len(networks) == 1:
+        return singles
+    widths = tuple(get_backbone(n).dim for n in networks)
+    averaged = Candidate(AVERAGED_HEAD + tag, side_by_side(networks),
+                         partial(AveragedLogisticRegression, widths=widths, C=C, class_weight=class_weight),
+                         f"logistic regression (C={C:g}{said}) on each of {', '.join(networks)}, probabilities averaged")
+    return [averaged] + singles if AVERAGE_FIRST[modality] else singles[:1] + [averaged] + singles[1:]
 
 
 @dataclass
@@ -127,6 +149,7 @@ def train(
     descriptions: Mapping[str, str] | None = None,
     budget: float | str | None = None,
     fine_tune: FineTuneOptions = FineTuneOptions(),
+    target_precision: float | None = None,
     progress: Progress = QUIET,
 ) -> Model:
     """Cross-validate every candidate on the same folds, refit the chosen one on all of `dataset`,
@@ -147,11 +170,17 @@ def train(
     by more than one standard error. ``fine_tune`` says how (`FineTuneOptions`: "always" keeps it
     regardless, "never" skips it; image flips and test-time mirroring).
 
+    The model's probabilities are calibrated on its held-out predictions (`smalldata.calibration`),
+    and it keeps the cut-offs under which an answer is `unknown` (`smalldata.unknown`); with
+    ``target_precision`` (e.g. 0.9) it also suggests the threshold that reached it on the folds.
+
     With ``evaluate=False`` nothing is cross-validated (possible from 1 example per class): the
     default head (logistic regression on embeddings, or with descriptions the described head) is
     fit, and the model carries no accuracy estimate.
     """
     deadline = Deadline.of(budget)
+    check_threshold(target_precision)
+    check_class_names(dataset.classes)
     networks = _networks(dataset, backbone, fine_tune)
     if evaluate:
         dataset = require_evaluable(dataset, drop_small_classes=drop_small_classes)
@@ -162,7 +191,8 @@ def train(
     decision, tuned_name, tuned = maybe_fine_tune(dataset, networks, frozen, fine_tune, deadline, progress)
     data = {**summary(dataset), **informed_summary(unlabeled, descriptions)}
     common = dict(classes=dataset.classes, modality=dataset.modality, comparison=frozen.comparison, data=data,
-                  fine_tuning=decision)
+                  fine_tuning=decision, **trust_of(dataset, frozen, decision if tuned is not None else None,
+                                                   target_precision, progress))
     if tuned is not None:  # no learning curve: it would cost a fine-tune per point
         return Model(features=tuned_name[1], head_name=tuned_name[0], estimator=tuned, **common)
     chosen = frozen.chosen
@@ -198,8 +228,12 @@ def _networks(dataset: Dataset, backbone: str | None, fine_tune: FineTuneOptions
 def compare_frozen(dataset: Dataset, networks: list[str], *, chosen_by_user: bool, evaluate: bool, seed: int,
                    unlabeled: Pool | None, descriptions: Mapping[str, str] | None, progress: Progress) -> FrozenStep:
     """Step 1: the baseline and the frozen heads (and any informed candidates) on the same folds."""
-    options = (candidates(dataset.modality, networks[0], dataset.inputs) if chosen_by_user
-               else core_candidates(dataset.modality, networks, dataset.inputs))
+    weighted = evaluate and uneven(dataset.labels)
+    if weighted:
+        progress.log(f"uneven classes (the largest has more than {UNEVEN_RATIO:g}x the examples of the smallest): "
+                     "class-weighted heads join the candidates, and the choice is made on balanced accuracy")
+    options = (candidates(dataset.modality, networks[0], dataset.inputs, weighted=weighted) if chosen_by_user
+               else core_candidates(dataset.modality, networks, dataset.inputs, weighted=weighted))
     # Extra knowledge (an unlabeled pool, class descriptions) comes in as more candidates on the
     # same folds, on the strongest network: judged against the labeled-only choice, they must not
     # start from weaker embeddings than it.
@@ -267,6 +301,28 @@ def maybe_fine_tune(dataset: Dataset, networks: list[str], frozen: FrozenStep, o
     if not decision.kept:
         return decision, None, None
     return decision, *_fit_kept(fine_tune_candidate(dataset.modality, network, options), X, y, progress)
+
+
+def trust_of(dataset: Dataset, frozen: FrozenStep, tuned: FineTuneDecision | None, target_precision: float | None,
+             progress: Progress) -> dict:
+    """The shipped candidate's temperature and its `unknown` cut-offs, both from its own held-out
+    predictions (none without folds)."""
+    if frozen.comparison is None or (tuned is not None and not tuned.held_out):
+        return {}  # no held-out predictions (no folds; a fine-tune kept by --finetune always unscored)
+    if tuned is not None:
+        held_out, center = tuned.held_out, PRIOR_CENTER["other"]
+    else:
+        held_out = frozen.comparison.held_out[frozen.chosen.name]
+        logistic = frozen.chosen.name.startswith((DEFAULT_HEAD, AVERAGED_HEAD))
+        center = PRIOR_CENTER["logistic" if logistic else "other"]
+    calibration = calibrate(held_out, dataset.labels, dataset.classes, center=center)
+    rows = np.concatenate([index for index, _ in held_out])
+    proba = calibration.apply(np.vstack([p for _, p in held_out]))
+    truth = np.searchsorted(dataset.classes, np.asarray(dataset.labels)[rows])
+    unknown = abstention_from(proba, truth, target_precision=target_precision)
+    progress.log(calibration.sentence())
+    progress.log(unknown.sentence())
+    return {"calibration": calibration, "unknown": unknown}
 
 
 def _fit_kept(candidate: Candidate, X, y, progress: Progress):

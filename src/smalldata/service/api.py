@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from smalldata.data import Dataset
 from smalldata.deadline import DEFAULT_BUDGET, parse_budget
 from smalldata.features import hash_bytes
+from smalldata.evaluate import UNEVEN_RATIO
 from smalldata.intervals import wilson
 from smalldata.service import auth
 from smalldata.service.blobs import sha256
@@ -236,6 +237,11 @@ def project_out(db, project: Project) -> ProjectOut:
                       budget_s=budget_of(project), budget_is_default=project.budget_s is None)
 
 
+Threshold = Annotated[float | None, Query(ge=0, le=1, description="answer 'unknown' where the top class's calibrated "
+                                                                  "probability is below this")]
+UnknownFloor = Annotated[bool, Query(description="answer 'unknown' for inputs that look like no class seen in training")]
+
+
 def problems(counts: dict[str, int]) -> list[str]:
     """What stops training or weakens it, in words, before anything is trained."""
     found = []
@@ -246,9 +252,18 @@ def problems(counts: dict[str, int]) -> list[str]:
             found.append(f"class {label!r} has {n} example: cross-validation needs at least 2 per class")
         elif n < 5:
             found.append(f"class {label!r} has only {n} examples: accuracy estimates will be rough; 10 or more per class are better")
-    if counts and max(counts.values()) >= 5 * max(1, min(counts.values())):
-        found.append("the classes are very unbalanced (one has 5x the examples of another): the small ones will be predicted less often")
+    if counts and uneven_counts(counts):
+        largest = max(counts, key=counts.get)
+        behind = [label for label, n in counts.items() if counts[largest] > UNEVEN_RATIO * n]
+        found.append(f"{'class' if len(behind) == 1 else 'classes'} {', '.join(map(repr, behind))} far behind "
+                     f"{largest!r} ({counts[largest]} examples; more than {UNEVEN_RATIO:g}x as many): training weighs "
+                     "classes by their counts and chooses on balanced accuracy, but more examples of the small "
+                     "classes help most")
     return found
+
+
+def uneven_counts(counts: dict[str, int]) -> bool:
+    return max(counts.values()) > UNEVEN_RATIO * min(counts.values())
 
 
 # ----------------------------------------------------------------------------------- examples
@@ -602,11 +617,16 @@ def accuracy_interval(summary: dict) -> AccuracyInterval | None:
 
 @router.post("/projects/{project_id}/predict/images", response_model=Predictions, tags=["predict"],
              responses=errors(409, 413, 415))
-def predict_images(owner: Owner, project_id: Id, request: Request, files: list[UploadFile] = File(...)):
-    """Label one or more images (multipart `files`) with the project's active version."""
+def predict_images(owner: Owner, project_id: Id, request: Request, files: list[UploadFile] = File(...),
+                   threshold: Threshold = None, unknown: UnknownFloor = True):
+    """Label one or more images (multipart `files`) with the project's active version; `unknown`
+    where the top class's probability is below `threshold` (query), or below the model's floor for
+    inputs of no known class (unless `unknown=false`)."""
     service = state(request)
     version_id, predictor = active_predictor(service, project_id, "image", owner)
-    return Predictions(version_id=version_id, predictions=predict_uploads(service, predictor, files))
+    cut_off = predictor.model.cut_off(threshold, unknown=unknown)
+    return Predictions(version_id=version_id, predictions=predict_uploads(service, predictor, files, cut_off),
+                       cut_off=cut_off)
 
 
 @router.post("/projects/{project_id}/predict/texts", response_model=Predictions, tags=["predict"],
@@ -620,7 +640,9 @@ async def predict_texts(owner: Owner, project_id: Id, body: PredictTexts, reques
     else:
         version_id, predictor = await run_in_threadpool(active_predictor, service, project_id, "text", owner)
     texts = check_batch(service, body.texts)
-    return Predictions(version_id=version_id, predictions=answers(predictor.classes, await predictor.texts_async(texts)))
+    cut_off = predictor.model.cut_off(body.threshold, unknown=body.unknown)
+    return Predictions(version_id=version_id, predictions=answers(predictor.model, await predictor.texts_async(texts), cut_off),
+                       cut_off=cut_off)
 
 
 def active_predictor(service, project_id: int, modality: str, owner: str):
@@ -646,7 +668,7 @@ def active_predictor(service, project_id: int, modality: str, owner: str):
     return found[:2]
 
 
-def predict_uploads(service, predictor, files: list[UploadFile]) -> list[dict]:
+def predict_uploads(service, predictor, files: list[UploadFile], cut_off: float = 0.0) -> list[dict]:
     if len(files) > service.limits.max_predict_batch:
         raise UploadError(413, f"{len(files)} images in one request, more than the {service.limits.max_predict_batch} allowed")
     images = []
@@ -657,11 +679,11 @@ def predict_uploads(service, predictor, files: list[UploadFile]) -> list[dict]:
         except UploadError as error:
             raise UploadError(error.status, f"{display_name(upload.filename)}: {error.message}") from error
         images.append(data)
-    return answers(predictor.classes, predictor.images(images))
+    return answers(predictor.model, predictor.images(images), cut_off)
 
 
-def predict_strings(service, predictor, texts: list[str]) -> list[dict]:
-    return answers(predictor.classes, predictor.texts(check_batch(service, texts)))
+def predict_strings(service, predictor, texts: list[str], cut_off: float = 0.0) -> list[dict]:
+    return answers(predictor.model, predictor.texts(check_batch(service, texts)), cut_off)
 
 
 def check_batch(service, texts: list[str]) -> list[str]:

@@ -29,6 +29,7 @@ from smalldata.backbones import (
 from smalldata.model import Model
 from smalldata.onnx_text import text_encoder
 from smalldata.service.batching import Batcher
+from smalldata.unknown import answers as answered
 
 KEPT_MODELS = 8
 
@@ -115,13 +116,14 @@ def image_lanes(backbone: ImageBackbone) -> list:
     return [lambda pixels, count=count: backbone.embed_pixels(np.stack(pixels), count) for count in threads]
 
 
-def answers(classes: list[str], proba: np.ndarray) -> list[dict]:
-    """One answer per input: the label, and every class's probability, most probable first."""
+def answers(model: Model, proba: np.ndarray, cut_off: float) -> list[dict]:
+    """One answer per input: the label (`unknown` below `cut_off`, see `Model.cut_off`), and every
+    class's probability, most probable first."""
     results = []
-    for row in proba:
+    classes = model.classes
+    for row, label in zip(proba, answered(proba, classes, cut_off)):
         order = np.argsort(row)[::-1]
-        results.append({"label": classes[order[0]],
-                        "probabilities": {classes[i]: round(float(row[i]), 4) for i in order}})
+        results.append({"label": label, "probabilities": {classes[i]: round(float(row[i]), 4) for i in order}})
     return results
 
 

@@ -55,6 +55,10 @@ class Relabel(BaseModel):
 
 class PredictTexts(BaseModel):
     texts: list[str] = Field(min_length=1)
+    threshold: float | None = Field(None, ge=0, le=1, description="answer 'unknown' where the top class's "
+                                    "calibrated probability is below this")
+    unknown: bool = Field(True, description="answer 'unknown' for inputs that look like no class seen in training "
+                          "(less sure than almost every known example was on the folds)")
 
 
 class RejectedOut(BaseModel):
@@ -150,10 +154,12 @@ class ProjectOut(BaseModel):
 
 
 class Prediction(BaseModel):
-    label: str
-    probabilities: dict[str, float]
+    label: str = Field(description="the most probable class, or 'unknown' where its probability is below cut_off")
+    probabilities: dict[str, float] = Field(description="every class's calibrated probability, most probable first")
 
 
 class Predictions(BaseModel):
     version_id: int | None
     predictions: list[Prediction]
+    cut_off: float = Field(0.0, description="the probability an answer needed: the request's threshold, or the "
+                                            "model's floor for inputs of no known class when higher")

@@ -18,6 +18,7 @@ from PIL import Image
 
 from smalldata.images import ImageShapeError, check_shape
 from smalldata.text_utils import shorten
+from smalldata.unknown import UNKNOWN
 
 IMAGE_FORMATS = {"JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF"}
 
@@ -70,6 +71,9 @@ def check_label(label: str, limits: Limits) -> str:
         raise UploadError(422, f"the label is longer than {limits.max_label_chars} characters: use a shorter class name")
     if any(unicodedata.category(ch).startswith("C") for ch in label):
         raise UploadError(422, "the label contains control characters: use plain text for class names")
+    if label == UNKNOWN:
+        raise UploadError(422, f"{UNKNOWN!r} is what a model answers when no class fits: name the class otherwise "
+                               "(e.g. 'other')")
     return label
 
 

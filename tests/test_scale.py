@@ -75,6 +75,12 @@ def test_an_address_that_does_not_answer_fails_fast_and_writes_nothing(image_mod
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # where `auto` looks for a cluster started here: none
     result = runner.invoke(app, ["predict", str(image_model), str(fashion_test_folder), "--out", str(out), "--ray", "auto"])
     assert result.exit_code == 2 and "no Ray cluster answers at 'auto'" in result.stderr and not out.exists()
+    # auto, where RAY_ADDRESS (or the file `ray start` leaves) names a cluster gone: at once too.
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{_free_port()}")
+    started = time.monotonic()
+    result = runner.invoke(app, ["predict", str(image_model), str(fashion_test_folder), "--out", str(out), "--ray", "auto"])
+    assert result.exit_code == 2 and "no Ray cluster answers at 127.0.0.1:" in result.stderr
+    assert time.monotonic() - started < 15 and not out.exists()
     result = runner.invoke(app, ["predict", str(image_model), str(fashion_test_folder), "--ray", "nowhere"])
     assert result.exit_code == 2 and "give --out" in result.stderr
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
+import tempfile
 from collections.abc import Iterator, Sequence
 from itertools import islice
 from pathlib import Path
@@ -44,8 +46,11 @@ def connect(address: str):
         raise DataError("--ray needs Ray, which is not installed: pip install 'smalldata[ray]'") from error
     if ray.is_initialized():
         return ray
-    if address != "auto":
-        _require_answer(address)
+    # Ray itself retries an address where nothing answers for minutes (RAY_ADDRESS=127.0.0.1:1 with
+    # auto still waited at 2 minutes): look first, for a given address and for the one auto would use.
+    known = _auto_address() if address == "auto" else address
+    if known is not None:
+        _require_answer(known)
     logging.getLogger("ray").setLevel(logging.ERROR)  # Ray Data's notes on each job would print beside our bar
     try:
         ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
@@ -58,6 +63,15 @@ def connect(address: str):
     context.enable_progress_bars = False  # the caller's bar counts rows; Ray's would print beside it
     context.print_on_execution_start = False
     return ray
+
+
+def _auto_address() -> str | None:
+    """The address `ray.init("auto")` would connect to: RAY_ADDRESS, else the one `ray start` left in
+    Ray's temporary folder; None where neither is set (Ray then says at once that none runs)."""
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    current = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    return (current.read_text().strip() or None) if current.is_file() else None
 
 
 def _require_answer(address: str) -> None:

@@ -110,7 +110,7 @@ def train(
     target_precision: Optional[float] = typer.Option(None, "--target-precision", help="Also suggest the --threshold at which answers were right this often on the folds (e.g. 0.9), with the share it answered."),
     quiet: bool = Quiet,
     as_json: bool = AsJson,
-    ray: Optional[str] = typer.Option(None, "--ray", help="Embed the --unlabeled pool on a Ray cluster, 'auto' (the one started here) or HOST:PORT, into the same cache (needs pip install 'smalldata[ray]')."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Embed the --unlabeled pool on a Ray cluster, 'auto' (the one started here) or HOST:PORT, into the same cache (needs pip install 'smalldata\\[ray]')."),
 ) -> None:
     """Read DATA, measure a baseline and heads on a pretrained backbone, keep the best, save it.
 
@@ -260,7 +260,7 @@ def predict(
     as_json: bool = AsJson,
     out_csv: Optional[Path] = typer.Option(None, "--out", "-o", help="Write a CSV instead (input, label, each class's probability, error), streamed in batches: for folders or CSVs of any size. A rerun after an interruption goes on where it stopped."),
     overwrite: bool = typer.Option(False, "--overwrite", help="With --out: start the CSV again instead of resuming it."),
-    ray: Optional[str] = typer.Option(None, "--ray", help="With --out: run the batches on a Ray cluster, 'auto' (the one started here) or HOST:PORT (needs pip install 'smalldata[ray]')."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="With --out: run the batches on a Ray cluster, 'auto' (the one started here) or HOST:PORT (needs pip install 'smalldata\\[ray]')."),
 ) -> None:
     """Label each input and give its class probabilities."""
     if out_csv is not None:  # a separate path: it streams, where the table and JSON hold every result

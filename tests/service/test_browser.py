@@ -109,6 +109,13 @@ def test_create_upload_train_and_try_an_image_in_the_browser(live_server, browse
     page.set_input_files("#try-file", {"name": "new.png", "mimeType": "image/png", "buffer": fashion_pngs["bag"][-1]})
     page.click("#try-image button")
     expect(page.locator("#predicted-label")).to_have_text("bag")
+    # A threshold on the page: under it the answer is 'unknown', with the probabilities still shown.
+    page.fill("#try-threshold", "1")
+    page.click("#try-image button")
+    expect(page.locator("#predicted-label")).to_have_text("unknown")
+    expect(page.locator("#prediction")).to_contain_text("no class reached probability 1.00")
+    expect(page.locator("#prediction")).to_contain_text("bag")
+    page.fill("#try-threshold", "")
     # The snippets on the page work as they are, once the key is put in.
     (tmp_path / "photo.jpg").write_bytes(fashion_pngs["bag"][-1])  # the service reads content, not names
     python = page.locator("#snippet-python").inner_text()

@@ -178,16 +178,21 @@ def model_router() -> APIRouter:
                 "features": model.features, "cross_validation": model.comparison.to_dict() if model.comparison else None}
 
     @router.post("/predict/images", response_model=Predictions, dependencies=keyed)
-    def predict_images(request: Request, files: list[UploadFile] = File(...)):
+    def predict_images(request: Request, files: list[UploadFile] = File(...), threshold: api.Threshold = None,
+                       unknown: api.UnknownFloor = True):
         service = api.state(request)
         require_modality(service, "image")
-        return Predictions(version_id=None, predictions=api.predict_uploads(service, service.model, files))
+        cut_off = service.model.model.cut_off(threshold, unknown=unknown)
+        return Predictions(version_id=None, predictions=api.predict_uploads(service, service.model, files, cut_off),
+                           cut_off=cut_off)
 
     @router.post("/predict/texts", response_model=Predictions, dependencies=keyed)
     def predict_texts(body: PredictTexts, request: Request):
         service = api.state(request)
         require_modality(service, "text")
-        return Predictions(version_id=None, predictions=api.predict_strings(service, service.model, body.texts))
+        cut_off = service.model.model.cut_off(body.threshold, unknown=body.unknown)
+        return Predictions(version_id=None, predictions=api.predict_strings(service, service.model, body.texts, cut_off),
+                           cut_off=cut_off)
 
     return router
 

@@ -522,12 +522,24 @@ function predictPath(kind) {
   return state.mode === "model" ? `/api/predict/${kind}` : `/api/projects/${state.project.id}/predict/${kind}`;
 }
 
+// The threshold typed on the page (empty: the model's floor), checked here as the API checks it.
+function tryThreshold() {
+  const typed = $("#try-threshold").value.trim();
+  if (!typed) return null;
+  const value = Number(typed);
+  if (!(value >= 0 && value <= 1)) throw new Error("the threshold is a probability between 0 and 1, e.g. 0.8");
+  return value;
+}
+
 function showPrediction(result) {
   const prediction = result.predictions[0];
   const rows = Object.entries(prediction.probabilities).map(([label, p]) => el("tr", {},
     el("td", {}, label), el("td", {}, el("meter", { min: 0, max: 1, value: p }, pct(p))), el("td", {}, pct(p))));
+  const why = prediction.label === "unknown"
+    ? el("p", { class: "hint" }, `no class reached probability ${result.cut_off.toFixed(2)}: the input may be of none of these classes`)
+    : el("p", { class: "hint" }, result.cut_off > 0 ? `answered: its probability is at least ${result.cut_off.toFixed(2)}` : "");
   $("#prediction").replaceChildren(el("p", { class: "label" }, "Prediction: ", el("strong", { id: "predicted-label" }, prediction.label)),
-    el("table", {}, el("tbody", {}, ...rows)));
+    why, el("table", {}, el("tbody", {}, ...rows)));
 }
 
 // Ready-to-copy calls of the predict endpoint, with this server's real URL and a placeholder key.
@@ -617,13 +629,17 @@ async function tryImage(event) {
   if (!file) throw new Error("choose an image first");
   const form = new FormData();
   form.append("files", file);
-  showPrediction(await api(predictPath("images"), { method: "POST", body: form }));
+  const threshold = tryThreshold();
+  const query = threshold === null ? "" : `?threshold=${threshold}`;
+  showPrediction(await api(predictPath("images") + query, { method: "POST", body: form }));
   $("#prediction").prepend(el("img", { src: URL.createObjectURL(file), alt: "the image you sent", class: "tried" }));
 }
 
 async function tryText(event) {
   event.preventDefault();
-  showPrediction(await api(predictPath("texts"), { method: "POST", json: { texts: [$("#try-input").value] } }));
+  const threshold = tryThreshold();
+  const body = threshold === null ? { texts: [$("#try-input").value] } : { texts: [$("#try-input").value], threshold };
+  showPrediction(await api(predictPath("texts"), { method: "POST", json: body }));
 }
 
 // -------------------------------------------------------------------------------------- setup

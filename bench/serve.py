@@ -1,6 +1,7 @@
 """Benchmark `smalldata serve`: a real server on 127.0.0.1, driven over HTTP.
 
   python -m bench.serve train     # Train -> served model, flowers12 at 10 per class; retrain after adding 10
+                                  # (--budget 0: the project's budget, instead of the CLI's default)
   python -m bench.serve predict   # p50/p99 latency and throughput, one image / one text, 1, 4, 16 clients
   python -m bench.serve poison    # 8 clients sending normal texts beside one sending malformed ones
 
@@ -110,10 +111,12 @@ def flower_zip(per_class: int, skip: int = 0) -> tuple[bytes, int]:
     return buffer.getvalue(), n
 
 
-def bench_train(data: Path) -> dict:
+def bench_train(data: Path, budget: str | None = None) -> dict:
+    """`budget`: the project's training budget (None: the service's default, the CLI's)."""
     server = Server(data)
     try:
-        project = server.post("/api/projects", json={"name": "flowers12", "modality": "image"})
+        made = {"name": "flowers12", "modality": "image", **({"budget": budget} if budget is not None else {})}
+        project = server.post("/api/projects", json=made)
         archive, n = flower_zip(10)
         added = server.post(f"/api/projects/{project['id']}/examples/zip", files={"file": ("f.zip", archive, "application/zip")})
         assert len(added["added"]) == n == 120, added["rejected"]
@@ -128,6 +131,8 @@ def bench_train(data: Path) -> dict:
         version2 = server.get(f"/api/versions/{job2['version_id']}")["summary"]
         return {"train_to_served_s": first, "n_examples": version["n_examples"], "chosen": version["chosen"],
                 "cv_accuracy": version["accuracy"]["mean"], "retrain_s": again, "retrain_n_examples": version2["n_examples"],
+                "budget_s": project["budget_s"], "retrain_chosen": version2["chosen"],
+                "fine_tuning": [(v.get("fine_tuning") or {}).get("reason") for v in (version, version2)],
                 "note": "first train in a fresh data folder; the embedding cache (SMALLDATA_CACHE) may hold flowers12 already"}
     finally:
         server.stop()
@@ -255,10 +260,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.serve",
                                      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("part", choices=["train", "predict", "poison"])
+    parser.add_argument("--budget", help="train: the project's training budget, e.g. 0 (default: the CLI's)")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"serve-data-{args.part}-", dir=RESULTS) as folder:  # the service's data: gone after
-        result = {"train": bench_train, "predict": bench_predict, "poison": bench_poison}[args.part](Path(folder))
+        if args.part == "train":
+            result = bench_train(Path(folder), args.budget)
+        else:
+            result = {"predict": bench_predict, "poison": bench_poison}[args.part](Path(folder))
     result = {"part": args.part, "machine": f"{os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "result": result}
     (RESULTS / f"serve-{args.part}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -36,6 +36,9 @@ def test_model_mode_predicts_images_and_nothing_else(model_service, fashion_pngs
     answer = model_service.post("/api/predict/images", files=files)
     assert answer.status_code == 200, answer.text
     assert [p["label"] for p in answer.json()["predictions"]] == list(fashion_pngs)
+    unsure = model_service.post("/api/predict/images?threshold=1", files=files).json()
+    assert unsure["cut_off"] == 1.0 and {p["label"] for p in unsure["predictions"]} == {"unknown"}
+    assert model_service.post("/api/predict/images?threshold=2", files=files).status_code == 422
     assert model_service.anonymous.post("/api/predict/images", files=files).status_code == 401
     assert model_service.anonymous.get("/api/model").status_code == 401
     bad = model_service.post("/api/predict/images", files={"files": ("x.png", b"GIF89a nope", "image/png")})

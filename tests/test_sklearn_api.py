@@ -114,6 +114,28 @@ def test_images_as_paths_pil_images_and_arrays_give_the_same_answers(fashion_fol
         clf.predict(arrays[0])
 
 
+def test_a_model_predicts_images_in_memory_as_it_does_their_files(fashion_folder, fashion_test_folder):
+    """Model.predict takes PIL images and arrays; file objects are cached by their bytes, so a second
+    image at the address of a first one no longer gets the first one's embedding."""
+    import io
+
+    from smalldata.features import embed
+    from smalldata.heads import logistic_regression_head
+    from smalldata.model import Model
+
+    train = smalldata.load_dataset(fashion_folder)
+    head = logistic_regression_head().fit(embed(train.inputs, "efficientnet-lite0"), train.labels)
+    model = Model(train.classes, "image", "efficientnet-lite0", "logistic regression", head)
+    tests = sorted(fashion_test_folder.rglob("*.png"))
+    expected = model.predict_proba(tests)
+    pil = [Image.open(path) for path in tests]
+    np.testing.assert_allclose(model.predict_proba(pil), expected, atol=1e-6)
+    np.testing.assert_allclose(model.predict_proba([np.asarray(image) for image in pil]), expected, atol=1e-6)
+    assert model.predict(pil[:1]) == [tests[0].parent.name]
+    for path, row in zip([tests[0], tests[-1]], [expected[0], expected[-1]]):  # one after the other, same id often
+        np.testing.assert_allclose(model.predict_proba([io.BytesIO(path.read_bytes())])[0], row, atol=1e-6)
+
+
 def test_a_models_repr_is_one_short_line(topics):
     model = smalldata.train(topics, backbone=MINILM, evaluate=True, curve=False)
     text = repr(model)

@@ -100,10 +100,34 @@ class Dataset:
 
 def as_inputs(items: Iterable, modality: str) -> list:
     """`items` as the models take them: a `Path` for each image file, a `str` for each text. An
-    image already in memory (a file object, as the service's uploads are) stays as it is."""
+    image already in memory (a file object, as the service's uploads are) stays as it is; a PIL
+    image or a numpy array (H x W x 3, or H x W grey) becomes one, PNG-encoded (lossless)."""
     if modality == "image":
-        return [item if hasattr(item, "read") else Path(item) for item in items]
+        return [item if hasattr(item, "read") else _png(item) if _in_memory(item) else Path(item) for item in items]
     return [str(item) for item in items]
+
+
+def _in_memory(item) -> bool:
+    return isinstance(item, Image.Image) or hasattr(item, "__array_interface__")
+
+
+def _png(item) -> io.BytesIO:
+    """A PIL image or an image array as PNG bytes in memory: decoded later exactly as a PNG file is."""
+    if not isinstance(item, Image.Image):
+        import numpy as np
+
+        array = np.asarray(item)
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3, 4)):
+            raise DataError(f"an image array must be height x width x 3 (or grey, height x width), not {array.shape}")
+        if array.dtype != np.uint8:
+            if np.issubdtype(array.dtype, np.floating) and np.nanmax(array) <= 1.0:
+                array = array * 255.0  # floats in 0..1, as many libraries give images
+            array = np.clip(np.nan_to_num(array), 0, 255).round().astype(np.uint8)
+        item = Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array)
+    encoded = io.BytesIO()
+    item.save(encoded, format="PNG")
+    encoded.seek(0)
+    return encoded
 
 
 @dataclass

@@ -40,6 +40,12 @@ def content_key(item) -> str:
     if isinstance(item, Path):
         check_file_size(item)
         return hash_file(item)
+    if hasattr(item, "read"):  # an image in memory: its bytes (its repr named its address, which a later one reuses)
+        position = item.tell()
+        item.seek(0)
+        data = item.read()
+        item.seek(position)
+        return hash_bytes(data)
     return hash_bytes(str(item).encode("utf-8"))
 
 

@@ -210,3 +210,30 @@ def test_texts_spanning_lines_resume_from_a_row_cut_inside_its_quotes(tmp_path):
     result = predict_to_csv(folder, [texts], out, batch_size=8)
     assert (result.resumed, result.written) == (20, 20)
     assert out.read_bytes() == whole  # TF-IDF's numbers do not depend on the batch
+
+
+def test_the_label_is_what_predict_answers_unknown_below_the_threshold(tmp_path):
+    from tests.conftest import DATA
+    from tests.test_cli import _text_model
+
+    folder, _ = _text_model(tmp_path / "m", ["sport", "tech", "weather"])
+    texts = tmp_path / "texts.csv"
+    shutil.copy(DATA / "topics.csv", texts)
+    plain = runner.invoke(app, ["predict", str(folder), str(texts), "--out", str(tmp_path / "a.csv"), "-q"])
+    assert plain.exit_code == 0, plain.output
+    rows_a = read_rows(tmp_path / "a.csv")[1:]
+    top = [max(map(float, row[2:-1])) for row in rows_a]
+    distinct = sorted(set(top))
+    cut = (distinct[len(distinct) // 2 - 1] + distinct[len(distinct) // 2]) / 2  # about half fall below, none on it
+    strict = runner.invoke(app, ["predict", str(folder), str(texts), "--out", str(tmp_path / "b.csv"), "-q",
+                                 "--threshold", str(cut)])
+    assert strict.exit_code == 0, strict.output
+    rows_b = read_rows(tmp_path / "b.csv")[1:]
+    assert 0 < sum(p < cut for p in top) < len(top)
+    for row_a, row_b, p in zip(rows_a, rows_b, top):
+        assert row_b[2:] == row_a[2:]  # the same probabilities
+        assert row_b[1] == ("unknown" if p < cut else row_a[1]) and row_a[1] != "unknown"
+    table = runner.invoke(app, ["predict", str(folder), "--file", str(texts), "--threshold", str(cut), "--json"])
+    assert [r["label"] for r in json.loads(table.stdout)] == [row[1] for row in rows_b]  # as the table answers
+    bad = runner.invoke(app, ["predict", str(folder), str(texts), "--out", str(tmp_path / "c.csv"), "--threshold", "2"])
+    assert bad.exit_code == 2 and not (tmp_path / "c.csv").exists()

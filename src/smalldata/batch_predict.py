@@ -126,7 +126,8 @@ def _lines(path: Path) -> Iterator[str]:
 
 def predict_to_csv(model_dir: str | Path, sources: Sequence[str | Path], out: str | Path, *,
                    column: str | None = None, overwrite: bool = False, batch_size: int = BATCH_SIZE,
-                   ray_address: str | None = None, progress: Progress = QUIET) -> BatchResult:
+                   threshold: float | None = None, unknown: bool = True, ray_address: str | None = None,
+                   progress: Progress = QUIET) -> BatchResult:
     """Predict every input of `sources` with the model in `model_dir` into the CSV `out`, resuming a
     run that was interrupted (rows already there are kept, not predicted again). `ray_address`
     ("auto" or HOST:PORT) runs the batches on a Ray cluster instead (`smalldata.scale`)."""
@@ -134,6 +135,7 @@ def predict_to_csv(model_dir: str | Path, sources: Sequence[str | Path], out: st
     from smalldata.model import Model
 
     model = Model.load(model_dir)
+    model.cut_off(threshold, unknown=unknown)  # a threshold out of range is said before anything is read
     if ray_address is not None:  # before anything is written: an address that does not answer leaves no file
         from smalldata.scale import connect
 
@@ -155,9 +157,11 @@ def predict_to_csv(model_dir: str | Path, sources: Sequence[str | Path], out: st
         if ray_address is not None:
             from smalldata.scale import predict_batches_on_ray
 
-            batches = predict_batches_on_ray(model_dir, inputs, ray_address, batch_size=batch_size)
+            batches = predict_batches_on_ray(model_dir, inputs, ray_address, batch_size=batch_size,
+                                             threshold=threshold, unknown=unknown)
         else:
-            batches = (predict_rows(model, batch) for batch in _batched(inputs, batch_size))
+            batches = (predict_rows(model, batch, threshold=threshold, unknown=unknown)
+                       for batch in _batched(inputs, batch_size))
         for rows in batches:
             writer.writerows(rows)
             handle.flush()  # a row on disk is a row a rerun skips

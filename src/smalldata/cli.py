@@ -265,7 +265,7 @@ def predict(
     """Label each input and give its class probabilities."""
     if out_csv is not None:  # a separate path: it streams, where the table and JSON hold every result
         _predict_to_csv(model_dir, [*(inputs or []), *([file] if file else [])], out_csv, text_column=text_column,
-                        overwrite=overwrite, ray=ray, quiet=quiet, as_json=as_json)
+                        overwrite=overwrite, ray=ray, quiet=quiet, as_json=as_json, threshold=threshold, unknown=unknown)
         return
     if ray is not None:
         _fail(DataError("--ray runs batch prediction to a CSV: give --out predictions.csv too"))
@@ -298,14 +298,14 @@ def predict(
 
 
 def _predict_to_csv(model_dir: Path, sources: list, out_csv: Path, *, text_column: str, overwrite: bool,
-                    ray: Optional[str], quiet: bool, as_json: bool) -> None:
+                    ray: Optional[str], quiet: bool, as_json: bool, threshold: Optional[float], unknown: bool) -> None:
     from smalldata.batch_predict import predict_to_csv
 
     if not sources:
         _fail(DataError("give what to classify: a folder of images, image files, or a CSV (of image paths, or texts)"))
     try:
         result = predict_to_csv(model_dir, sources, out_csv, column=text_column, overwrite=overwrite, ray_address=ray,
-                                progress=Progress(enabled=not (quiet or as_json), console=err))
+                                threshold=threshold, unknown=unknown, progress=Progress(enabled=not (quiet or as_json), console=err))
     except USER_ERRORS as error:
         _fail(error)
     if as_json:

@@ -19,10 +19,12 @@ def header_of(classes: Sequence[str]) -> list[str]:
     return ["input", "label", *(f"p_{label}" for label in classes), "error"]
 
 
-def predict_rows(model, items: Sequence) -> list[list[str]]:
-    """One CSV row per item: input, label (the most probable class), each class's probability, and an
-    empty error; an item that cannot be read gets a row with its error and no label. The local run
-    and the Ray workers both write through this, so their CSVs are the same."""
+def predict_rows(model, items: Sequence, *, threshold: float | None = None, unknown: bool = True) -> list[list[str]]:
+    """One CSV row per item: input, label, each class's probability, and an empty error; an item that
+    cannot be read gets a row with its error and no label. The label is what `smalldata predict`
+    answers: the most probable class, or 'unknown' below the cut-off (`threshold`, and the model's
+    floor unless `unknown` is False; `Model.answer`). The local run and the Ray workers both write
+    through this, so their CSVs are the same."""
     try:
         proba = model.predict_proba(list(items), embedder=_embed_uncached)
     except INPUT_ERRORS as error:
@@ -31,9 +33,10 @@ def predict_rows(model, items: Sequence) -> list[list[str]]:
         # One bad file fails the whole call: halve until it is alone. Each half is still a batch (64
         # single calls cost 0.9 s where the batch took 0.6), and the good files are all predicted.
         middle = len(items) // 2
-        return predict_rows(model, items[:middle]) + predict_rows(model, items[middle:])
-    return [[str(item), model.classes[int(row.argmax())], *(f"{p:.6f}" for p in row), ""]
-            for item, row in zip(items, proba)]
+        return (predict_rows(model, items[:middle], threshold=threshold, unknown=unknown)
+                + predict_rows(model, items[middle:], threshold=threshold, unknown=unknown))
+    labels = model.answer(proba, threshold=threshold, unknown=unknown)
+    return [[str(item), label, *(f"{p:.6f}" for p in row), ""] for item, row, label in zip(items, proba, labels)]
 
 
 def _embed_uncached(items, backbone, progress=None):

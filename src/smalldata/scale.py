@@ -99,10 +99,11 @@ def _windows(items: Iterator, size: int = WINDOW) -> Iterator[list]:
 class _Predictor:
     """A Ray worker's model, loaded once; each call predicts one batch into CSV rows."""
 
-    def __init__(self, model_dir: str):
+    def __init__(self, model_dir: str, threshold: float | None, unknown: bool):
         from smalldata.model import Model
 
         self.model = Model.load(model_dir)
+        self.threshold, self.unknown = threshold, unknown
 
     def __call__(self, batch: dict) -> dict:
         from smalldata.data import as_inputs
@@ -110,15 +111,16 @@ class _Predictor:
 
         written = []
         for names, paths in zip(batch["inputs"], batch["paths"]):  # one record: one of the local run's batches
-            rows = predict_rows(self.model, as_inputs(json.loads(paths), self.model.modality))
+            rows = predict_rows(self.model, as_inputs(json.loads(paths), self.model.modality),
+                                threshold=self.threshold, unknown=self.unknown)
             for row, name in zip(rows, json.loads(names)):
                 row[0] = name  # the input as the user named it, as the local run writes it
             written.append(json.dumps(rows))
         return {"rows": np.array(written, dtype=object)}
 
 
-def predict_batches_on_ray(model_dir: str | Path, inputs: Iterator, address: str, *,
-                           batch_size: int) -> Iterator[list[list[str]]]:
+def predict_batches_on_ray(model_dir: str | Path, inputs: Iterator, address: str, *, batch_size: int,
+                           threshold: float | None = None, unknown: bool = True) -> Iterator[list[list[str]]]:
     """The CSV rows of `inputs` (image paths or texts), batch after batch in input order, predicted
     by workers of the Ray cluster at `address`."""
     ray = connect(address)
@@ -131,7 +133,7 @@ def predict_batches_on_ray(model_dir: str | Path, inputs: Iterator, address: str
                     "paths": json.dumps([_absolute(item) for item in window[start:start + batch_size]])}
                    for start in range(0, len(window), batch_size)]
         rows = ray.data.from_items(records, override_num_blocks=len(records)).map_batches(
-            _Predictor, fn_constructor_kwargs={"model_dir": model_dir}, batch_size=1, batch_format="numpy",
+            _Predictor, fn_constructor_kwargs={"model_dir": model_dir, "threshold": threshold, "unknown": unknown}, batch_size=1, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)
         for batch in rows.iter_batches(batch_size=None, batch_format="numpy"):
             for written in batch["rows"]:

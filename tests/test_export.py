@@ -20,12 +20,12 @@ from smalldata.model import Model
 DATA = Path(__file__).parent / "data"
 MINILM = "all-MiniLM-L6-v2"
 
-# The user's side: ONNX Runtime, PIL and tokenizers, with smalldata refused at import. Images are
-# decoded as the graph's metadata says (EXIF, RGB, shorter side bicubic, centre crop); texts tokenized
-# with the tokenizer files the metadata names. Probabilities and labels come back as JSON.
-RUNNER = r'''
-import importlib.abc, json, sys
-from pathlib import Path
+# The user's side: smalldata's stand-alone runner (ONNX Runtime, PIL and tokenizers), run with smalldata
+# refused at import. It decodes images as the graph's metadata says (EXIF, RGB, shorter side bicubic,
+# centre crop) and tokenizes texts with the tokenizer files the metadata names.
+RUNNER = Path(smalldata.__file__).parent / "onnx_runner.py"
+WITHOUT_SMALLDATA = f"""
+import importlib.abc, runpy, sys
 
 
 class NoSmalldata(importlib.abc.MetaPathFinder):
@@ -35,44 +35,14 @@ class NoSmalldata(importlib.abc.MetaPathFinder):
 
 
 sys.meta_path.insert(0, NoSmalldata())
-import numpy as np
-import onnxruntime as ort
-
-graph, inputs = sys.argv[1], json.loads(Path(sys.argv[2]).read_text())
-session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
-meta = session.get_modelmeta().custom_metadata_map
-feeds = {}
-if meta["modality"] == "image":
-    from PIL import Image, ImageOps
-
-    def pixels(path, size):
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
-        scale = size / min(image.size)
-        width, height = max(size, round(image.size[0] * scale)), max(size, round(image.size[1] * scale))
-        image = image.resize((width, height), Image.BICUBIC, reducing_gap=3.0)
-        left, top = (width - size) // 2, (height - size) // 2
-        return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
-
-    for spec in session.get_inputs():
-        feeds[spec.name] = np.stack([pixels(path, spec.shape[1]) for path in inputs])
-else:
-    from tokenizers import Tokenizer
-
-    for file, names in json.loads(meta["tokenizers"]).items():
-        encodings = Tokenizer.from_file(str(Path(graph).parent / file)).encode_batch(inputs)
-        feeds[names["input_ids"]] = np.array([e.ids for e in encodings], dtype=np.int64)
-        feeds[names["attention_mask"]] = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-proba = np.concatenate([session.run(["probabilities"], {k: v[i:i + 25] for k, v in feeds.items()})[0]
-                        for i in range(0, len(inputs), 25)])
-print(json.dumps({"labels": json.loads(meta["labels"]), "probabilities": proba.tolist()}))
-'''
+runpy.run_path({str(RUNNER)!r}, run_name="__main__")
+"""
 
 
 def run_exported(graph: Path, inputs: list) -> tuple[list[str], np.ndarray]:
     listing = graph.with_suffix(".inputs.json")
     listing.write_text(json.dumps([str(item) for item in inputs]))
-    done = subprocess.run([sys.executable, "-c", RUNNER, str(graph), str(listing)], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", WITHOUT_SMALLDATA, str(graph), str(listing)], capture_output=True, text=True,
                           timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     answer = json.loads(done.stdout)

@@ -103,7 +103,7 @@ def as_inputs(items: Iterable, modality: str) -> list:
     image already in memory (a file object, as the service's uploads are) stays as it is; a PIL
     image or a numpy array (H x W x 3, or H x W grey) becomes one, PNG-encoded (lossless)."""
     if modality == "image":
-        return [item if hasattr(item, "read") else _png(item) if _in_memory(item) else Path(item) for item in items]
+        return [item if hasattr(item, "read") else png_of(item) if _in_memory(item) else Path(item) for item in items]
     return [str(item) for item in items]
 
 
@@ -111,7 +111,7 @@ def _in_memory(item) -> bool:
     return isinstance(item, Image.Image) or hasattr(item, "__array_interface__")
 
 
-def _png(item) -> io.BytesIO:
+def png_of(item) -> io.BytesIO:
     """A PIL image or an image array as PNG bytes in memory: decoded later exactly as a PNG file is."""
     if not isinstance(item, Image.Image):
         import numpy as np

@@ -169,21 +169,8 @@ def _is_pil(item) -> bool:
 def _as_file(item, folder: Path, index: int):
     if _kind(item) == "file":
         return item if hasattr(item, "read") else Path(item)
+    from smalldata.data import png_of
+
     path = folder / f"{index:07d}.png"
-    _pil_image(item).save(path, format="PNG")
+    path.write_bytes(png_of(item).getvalue())  # the bytes Model.predict would make of it: the same cache key
     return path
-
-
-def _pil_image(item):
-    from PIL import Image
-
-    if _is_pil(item):
-        return item
-    array = np.asarray(item)
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3, 4)):
-        raise DataError(f"an image array must be height x width x 3 (or grey, height x width), not {array.shape}")
-    if array.dtype != np.uint8:
-        if np.issubdtype(array.dtype, np.floating) and np.nanmax(array) <= 1.0:
-            array = array * 255.0  # floats in 0..1, as many libraries give images
-        array = np.clip(np.nan_to_num(array), 0, 255).round().astype(np.uint8)
-    return Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array)

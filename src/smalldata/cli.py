@@ -270,6 +270,7 @@ def predict(
     if ray is not None:
         _fail(DataError("--ray runs batch prediction to a CSV: give --out predictions.csv too"))
     from smalldata.model import Model
+    from smalldata.unknown import UNKNOWN
 
     try:
         model = Model.load(model_dir)
@@ -292,9 +293,9 @@ def predict(
         table.add_row(escape(shorten(result["input"])), escape(result["label"]),
                       escape(", ".join(f"{k} {v:.2f}" for k, v in shown)))
     out.print(table)
-    if cut_off > 0:
-        out.print(f"unknown: the top class's probability was below {cut_off:.2f} (--threshold sets it; "
-                  "--no-unknown answers every input)")
+    if any(result["label"] == UNKNOWN for result in results):
+        out.print(f"unknown: no class reached probability {cut_off:.2f}; the input may be of none of these classes "
+                  "(--threshold sets the cut-off; --no-unknown answers every input)")
 
 
 def _predict_to_csv(model_dir: Path, sources: list, out_csv: Path, *, text_column: str, overwrite: bool,

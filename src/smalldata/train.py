@@ -192,7 +192,7 @@ def train(
     data = {**summary(dataset), **informed_summary(unlabeled, descriptions)}
     common = dict(classes=dataset.classes, modality=dataset.modality, comparison=frozen.comparison, data=data,
                   fine_tuning=decision, **trust_of(dataset, frozen, decision if tuned is not None else None,
-                                                   target_precision, progress))
+                                                   target_precision))
     if tuned is not None:  # no learning curve: it would cost a fine-tune per point
         return Model(features=tuned_name[1], head_name=tuned_name[0], estimator=tuned, **common)
     chosen = frozen.chosen
@@ -303,8 +303,8 @@ def maybe_fine_tune(dataset: Dataset, networks: list[str], frozen: FrozenStep, o
     return decision, *_fit_kept(fine_tune_candidate(dataset.modality, network, options), X, y, progress)
 
 
-def trust_of(dataset: Dataset, frozen: FrozenStep, tuned: FineTuneDecision | None, target_precision: float | None,
-             progress: Progress) -> dict:
+def trust_of(dataset: Dataset, frozen: FrozenStep, tuned: FineTuneDecision | None,
+             target_precision: float | None) -> dict:
     """The shipped candidate's temperature and its `unknown` cut-offs, both from its own held-out
     predictions (none without folds)."""
     if frozen.comparison is None or (tuned is not None and not tuned.held_out):
@@ -319,10 +319,7 @@ def trust_of(dataset: Dataset, frozen: FrozenStep, tuned: FineTuneDecision | Non
     rows = np.concatenate([index for index, _ in held_out])
     proba = calibration.apply(np.vstack([p for _, p in held_out]))
     truth = np.searchsorted(dataset.classes, np.asarray(dataset.labels)[rows])
-    unknown = abstention_from(proba, truth, target_precision=target_precision)
-    progress.log(calibration.sentence())
-    progress.log(unknown.sentence())
-    return {"calibration": calibration, "unknown": unknown}
+    return {"calibration": calibration, "unknown": abstention_from(proba, truth, target_precision=target_precision)}
 
 
 def _fit_kept(candidate: Candidate, X, y, progress: Progress):

@@ -75,8 +75,11 @@ class Abstention:
     def suggestion(self) -> str:
         if self.suggested_threshold is None:
             return f"no threshold reached {100 * self.target_precision:.0f}% precision on the folds"
-        return (f"for {100 * self.target_precision:.0f}% precision use --threshold {self.suggested_threshold:.2f} "
+        said = (f"for {100 * self.target_precision:.0f}% precision use --threshold {self.suggested_threshold:.2f} "
                 f"(on the folds it answered {100 * self.coverage:.0f}%, {100 * self.precision:.0f}% of them right)")
+        if self.suggested_threshold <= self.floor:
+            said += f"; the floor ({self.floor:.2f}) is higher, so predictions already meet it"
+        return said
 
     def to_dict(self) -> dict:
         return asdict(self)

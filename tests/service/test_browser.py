@@ -75,8 +75,12 @@ def browser():
 
 
 @pytest.mark.slow
-def test_create_upload_train_and_try_an_image_in_the_browser(live_server, browser, fashion_pngs, tmp_path):
+def test_create_upload_train_and_try_an_image_in_the_browser(live_server, browser, fashion, fashion_pngs, tmp_path):
+    from PIL import Image
     from playwright.sync_api import expect
+
+    from smalldata.demo import CLASSES
+    from tests.service.conftest import png_bytes
 
     url, key = live_server
     page = browser.new_page()
@@ -100,9 +104,16 @@ def test_create_upload_train_and_try_an_image_in_the_browser(live_server, browse
         page.click("#add-images button")
         expect(page.locator("#counts")).to_contain_text(label)
     expect(page.locator("#message")).to_contain_text("added 8 examples")
+    # A label error planted: a sneaker (none of the fixture's) uploaded as a bag.
+    images, labels = fashion
+    planted = png_bytes(Image.fromarray(images[(labels == CLASSES.index("sneaker")).nonzero()[0][50]]).convert("RGB"))
+    page.fill("#image-label", "bag")
+    page.set_input_files("#image-files", {"name": "planted.png", "mimeType": "image/png", "buffer": planted})
+    page.click("#add-images button")
+    expect(page.locator("#counts tr", has_text="bag")).to_contain_text("9")
     page.click("#train")
     expect(page.locator("#try")).to_be_visible(timeout=180_000)
-    expect(page.locator("#accuracy")).to_contain_text("of 24 examples right out of fold")
+    expect(page.locator("#accuracy")).to_contain_text("of 25 examples right out of fold")
     expect(page.locator("#accuracy")).to_contain_text("95% interval")
     assert "± 0.0%" not in page.locator("#result").inner_text()
     expect(page.locator("#confusion")).to_contain_text("sneaker")
@@ -128,6 +139,13 @@ def test_create_upload_train_and_try_an_image_in_the_browser(live_server, browse
         called = subprocess.run(["bash", "-c", curl], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
         assert called.returncode == 0 and json.loads(called.stdout)["predictions"][0]["label"] == "bag", called
     expect(page.locator("#report-link a")).to_be_visible(timeout=60_000)
+    # The planted error is suspected, and one click gives it the class the model suggests.
+    suspect = page.locator("#findings figure", has_text="labeled bag, looks like sneaker (suspected label error)")
+    expect(suspect.first).to_be_visible()
+    suspect.first.locator("button.suggested").click()
+    expect(page.locator("#message")).to_contain_text("relabeled sneaker")
+    expect(page.locator("#counts tr", has_text="bag")).to_contain_text("8")
+    expect(page.locator("#counts tr", has_text="sneaker")).to_contain_text("9")
     # Reads need the key: the model zip and the report come through fetches that send it.
     with page.expect_download() as download:
         page.click("#download")

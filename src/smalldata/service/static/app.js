@@ -151,11 +151,7 @@ async function showProject(id) {
   $("#project-view").hidden = false;
   document.body.dataset.modality = project.modality;
   $("#project-title").textContent = `${project.name} (${project.modality}s)`;
-  const counts = $("#counts tbody");
-  counts.replaceChildren(...Object.entries(project.counts).map(([label, n]) => el("tr", {}, el("td", {}, label), el("td", {}, n))));
-  if (!counts.children.length) counts.append(el("tr", {}, el("td", { colspan: 2 }, "no examples yet")));
-  $("#problems").replaceChildren(...project.problems.map((p) => el("li", {}, p)));
-  showGallery(project);
+  showData(project);
   $("#budget").value = budgetWords(project.budget_s);
   $("#budget-note").textContent = (project.budget_is_default ? "the default, as `smalldata train`; " : "") +
     "90s, 5m, 1h; 0 for the fastest (frozen backbones only). Fine-tuning is tried when its estimated cost fits.";
@@ -462,7 +458,7 @@ async function showResult(version) {
 
 // `text`: the example's text where the caller has it already (the gallery); `onChange`: after a
 // relabel or a removal (the gallery shows the new counts).
-function exampleCard(id, caption, { text = null, onChange = null } = {}) {
+function exampleCard(id, caption, { text = null, onChange = null, suggested = null } = {}) {
   const modality = state.project.modality;
   const card = el("figure", { class: "card" });
   if (modality === "image") card.append(keyedImage(`/api/examples/${id}/content`, `example ${id}`));
@@ -483,8 +479,29 @@ function exampleCard(id, caption, { text = null, onChange = null } = {}) {
       say("removed; train again to use the change", "note");
     }
   }) }, "Remove");
-  card.append(el("figcaption", {}, caption, el("br"), relabel, " ", remove));
+  // One click for the class the model suggests (a suspected label error).
+  const accept = suggested === null ? "" : el("button", { type: "button", class: "suggested", onclick: () => guarded(async () => {
+    await api(`/api/examples/${id}`, { method: "PATCH", json: { label: suggested } });
+    card.remove();
+    if (onChange) await onChange();
+    say(`relabeled ${suggested}; train again to use it`, "note");
+  }) }, `Label it ${suggested}`);
+  card.append(el("figcaption", {}, caption, el("br"), accept, accept ? " " : "", relabel, " ", remove));
   return card;
+}
+
+// The counts, the problems and the gallery; after a change from the findings, only these (the
+// result stays as it is until the next training).
+function showData(project) {
+  const counts = $("#counts tbody");
+  counts.replaceChildren(...Object.entries(project.counts).map(([label, n]) => el("tr", {}, el("td", {}, label), el("td", {}, n))));
+  if (!counts.children.length) counts.append(el("tr", {}, el("td", { colspan: 2 }, "no examples yet")));
+  $("#problems").replaceChildren(...project.problems.map((p) => el("li", {}, p)));
+  showGallery(project);
+}
+
+async function refreshCounts() {
+  showData(await api(`/api/projects/${state.project.id}`));
 }
 
 function showFindings(findings) {
@@ -492,7 +509,8 @@ function showFindings(findings) {
   box.replaceChildren();
   if (!findings) { box.append(el("p", {}, "Looking for suspect labels, outliers and near-duplicates…")); return; }
   for (const issue of (findings.label_issues || []).slice(0, 12))
-    box.append(exampleCard(issue.example_id, `labeled ${issue.given_label}, looks like ${issue.suggested_label} (suspected label error)`));
+    box.append(exampleCard(issue.example_id, `labeled ${issue.given_label}, looks like ${issue.suggested_label} (suspected label error)`,
+      { suggested: issue.suggested_label, onChange: refreshCounts }));
   for (const outlier of (findings.outliers || []).slice(0, 6))
     box.append(exampleCard(outlier.example_id, `labeled ${outlier.label}: unlike every class (outlier)`));
   for (const pair of (findings.near_duplicates || []).slice(0, 6))

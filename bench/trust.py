@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -177,23 +178,24 @@ def uneven(name: str, seeds) -> None:
 
 
 def report() -> None:
-    def grouped(kind: str, cut: int) -> dict[str, list[dict]]:
+    def grouped(kind: str) -> dict[str, list[dict]]:
+        """Results by set and size: the key without its seed (and left-out class)."""
         out = RESULTS / f"{kind}.json"
         groups: dict[str, list[dict]] = {}
         for key, value in (json.loads(out.read_text()) if out.exists() else {}).items():
-            groups.setdefault("-".join(key.split("-")[:cut] if cut else key.split("-")[:-1]), []).append(value)
+            groups.setdefault(re.sub(r"-\d+(-without-.*|-oos)?$", "", key), []).append(value)
         return groups
 
     print("| set, per class | draws | ECE as the head gives it | ECE calibrated (worst draw) | accuracy before / after |")
     print("|---|---|---|---|---|")
-    for group, rows in grouped("calibration", 0).items():
+    for group, rows in grouped("calibration").items():
         before, after = [r["ece_before"] for r in rows], [r["ece_after"] for r in rows]
         accuracy = [100 * r["accuracy_before"] for r in rows], [100 * r["accuracy_after"] for r in rows]
         print(f"| {group} | {len(rows)} | {np.mean(before):.3f} | {np.mean(after):.3f} ({max(after):.3f}) | "
               f"{np.mean(accuracy[0]):.1f} / {np.mean(accuracy[1]):.1f} |")
     print("\n| set, per class | models | AUROC mean (lowest) | known answered at the floor | unknown answered 'unknown' |")
     print("|---|---|---|---|---|")
-    for group, rows in grouped("unknown", 3).items():
+    for group, rows in grouped("unknown").items():
         auroc = [r["auroc"] for r in rows]
         print(f"| {group} | {len(rows)} | {np.mean(auroc):.3f} ({min(auroc):.3f}) | "
               f"{100 * np.mean([r['known_answered'] for r in rows]):.0f}% | "
@@ -201,7 +203,7 @@ def report() -> None:
     print("\n| set | draws | balanced accuracy: smalldata | plain logistic regression | difference (spread) | "
           "the chosen head unweighted | weighted head chosen |")
     print("|---|---|---|---|---|---|---|")
-    for group, rows in grouped("uneven", 0).items():
+    for group, rows in grouped("uneven").items():
         ours, plain = np.array([r["balanced_accuracy"] for r in rows]), np.array([r["plain_balanced_accuracy"] for r in rows])
         twin = np.array([r.get("unweighted_twin_balanced_accuracy", np.nan) for r in rows])
         weighted = sum("class-weighted" in r["head"] for r in rows)

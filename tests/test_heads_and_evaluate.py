@@ -126,3 +126,31 @@ def test_the_average_of_logistic_regressions_is_the_mean_of_each_backbones_own()
     assert {name: array.shape for name, array in averaged.state().items()} == averaged.state_shapes(3, 10)
     with pytest.raises(ValueError, match="do not split"):
         AveragedLogisticRegression(widths=(4, 5)).state_shapes(3, 10)
+
+
+def test_every_training_part_of_uneven_folds_holds_every_class():
+    labels = np.array(["big"] * 40 + ["mid"] * 10 + ["small"] * 2)
+    folds = cv_folds(labels)
+    for train, _ in folds.splits:
+        assert set(labels[train]) == {"big", "mid", "small"}
+
+
+def test_with_uneven_classes_balanced_accuracy_decides_and_the_table_says_so():
+    from sklearn.dummy import DummyClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    labels = np.array(["big"] * 40 + ["small"] * 8)
+    # Overlapping classes: logistic regression finds the small class often, at some cost overall.
+    X = rng.normal(size=(48, 2)) + np.where(labels == "small", 1.2, 0.0)[:, None]
+    always_big = Candidate("always the largest class", "x", lambda: DummyClassifier(strategy="most_frequent"))
+    weighted = Candidate("weighted logistic regression", "x", lambda: LogisticRegression(class_weight="balanced"))
+    comparison = compare([always_big, weighted], {"x": X}, labels, folds=cv_folds(labels))
+    assert comparison.balanced and comparison.metric == "balanced accuracy"
+    by_name = {s.name: s for s in comparison.scores}
+    assert by_name["always the largest class"].balanced_mean == pytest.approx(0.5)
+    assert by_name["always the largest class"].lowest_recall == 0.0
+    assert comparison.chosen.name == "weighted logistic regression"
+    assert "balanced accuracy" in comparison.to_dict()["selection_rule"]
+    even = np.array(["a"] * 10 + ["b"] * 10)
+    assert not compare([weighted], {"x": X[:20]}, even, folds=cv_folds(even)).balanced

@@ -146,3 +146,18 @@ def test_texts_without_words_train_and_keep_the_baseline_as_it_is_on_words(tmp_p
     data = smalldata.Dataset(texts, labels, "text", source="emoji")
     model = smalldata.train(data, curve=False, budget=0)
     assert model.comparison.baseline.mean > 0 and set(model.predict(["😀🎉"])) <= {"pos", "neg"}
+
+
+def test_uneven_classes_bring_class_weighted_heads_and_a_balanced_choice():
+    from tests.conftest import DATA
+
+    data = smalldata.load_dataset(DATA / "topics.csv")
+    sport = [i for i, label in enumerate(data.labels) if label == "sport"]
+    uneven = data.subset([i for i in range(len(data)) if data.labels[i] != "sport" or i in sport[:2]])
+    model = smalldata.train(uneven, budget=0, curve=False)
+    names = [score.name for score in model.comparison.scores]
+    assert model.comparison.balanced and any("class-weighted" in name for name in names)
+    assert names.index("logistic-regression (class-weighted) on all-mpnet-base-v2") < names.index(
+        "logistic-regression on all-mpnet-base-v2")  # the weighted twin is preferred in a tie
+    even = smalldata.train(data, budget=0, curve=False)
+    assert not even.comparison.balanced and not any("class-weighted" in s.name for s in even.comparison.scores)

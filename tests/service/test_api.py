@@ -657,9 +657,29 @@ def test_unlabeled_texts_are_stored_checked_and_learned_from(service, backend):
         summary = service.client.get(f"/api/projects/{pid}").json()["active_version"]["summary"]
         assert summary["n_unlabeled"] == len(UNLABELED)
         assert any("self-training" in name for name in summary["contributions"])
+        # Label these next: the ranking of `smalldata suggest`, by unlabeled id, after the report.
+        version = service.client.get(f"/api/projects/{pid}/versions").json()[0]
+        for _ in range(600):
+            if version["report_ready"]:
+                break
+            time.sleep(0.2)
+            version = service.client.get(f"/api/projects/{pid}/versions").json()[0]
+        suggested = version["findings"]["suggestions"]
+        assert 1 <= len(suggested) <= min(10, len(UNLABELED)), version["findings"]
+        first = suggested[0]
+        content = service.client.get(f"/api/unlabeled/{first['unlabeled_id']}/content")
+        assert content.status_code == 200 and content.text in UNLABELED
+        assert service.post(f"/api/unlabeled/{first['unlabeled_id']}/label", json={"label": "  "}).status_code == 422
+        assert service.anonymous.post(f"/api/unlabeled/{first['unlabeled_id']}/label", json={"label": "x"}).status_code == 401
+        labeled = service.post(f"/api/unlabeled/{first['unlabeled_id']}/label", json={"label": first["predicted_label"]})
+        assert labeled.status_code == 201 and labeled.json()["text"] == content.text
+        after = service.client.get(f"/api/projects/{pid}").json()
+        assert after["n_unlabeled"] == len(UNLABELED) - 1 and after["n_examples"] == 25  # moved, not copied nor lost
+        again = service.post(f"/api/unlabeled/{first['unlabeled_id']}/label", json={"label": "sport"})
+        assert again.status_code == 404 and "no unlabeled example" in again.json()["detail"]
     assert service.client.delete(f"/api/projects/{pid}/unlabeled", headers=service.headers).status_code == 204
     assert service.client.get(f"/api/projects/{pid}").json()["n_unlabeled"] == 0
-    assert service.client.get(f"/api/projects/{pid}").json()["n_examples"] == 24  # labeled ones untouched
+    assert service.client.get(f"/api/projects/{pid}").json()["n_examples"] == (24 if backend else 25)  # labeled ones untouched
 
 
 def test_unlabeled_images_are_checked_by_content(service, fashion_pngs):

@@ -274,10 +274,25 @@ def test_training_shows_its_budget_and_time_left_and_can_be_cancelled(browser, t
         page.fill("#budget", "0")
         page.click("#budget-form button")
         expect(page.locator("#message")).to_contain_text("frozen backbones only")
+        page.fill("#unlabeled-texts", "Heavy rain is expected overnight.\nThe goalkeeper saved a penalty.\n"
+                                      "Simmer the sauce for twenty minutes.\nClear skies and a light breeze.\n"
+                                      "The match went to extra time.")
+        page.click("#add-unlabeled button")
+        expect(page.locator("#unlabeled-count")).to_contain_text("5 unlabeled examples")
         page.click("#train")
         expect(page.locator("#accuracy")).to_contain_text("Fine-tuning: not tried: --budget 0", timeout=180_000)
+
+        # Label these next: one click takes the model's guess, and the example joins its class.
+        first = page.locator("#suggestions figure").first
+        expect(first.locator("blockquote")).to_be_visible(timeout=120_000)
+        guess = first.locator("button.suggested").inner_text().removeprefix("It is ")
+        before = int(page.locator("#counts tr", has_text=guess).locator("td").nth(1).inner_text())
+        first.locator("button.suggested").click()
+        expect(page.locator("#message")).to_contain_text(f"labeled {guess}")
+        expect(page.locator("#unlabeled-count")).to_contain_text("4 unlabeled examples")
+        expect(page.locator("#counts tr", has_text=guess).locator("td").nth(1)).to_have_text(str(before + 1))
         page.goto(url)
-        expect(page.locator("#project-list")).to_have_text("topics (texts, 24 examples, trained)")
+        expect(page.locator("#project-list")).to_have_text("topics (texts, 25 examples, trained)")
         assert not errors, errors
         page.close()
 

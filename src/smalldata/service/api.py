@@ -454,6 +454,30 @@ def delete_unlabeled(owner: Owner, project_id: Id, db=Depends(session)):
     return Response(status_code=204)
 
 
+@router.get("/unlabeled/{unlabeled_id}/content", tags=["unlabeled"],
+            responses={200: {"content": {"image/*": {}, "text/plain": {}}}})
+def unlabeled_content(owner: Reader, unlabeled_id: Id, request: Request, db=Depends(session)):
+    """The unlabeled image's bytes (or the text), for the page's "label these next"."""
+    return content_of(find(db, UnlabeledExample, unlabeled_id, owner), state(request))
+
+
+@router.post("/unlabeled/{unlabeled_id}/label", status_code=201, response_model=ExampleOut, tags=["unlabeled"],
+             responses=errors(409))
+def label_unlabeled(owner: Owner, unlabeled_id: Id, body: Relabel, request: Request, db=Depends(session)):
+    """Give an unlabeled example its class: it becomes a labeled example (the next training uses it)."""
+    unlabeled = find(db, UnlabeledExample, unlabeled_id, owner)
+    label = check_label(body.label, state(request).limits)
+    lock_project(db, db.get(Project, unlabeled.project_id))
+    example = insert_unless_present(db, Example(project_id=unlabeled.project_id, label=label,
+                                                content_hash=unlabeled.content_hash, embed_key=unlabeled.embed_key,
+                                                text=unlabeled.text, blob=unlabeled.blob))
+    db.delete(unlabeled)  # in the same commit as the labeled copy: the example is never lost nor in both
+    db.commit()
+    if example is None:  # labeled meanwhile (an upload of the same content)
+        raise HTTPException(409, "this example is a labeled example already: it has left the unlabeled ones")
+    return example
+
+
 @router.get("/projects/{project_id}/examples", response_model=list[ExampleOut], tags=["examples"])
 def list_examples(owner: Reader, project_id: Id, request: Request, label: str | None = Query(None, max_length=200),
                   offset: int = Query(0, ge=0, le=MAX_ID), limit: int = Query(100, ge=1, le=1000), db=Depends(session)):
@@ -473,10 +497,13 @@ def get_example(owner: Reader, example_id: Id, db=Depends(session)):
             responses={200: {"content": {"image/*": {}, "text/plain": {}}}})
 def example_content(owner: Reader, example_id: Id, request: Request, db=Depends(session)):
     """The image's bytes (or the text), for thumbnails on the page."""
-    example = find(db, Example, example_id, owner)
+    return content_of(find(db, Example, example_id, owner), state(request))
+
+
+def content_of(example, service) -> Response:
     if example.blob is None:
         return Response(example.text, media_type="text/plain; charset=utf-8", headers={"X-Content-Type-Options": "nosniff"})
-    data = state(request).blobs.read(example.blob)
+    data = service.blobs.read(example.blob)
     return Response(data, media_type=image_type(data), headers={"Cache-Control": "max-age=86400, immutable",
                                                                 "X-Content-Type-Options": "nosniff"})
 
@@ -698,7 +725,7 @@ def find(db, table, row_id: int, owner: str | None, *, modality: str | None = No
     """The row, if it is there and its project belongs to `owner` (None: to anyone); a row of
     another owner's project is answered as one that is not there."""
     row = db.get(table, row_id)
-    what = table.__name__.replace("ModelVersion", "model version").lower()
+    what = table.__name__.replace("ModelVersion", "model version").replace("UnlabeledExample", "unlabeled example").lower()
     project = row if table is Project or row is None else db.get(Project, row.project_id)
     if row is None or (owner is not None and project.owner != owner):
         raise HTTPException(404, f"no {what} {row_id}")

@@ -97,6 +97,21 @@ def summarize(model: Model, dataset: Dataset) -> dict:
     }
 
 
+SUGGESTED = 10  # unlabeled examples offered for labeling after each training: a page's worth
+
+
+def suggestions(model: Model, dataset: Dataset, inputs: list, ids: list[int], *, n: int = SUGGESTED) -> list[dict]:
+    """The project's unlabeled examples most worth labeling next (`smalldata suggest`'s ranking:
+    uncertain for this model, unlike each other and unlike the labeled ones), by id, best first."""
+    from smalldata.suggest import suggest
+
+    if not inputs:
+        return []
+    by_item = {str(item): i for i, item in zip(ids, inputs)}
+    return [{"unlabeled_id": by_item[str(s.item)], "predicted_label": s.predicted, "probability": s.probability}
+            for s in suggest(model, inputs, n=n, labeled=dataset.inputs)]
+
+
 def report_findings(model: Model, dataset: Dataset, example_ids: list[int], path) -> dict:
     """Write the HTML report to `path`; return its findings with example ids in place of paths."""
     report = training_report(model, dataset)

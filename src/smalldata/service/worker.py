@@ -132,9 +132,15 @@ def _train(conn, job_id: int, spec: dict, training) -> None:
     training.prepare_serving(model)
     conn.send(("model", job_id, training.summarize(model, dataset)))
     try:
-        conn.send(("report", job_id, training.report_findings(model, dataset, spec["ids"], spec["report_path"])))
+        findings = training.report_findings(model, dataset, spec["ids"], spec["report_path"])
     except Exception as error:  # the model is served already; a report that fails only says so
         conn.send(("report_failed", job_id, f"{type(error).__name__}: {error}"))
+        return
+    try:
+        findings["suggestions"] = training.suggestions(model, dataset, spec["unlabeled_inputs"], spec["unlabeled_ids"])
+    except Exception as error:  # the report stands without them
+        findings["suggestions_error"] = f"{type(error).__name__}: {error}"
+    conn.send(("report", job_id, findings))
 
 
 # ---------------------------------------------------------------------------- in the service
@@ -256,6 +262,7 @@ class JobRunner:
                 "keys": [e.embed_key for e in examples],
                 "ids": [e.id for e in examples],
                 "unlabeled_inputs": [str(self.blobs.path(u.blob)) if u.blob else u.text for u in unlabeled],
+                "unlabeled_ids": [u.id for u in unlabeled],
                 "source": f"smalldata serve: project {project.id} ({project.name})",
                 "budget_s": job.budget_s,
                 "out_dir": str(self.partial_dir / f"job-{job.id}"),

@@ -116,6 +116,16 @@ async function guarded(action) {
   }
 }
 
+// For what the page does by itself (loading a gallery page): an error is said, but the message of
+// what the user just did is not cleared first.
+async function quietly(action) {
+  try {
+    await action();
+  } catch (error) {
+    sayError(error);
+  }
+}
+
 function sayError(error) {
   say(error.message, error instanceof NeedsKey ? "hint" : "error");
 }
@@ -155,7 +165,6 @@ async function showProject(id) {
   $("#budget").value = budgetWords(project.budget_s);
   $("#budget-note").textContent = (project.budget_is_default ? "the default, as `smalldata train`; " : "") +
     "90s, 5m, 1h; 0 for the fastest (frozen backbones only). Fine-tuning is tried when its estimated cost fits.";
-  $("#unlabeled-count").textContent = `The project has ${project.n_unlabeled} unlabeled example${project.n_unlabeled === 1 ? "" : "s"}.`;
   showJob(project.latest_job);
   await showResult(project.active_version);
   await showVersions();
@@ -175,7 +184,7 @@ function showGallery(project) {
     const more = el("button", { type: "button", hidden: "" }, "Show more");
     const fold = el("details", { "data-label": label }, el("summary", {}, `${label}: ${n} example${n === 1 ? "" : "s"}`), cards, more);
     let offset = 0;
-    const page = () => guarded(async () => {
+    const page = () => quietly(async () => {
       const query = new URLSearchParams({ label, offset, limit: GALLERY_PAGE });
       const examples = await api(`/api/projects/${project.id}/examples?${query}`);
       offset += examples.length;
@@ -450,6 +459,7 @@ async function showResult(version) {
     el("li", {}, `${p.true_label} taken for ${p.predicted_label}: ${p.count} times (${pct(p.rate)} of ${p.true_label})`))
     : [el("li", {}, "none: every example was predicted right in cross-validation")]));
   showFindings(version.findings);
+  showSuggestions(version.findings);
   const report = el("a", { href: "#" }, "Open the full report");
   keyedPage(report, `/api/versions/${version.id}/report`);
   $("#report-link").replaceChildren(version.report_ready ? report : "The report is being written…");
@@ -490,6 +500,47 @@ function exampleCard(id, caption, { text = null, onChange = null, suggested = nu
   return card;
 }
 
+// The unlabeled examples worth labeling next (`smalldata suggest`'s ranking), one click each.
+function showSuggestions(findings) {
+  const box = $("#suggestions");
+  box.replaceChildren();
+  if (!findings) return;
+  const suggested = findings.suggestions || [];
+  if (!suggested.length) {
+    box.append(el("p", {}, "Add unlabeled examples (below the uploads) and train again: the ones most worth labeling show here."));
+    return;
+  }
+  for (const s of suggested) box.append(suggestionCard(s));
+}
+
+function suggestionCard(s) {
+  const id = s.unlabeled_id;
+  const card = el("figure", { class: "card" });
+  if (state.project.modality === "image") card.append(keyedImage(`/api/unlabeled/${id}/content`, `unlabeled ${id}`));
+  else api(`/api/unlabeled/${id}/content`).then((text) => card.prepend(el("blockquote", {}, firstLines(text)))).catch(() => {});
+  const give = async (label) => {
+    try {
+      await api(`/api/unlabeled/${id}/label`, { method: "POST", json: { label } });
+    } catch (error) {
+      if (/no unlabeled example/.test(error.message)) { card.remove(); throw new Error("that one was labeled or removed already"); }
+      throw error;
+    }
+    card.remove();
+    await refreshCounts();
+    say(`labeled ${label}; train again to use it`, "note");
+  };
+  const accept = el("button", { type: "button", class: "suggested", onclick: () => guarded(() => give(s.predicted_label)) },
+    `It is ${s.predicted_label}`);
+  const other = el("button", { type: "button", onclick: () => guarded(async () => {
+    const label = prompt("Its class:");
+    if (label === null) return;
+    if (!label.trim()) throw new Error("a class name cannot be empty: the example stays unlabeled");
+    await give(label.trim());
+  }) }, "Another class");
+  card.append(el("figcaption", {}, `the model says ${s.predicted_label} (${pct(s.probability)})`, el("br"), accept, " ", other));
+  return card;
+}
+
 // The counts, the problems and the gallery; after a change from the findings, only these (the
 // result stays as it is until the next training).
 function showData(project) {
@@ -497,6 +548,7 @@ function showData(project) {
   counts.replaceChildren(...Object.entries(project.counts).map(([label, n]) => el("tr", {}, el("td", {}, label), el("td", {}, n))));
   if (!counts.children.length) counts.append(el("tr", {}, el("td", { colspan: 2 }, "no examples yet")));
   $("#problems").replaceChildren(...project.problems.map((p) => el("li", {}, p)));
+  $("#unlabeled-count").textContent = `The project has ${project.n_unlabeled} unlabeled example${project.n_unlabeled === 1 ? "" : "s"}.`;
   showGallery(project);
 }
 

@@ -161,3 +161,10 @@ def test_uneven_classes_bring_class_weighted_heads_and_a_balanced_choice():
         "logistic-regression on all-mpnet-base-v2")  # the weighted twin is preferred in a tie
     even = smalldata.train(data, budget=0, curve=False)
     assert not even.comparison.balanced and not any("class-weighted" in s.name for s in even.comparison.scores)
+
+
+def test_train_given_a_table_says_what_it_takes():
+    from smalldata.data import DataError
+
+    with pytest.raises(DataError, match="SmalldataClassifier"):
+        smalldata.train({"text": ["a", "b"], "label": ["x", "y"]})

@@ -178,6 +178,9 @@ def train(
     default head (logistic regression on embeddings, or with descriptions the described head) is
     fit, and the model carries no accuracy estimate.
     """
+    if not isinstance(dataset, Dataset):
+        raise DataError(f"train takes a Dataset (smalldata.load_dataset(PATH)), not a {type(dataset).__name__}; "
+                        "for a table or lists use SmalldataClassifier().fit(df['text'], df['label'])")
     deadline = Deadline.of(budget)
     check_threshold(target_precision)
     check_class_names(dataset.classes)

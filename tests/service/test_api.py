@@ -409,6 +409,8 @@ def test_trained_project_predicts_and_shows_its_result(service, text_project):
     assert interval["n"] == 24 and interval["correct"] == sum(summary["confusion"][i][i] for i in range(3))
     assert 0.5 < interval["low"] < interval["accuracy"] <= interval["high"] <= 1 and interval["high"] - interval["low"] > 0.05
     assert version["report_ready"] and set(version["findings"]) >= {"outliers", "near_duplicates", "label_issues"}
+    curve = version["findings"]["learning_curve"]  # drawn after serving, with the report
+    assert "per class" in curve["summary"] and len(curve["points"]) >= 3 and curve["of"].startswith("logistic-regression")
     report = service.client.get(f"/api/versions/{version['id']}/report")
     assert report.status_code == 200 and "<html" in report.text.lower()
     texts = ["The referee showed a red card to the defender.", "Stir in the flour and butter.",

@@ -139,6 +139,8 @@ def test_create_upload_train_and_try_an_image_in_the_browser(live_server, browse
         called = subprocess.run(["bash", "-c", curl], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
         assert called.returncode == 0 and json.loads(called.stdout)["predictions"][0]["label"] == "bag", called
     expect(page.locator("#report-link a")).to_be_visible(timeout=60_000)
+    expect(page.locator("#curve-summary")).to_contain_text("more examples per class")
+    expect(page.locator("#curve-plot svg circle")).not_to_have_count(0)
     # The planted error is suspected, and one click gives it the class the model suggests.
     suspect = page.locator("#findings figure", has_text="labeled bag, looks like sneaker (suspected label error)")
     expect(suspect.first).to_be_visible()

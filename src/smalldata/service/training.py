@@ -112,6 +112,24 @@ def suggestions(model: Model, dataset: Dataset, inputs: list, ids: list[int], *,
             for s in suggest(model, inputs, n=n, labeled=dataset.inputs)]
 
 
+def learning_curve_findings(model: Model, dataset: Dataset) -> dict:
+    """How much more data would help, in a sentence and the points to plot. The service's training
+    draws no curve (the model is served sooner); this runs after, while the report is written: the
+    curve of logistic regression on the modality's default backbone (`smalldata curve`'s default),
+    or the chosen model's own where training drew one."""
+    from smalldata.backbones import DEFAULT_BACKBONE
+    from smalldata.defaults import DEFAULT_HEAD
+    from smalldata.train import curve_of
+
+    if model.curve is not None:
+        curve, of = model.curve, model.head_name
+    else:
+        curve = curve_of(dataset)
+        of = f"{DEFAULT_HEAD} on {DEFAULT_BACKBONE[dataset.modality]}"
+    return {"of": of, "summary": curve.summary,
+            "points": [{"per_class": p.per_class, "mean": p.mean, "std": p.std} for p in curve.points]}
+
+
 def report_findings(model: Model, dataset: Dataset, example_ids: list[int], path) -> dict:
     """Write the HTML report to `path`; return its findings with example ids in place of paths."""
     report = training_report(model, dataset)

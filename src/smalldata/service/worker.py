@@ -140,6 +140,10 @@ def _train(conn, job_id: int, spec: dict, training) -> None:
         findings["suggestions"] = training.suggestions(model, dataset, spec["unlabeled_inputs"], spec["unlabeled_ids"])
     except Exception as error:  # the report stands without them
         findings["suggestions_error"] = f"{type(error).__name__}: {error}"
+    try:
+        findings["learning_curve"] = training.learning_curve_findings(model, dataset)
+    except Exception as error:  # the report stands without it
+        findings["learning_curve_error"] = f"{type(error).__name__}: {error}"
     conn.send(("report", job_id, findings))
 
 

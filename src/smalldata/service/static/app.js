@@ -460,6 +460,7 @@ async function showResult(version) {
     : [el("li", {}, "none: every example was predicted right in cross-validation")]));
   showFindings(version.findings);
   showSuggestions(version.findings);
+  showCurve(version.findings && version.findings.learning_curve);
   const report = el("a", { href: "#" }, "Open the full report");
   keyedPage(report, `/api/versions/${version.id}/report`);
   $("#report-link").replaceChildren(version.report_ready ? report : "The report is being written…");
@@ -498,6 +499,39 @@ function exampleCard(id, caption, { text = null, onChange = null, suggested = nu
   }) }, `Label it ${suggested}`);
   card.append(el("figcaption", {}, caption, el("br"), accept, accept ? " " : "", relabel, " ", remove));
   return card;
+}
+
+// The learning curve: the sentence `smalldata curve` prints, and its points (mean ± std over folds).
+function showCurve(curve) {
+  $("#curve-plot").replaceChildren();
+  if (!curve) { $("#curve-summary").textContent = "Drawn with the report…"; return; }
+  $("#curve-summary").textContent = `${curve.summary.charAt(0).toUpperCase()}${curve.summary.slice(1)} (learning curve of ${curve.of}).`;
+  if (curve.points.length < 2) return;
+  const NS = "http://www.w3.org/2000/svg";
+  const svg = (tag, attrs, text) => {
+    const node = document.createElementNS(NS, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    if (text !== undefined) node.textContent = text;
+    return node;
+  };
+  const [w, h, left, bottom] = [360, 180, 40, 30];
+  const xs = curve.points.map((p) => p.per_class);
+  const low = Math.max(0, Math.min(...curve.points.map((p) => p.mean - p.std)) - 0.05);
+  const x = (n) => left + (w - left - 10) * (n - xs[0]) / (xs[xs.length - 1] - xs[0] || 1);
+  const y = (a) => 10 + (h - bottom - 10) * (1 - (a - low) / (1 - low || 1));
+  const plot = svg("svg", { width: w, height: h, role: "img", "aria-label": "learning curve" });
+  plot.append(svg("line", { x1: left, y1: h - bottom, x2: w - 10, y2: h - bottom, stroke: "#888" }),
+              svg("line", { x1: left, y1: 10, x2: left, y2: h - bottom, stroke: "#888" }),
+              svg("text", { x: left - 4, y: y(1) + 4, "text-anchor": "end", "font-size": 10 }, "100%"),
+              svg("text", { x: left - 4, y: y(low) + 4, "text-anchor": "end", "font-size": 10 }, pct(low)),
+              svg("text", { x: (w + left) / 2, y: h - 4, "text-anchor": "middle", "font-size": 11 }, "examples per class"),
+              svg("polyline", { points: curve.points.map((p) => `${x(p.per_class)},${y(p.mean)}`).join(" "), fill: "none", stroke: "#1f5fbf" }));
+  for (const p of curve.points) {
+    plot.append(svg("line", { x1: x(p.per_class), x2: x(p.per_class), y1: y(Math.min(1, p.mean + p.std)), y2: y(Math.max(low, p.mean - p.std)), stroke: "#1f5fbf" }),
+                svg("circle", { cx: x(p.per_class), cy: y(p.mean), r: 3, fill: "#1f5fbf" }),
+                svg("text", { x: x(p.per_class), y: h - bottom + 12, "text-anchor": "middle", "font-size": 10 }, p.per_class));
+  }
+  $("#curve-plot").append(plot);
 }
 
 // The unlabeled examples worth labeling next (`smalldata suggest`'s ranking), one click each.

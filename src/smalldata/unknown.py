@@ -12,7 +12,7 @@ model's own held-out predictions on its cross-validation folds:
 Why the confidence and not a distance in embedding space: on left-out classes of the development
 sets the top-class probability separated unknown inputs from known ones at least as well as the
 distance to the nearest training example, the distance to the nearest class mean or an energy
-score (BENCHMARKS.md, "Calibration and unknown inputs"); and it needs nothing beyond what the
+score (BENCHMARKS.md, "Calibration, unknown inputs and uneven classes"); and it needs nothing beyond what the
 model already computes, for every kind of head, fine-tuned ones included.
 """
 

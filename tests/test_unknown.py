@@ -128,3 +128,10 @@ def test_the_cli_refuses_a_bad_target_precision_before_reading_the_data(tmp_path
     refused = runner.invoke(app, ["train", str(tmp_path / "nothing-here.csv"), "--out", str(tmp_path / "m"),
                                   "--target-precision", "90"])
     assert refused.exit_code != 0 and "between 0 and 1" in refused.output
+
+
+def test_a_cut_off_near_one_is_printed_with_four_decimals_not_rounded_to_one():
+    from smalldata.unknown import shown
+
+    assert shown(0.8) == "0.80" and shown(0.9969) == "0.9969" and shown(1.0) == "1.0000"
+    assert "0.9969" in Abstention(floor=0.9969, floor_quantile=0.1, known_answered=0.9).sentence()

@@ -270,7 +270,7 @@ def predict(
     if ray is not None:
         _fail(DataError("--ray runs batch prediction to a CSV: give --out predictions.csv too"))
     from smalldata.model import Model
-    from smalldata.unknown import UNKNOWN
+    from smalldata.unknown import UNKNOWN, shown
 
     try:
         model = Model.load(model_dir)
@@ -289,12 +289,12 @@ def predict(
         return
     table = Table("input", "label", f"top {top} classes (probability)")
     for result in results:
-        shown = list(result["probabilities"].items())[:top]
+        most_probable = list(result["probabilities"].items())[:top]
         table.add_row(escape(shorten(result["input"])), escape(result["label"]),
-                      escape(", ".join(f"{k} {v:.2f}" for k, v in shown)))
+                      escape(", ".join(f"{k} {v:.2f}" for k, v in most_probable)))
     out.print(table)
     if any(result["label"] == UNKNOWN for result in results):
-        out.print(f"unknown: no class reached probability {cut_off:.2f}; the input may be of none of these classes "
+        out.print(f"unknown: no class reached probability {shown(cut_off)}; the input may be of none of these classes "
                   "(--threshold sets the cut-off; --no-unknown answers every input)")
 
 
@@ -692,13 +692,15 @@ def _print_curve(curve: LearningCurve) -> None:
 
 
 def _print_test_result(result: TestResult) -> None:
+    from smalldata.unknown import shown
+
     out.print(f"accuracy on {result.n_examples} test examples: [bold]{100 * result.accuracy:.1f}%[/]")
     if result.unknown_labels:
         out.print(f"[yellow]test labels the model never saw (always counted wrong):[/] {escape(', '.join(result.unknown_labels))}")
     if result.cut_off > 0:
         answered = ("no known input answered" if result.answered_accuracy is None
                     else f"{100 * result.answered_accuracy:.1f}% of those answers right")
-        out.print(f"answered at probability {result.cut_off:.2f} or more: {100 * result.coverage:.1f}% of the known "
+        out.print(f"answered at probability {shown(result.cut_off)} or more: {100 * result.coverage:.1f}% of the known "
                   f"classes' inputs, {answered}; the rest answered 'unknown'")
         if result.unknown_answered is not None:
             out.print(f"inputs of classes the model never saw: {100 * (1 - result.unknown_answered):.1f}% answered 'unknown'")

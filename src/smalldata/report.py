@@ -27,6 +27,7 @@ from smalldata.features import embed
 from smalldata.model import Model
 from smalldata.progress import QUIET, Progress
 from smalldata.suggest import diversity_backbone
+from smalldata.unknown import shown
 
 SHOWN = 12  # examples per table: the worst first
 THUMBNAIL = 96
@@ -307,7 +308,7 @@ def _cut_off_html(result: TestResult) -> str:
         return ""
     answered = ("none answered" if result.answered_accuracy is None
                 else f"{100 * result.answered_accuracy:.1f}% of those answers right")
-    said = (f"<p>answered at probability {result.cut_off:.2f} or more: {100 * result.coverage:.1f}% of the known "
+    said = (f"<p>answered at probability {shown(result.cut_off)} or more: {100 * result.coverage:.1f}% of the known "
             f"classes' inputs, {answered}; the rest answered 'unknown'")
     if result.unknown_answered is not None:
         said += f"; of inputs from classes the model never saw, {100 * (1 - result.unknown_answered):.1f}% answered 'unknown'"

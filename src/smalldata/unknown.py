@@ -32,6 +32,12 @@ UNKNOWN = "unknown"  # the answer below the cut-off; refused as a class name (`c
 FLOOR_QUANTILE = 0.10
 
 
+def shown(probability: float) -> str:
+    """A cut-off as printed: two decimals, or four near 1, where two would round 0.9969 up to 1.00
+    (a floor that high is common when the classes are far apart)."""
+    return f"{probability:.2f}" if probability < 0.99 else f"{probability:.4f}"
+
+
 def check_threshold(threshold: float | None) -> float | None:
     """`threshold` itself, or a `DataError` that says what is allowed."""
     if threshold is None:
@@ -65,7 +71,7 @@ class Abstention:
         return max(check_threshold(threshold) or 0.0, self.floor if floor else 0.0)
 
     def sentence(self) -> str:
-        said = (f"unknown: answered when the calibrated confidence is at least {self.floor:.2f}; below it the input "
+        said = (f"unknown: answered when the calibrated confidence is at least {shown(self.floor)}; below it the input "
                 f"looks like no class seen in training (on the folds {100 * self.known_answered:.0f}% of known "
                 f"examples were answered)")
         if self.target_precision is not None:
@@ -75,10 +81,10 @@ class Abstention:
     def suggestion(self) -> str:
         if self.suggested_threshold is None:
             return f"no threshold reached {100 * self.target_precision:.0f}% precision on the folds"
-        said = (f"for {100 * self.target_precision:.0f}% precision use --threshold {self.suggested_threshold:.2f} "
+        said = (f"for {100 * self.target_precision:.0f}% precision use --threshold {shown(self.suggested_threshold)} "
                 f"(on the folds it answered {100 * self.coverage:.0f}%, {100 * self.precision:.0f}% of them right)")
         if self.suggested_threshold <= self.floor:
-            said += f"; the floor ({self.floor:.2f}) is higher, so predictions already meet it"
+            said += f"; the floor ({shown(self.floor)}) is higher, so predictions already meet it"
         return said
 
     def to_dict(self) -> dict:

@@ -124,7 +124,7 @@ def test_create_upload_train_and_try_an_image_in_the_browser(live_server, browse
     page.fill("#try-threshold", "1")
     page.click("#try-image button")
     expect(page.locator("#predicted-label")).to_have_text("unknown")
-    expect(page.locator("#prediction")).to_contain_text("no class reached probability 1.00")
+    expect(page.locator("#prediction")).to_contain_text("no class reached probability 1.0000")
     expect(page.locator("#prediction")).to_contain_text("bag")
     page.fill("#try-threshold", "")
     # The snippets on the page work as they are, once the key is put in.

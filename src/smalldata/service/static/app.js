@@ -635,13 +635,16 @@ function tryThreshold() {
   return value;
 }
 
+// Two decimals, or four near 1, where two would round a cut-off of 0.9969 up to 1.00.
+const shownCutOff = (p) => (p < 0.99 ? p.toFixed(2) : p.toFixed(4));
+
 function showPrediction(result) {
   const prediction = result.predictions[0];
   const rows = Object.entries(prediction.probabilities).map(([label, p]) => el("tr", {},
     el("td", {}, label), el("td", {}, el("meter", { min: 0, max: 1, value: p }, pct(p))), el("td", {}, pct(p))));
   const why = prediction.label === "unknown"
-    ? el("p", { class: "hint" }, `no class reached probability ${result.cut_off.toFixed(2)}: the input may be of none of these classes`)
-    : el("p", { class: "hint" }, result.cut_off > 0 ? `answered: its probability is at least ${result.cut_off.toFixed(2)}` : "");
+    ? el("p", { class: "hint" }, `no class reached probability ${shownCutOff(result.cut_off)}: the input may be of none of these classes`)
+    : el("p", { class: "hint" }, result.cut_off > 0 ? `answered: its probability is at least ${shownCutOff(result.cut_off)}` : "");
   $("#prediction").replaceChildren(el("p", { class: "label" }, "Prediction: ", el("strong", { id: "predicted-label" }, prediction.label)),
     why, el("table", {}, el("tbody", {}, ...rows)));
 }

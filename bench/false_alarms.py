@@ -18,8 +18,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from bench.choice import load
 from bench.common import draw, machine
 from smalldata import train

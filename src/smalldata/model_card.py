@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from smalldata.unknown import shown
+
 CARD = "README.md"
 # The pretrained weights each backbone ships, and their licences (the weights', not the Python
 # wrapper's: the packages that carry them add no terms of their own).
@@ -153,6 +155,10 @@ def _built_on(description: dict) -> str:
     calibration = description.get("calibration")
     if isinstance(calibration, dict) and calibration.get("kept", True) and calibration.get("temperature") is not None:
         lines.append(f"- Probabilities calibrated by temperature scaling (T = {float(calibration['temperature']):.3g}).")
+    unknown = description.get("unknown")
+    if isinstance(unknown, dict) and isinstance(unknown.get("floor"), (int, float)):
+        lines.append(f"- Answers `unknown` where the top class's probability is under {shown(float(unknown['floor']))} "
+                     "(inputs that look like no class seen in training; `--no-unknown` answers every input).")
     return "\n".join(lines)
 
 

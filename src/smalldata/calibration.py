@@ -114,6 +114,16 @@ class Calibration:
         return calibration
 
 
+def stacked(held_out: Sequence[tuple[np.ndarray, np.ndarray]], labels: Sequence[str],
+            classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cross-validation's held-out predictions, (row indices, probabilities) per fold, as one
+    table: every row's example index, its probabilities, and its true class's column."""
+    rows = np.concatenate([np.asarray(index) for index, _ in held_out])
+    proba = np.vstack([np.asarray(p, dtype=float) for _, p in held_out])
+    truth = np.searchsorted(np.asarray(classes), np.asarray(labels)[rows])
+    return rows, proba, truth
+
+
 HARM_TOLERANCE = 2.0  # standard errors: a temperature is given up only where the folds show harm
 
 
@@ -146,10 +156,7 @@ def calibrate(held_out: Sequence[tuple[np.ndarray, np.ndarray]], labels: Sequenc
     The temperature is fit on all of them; the calibration error "after" is cross-fitted (the
     temperature for one half of the examples is fit on the other half), so it is not flattered by
     fitting on the same predictions."""
-    truth_of = np.searchsorted(np.asarray(classes), np.asarray(labels))
-    rows = np.concatenate([np.asarray(index) for index, _ in held_out])
-    proba = np.vstack([np.asarray(p, dtype=float) for _, p in held_out])
-    truth = truth_of[rows]
+    rows, proba, truth = stacked(held_out, labels, classes)
     seen = np.unique(rows)  # a fine-tune is scored on a few folds only: not every example is held out
     n_examples = len(seen)
     half = np.zeros(len(labels), dtype=bool)  # example -> which half

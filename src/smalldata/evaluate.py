@@ -15,7 +15,7 @@ from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 from sklearn.utils.parallel import Parallel, delayed
 
 from smalldata.backbones import cpu_threads
-from smalldata.calibration import expected_calibration_error
+from smalldata.calibration import expected_calibration_error, stacked
 from smalldata.progress import Progress
 from smalldata.unknown import UNKNOWN
 
@@ -281,10 +281,9 @@ def held_out_score(candidate: Candidate, held_out, y: np.ndarray, classes: np.nd
         predicted = classes[proba.argmax(axis=1)]
         accuracies.append(float(accuracy_score(y[test], predicted)))
         balanced.append(float(balanced_accuracy_score(y[test], predicted)))
-    rows = np.concatenate([test for test, _ in held_out])
-    proba = np.vstack([p for _, p in held_out])
+    rows, proba, truth = stacked(held_out, y, classes)
     recalls = recall_score(y[rows], classes[proba.argmax(axis=1)], labels=classes, average=None, zero_division=0)
-    calibration_error = expected_calibration_error(proba, np.searchsorted(classes, y[rows]))
+    calibration_error = expected_calibration_error(proba, truth)
     return CandidateScore(candidate.name, candidate.features, candidate.description, candidate.is_baseline, accuracies,
                           balanced, round(float(recalls.min()), 4), round(calibration_error, 4))
 

@@ -26,7 +26,7 @@ from sklearn.linear_model import LogisticRegression
 from smalldata.backbones import (DEFAULT_BACKBONE, cpu_threads, fine_tunable, get_backbone, installed, side_by_side,
                                  why_not_fine_tunable)
 from smalldata.baselines import image_baseline, text_baseline, tokens_for
-from smalldata.calibration import PRIOR_CENTER, calibrate
+from smalldata.calibration import PRIOR_CENTER, calibrate, stacked
 from smalldata.curve import LearningCurve, curve_fits, learning_curve
 from smalldata.data import DataError, Dataset, require_evaluable
 from smalldata.deadline import Deadline
@@ -319,10 +319,9 @@ def trust_of(dataset: Dataset, frozen: FrozenStep, tuned: FineTuneDecision | Non
         logistic = frozen.chosen.name.startswith((DEFAULT_HEAD, AVERAGED_HEAD))
         center = PRIOR_CENTER["logistic" if logistic else "other"]
     calibration = calibrate(held_out, dataset.labels, dataset.classes, center=center)
-    rows = np.concatenate([index for index, _ in held_out])
-    proba = calibration.apply(np.vstack([p for _, p in held_out]))
-    truth = np.searchsorted(dataset.classes, np.asarray(dataset.labels)[rows])
-    return {"calibration": calibration, "unknown": abstention_from(proba, truth, target_precision=target_precision)}
+    _, proba, truth = stacked(held_out, dataset.labels, dataset.classes)
+    return {"calibration": calibration,
+            "unknown": abstention_from(calibration.apply(proba), truth, target_precision=target_precision)}
 
 
 def _fit_kept(candidate: Candidate, X, y, progress: Progress):

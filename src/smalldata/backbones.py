@@ -170,7 +170,8 @@ def export_pooled_features(model, image_size: int, path: Path) -> None:
     module = PooledFeatures(model).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial")
-    dummy = torch.zeros(1, image_size, image_size, 3, dtype=torch.uint8)
+    # on the network's device: a body fine-tuned on a GPU is exported from there
+    dummy = torch.zeros(1, image_size, image_size, 3, dtype=torch.uint8, device=next(model.parameters()).device)
     with warnings.catch_warnings():  # the exporter's constant-folding notes say nothing to users
         warnings.simplefilter("ignore")
         _export(module, dummy, partial)

@@ -109,7 +109,7 @@ def _trace(transformer, path: Path) -> None:
     uses_types = "token_type_ids" in inspect.signature(transformer.forward).parameters
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial")
-    dummy = torch.ones(1, 8, dtype=torch.int64)
+    dummy = torch.ones(1, 8, dtype=torch.int64, device=transformer.device)  # where the weights are: CPU or GPU
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(

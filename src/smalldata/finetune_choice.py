@@ -28,6 +28,7 @@ from smalldata.backbones import RAW_INPUTS, RAW_TEXT
 from smalldata.costs import known_step_seconds, optimistic_step_seconds, step_seconds, text_length_factor
 from smalldata.data import DataError
 from smalldata.deadline import Deadline
+from smalldata.devices import device_name
 from smalldata.evaluate import Candidate, CandidateScore, Folds, fit_and_predict
 from smalldata.progress import Progress
 
@@ -192,7 +193,8 @@ def consider(candidate: Candidate, X, y: np.ndarray, folds: Folds, frozen: Candi
     if mode == "auto" and planned < MIN_FOLDS:
         return too_costly(candidate, cost, planned_seconds)
     progress.log(f"fine-tuning costs about {cost.fold_seconds:.0f} s per fold and {cost.refit_seconds:.0f} s on all "
-                 f"examples here; scoring it on {planned} of {len(folds.splits)} folds")
+                 f"examples here, on {device_name(modality_uses_torch=True)}; scoring it on {planned} of "
+                 f"{len(folds.splits)} folds")
     task = progress.task(f"cross-validating {candidate.name}", planned)
     classes = np.unique(y)
     for train, test in folds.splits[:planned]:

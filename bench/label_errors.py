@@ -86,6 +86,8 @@ def run_seed(dataset: Dataset, seed: int, noise: float) -> dict:
         "train_seconds": round(train_seconds, 1), "label_issues_seconds": round(seconds, 3),
         **precision_recall({i.index for i in found.issues}, truth),
         "by_filter": by_filter,
+        # cleanlab's list before the ceiling on the given label's probability (explain.LABEL_ERROR_CEILING)
+        "without_ceiling": precision_recall({i.index for i in label_issues(noisy, probabilities, ceiling=1.0).issues}, truth),
     }
 
 

@@ -10,18 +10,27 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def mislabeled_csv(tmp_path_factory):
-    """The topics set with one weather sentence labeled as sport."""
-    lines = (DATA / "topics.csv").read_text().splitlines()
-    wrong = next(i for i, line in enumerate(lines) if line.endswith(",weather"))
-    lines[wrong] = lines[wrong].rsplit(",", 1)[0] + ",sport"
-    path = tmp_path_factory.mktemp("report") / "topics-one-wrong.csv"
-    path.write_text("\n".join(lines) + "\n")
-    return path, lines[wrong].rsplit(",", 1)[0]
+def mislabeled_folder(fashion, fashion_folder, tmp_path_factory):
+    """The three Fashion-MNIST classes with a sneaker filed under bag/. A mislabeled sentence of the
+    small topics set is not enough: at 8 texts a class its label keeps 6-10% out of fold, above the
+    label-error ceiling (BENCHMARKS.md, "False alarms of the training report's findings")."""
+    import shutil
+
+    from PIL import Image
+
+    from smalldata.demo import CLASSES
+
+    root = tmp_path_factory.mktemp("report") / "train"
+    shutil.copytree(fashion_folder, root)
+    images, labels = fashion
+    sneaker = images[(labels == CLASSES.index("sneaker")).nonzero()[0][50]]
+    planted = root / "bag" / "planted-sneaker.png"
+    Image.fromarray(sneaker).convert("RGB").save(planted)
+    return root, planted
 
 
-def test_training_report_shows_the_comparison_curve_errors_and_the_wrong_label(mislabeled_csv, tmp_path):
-    data, wrong_text = mislabeled_csv
+def test_training_report_shows_the_comparison_curve_errors_and_the_wrong_label(mislabeled_folder, tmp_path):
+    data, planted = mislabeled_folder
     report = tmp_path / "train.html"
     result = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "m"), "--report", str(report), "--finetune", "never"])
     assert result.exit_code == 0, result.output
@@ -32,7 +41,7 @@ def test_training_report_shows_the_comparison_curve_errors_and_the_wrong_label(m
     assert page.count("data:image/png;base64,") >= 3  # comparison, learning curve, confusion: inlined
     findings = json.loads(report.with_suffix(".json").read_text())["findings"]
     flagged = [(i["item"], i["given_label"], i["suggested_label"]) for i in findings["label_issues"]["issues"]]
-    assert (wrong_text.strip('"'), "sport", "weather") in flagged
+    assert flagged == [(str(planted), "bag", "sneaker")]  # and no clean image
 
 
 def test_test_report_flags_test_examples_copied_from_training(tmp_path):

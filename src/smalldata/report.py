@@ -22,7 +22,7 @@ from smalldata.calibration import Calibration
 from smalldata.curve import LearningCurve
 from smalldata.data import DataError, Dataset, load_dataset
 from smalldata.evaluate import Comparison, TestResult, score
-from smalldata.explain import leakage, label_issues, most_confused, most_wrong, near_duplicates, outliers
+from smalldata.explain import LABEL_ERROR_CEILING, leakage, label_issues, most_confused, most_wrong, near_duplicates, outliers
 from smalldata.features import embed
 from smalldata.model import Model
 from smalldata.progress import QUIET, Progress
@@ -202,7 +202,8 @@ img.plot{max-width:100%}img.thumb{width:96px;height:96px;object-fit:cover}footer
 
 FINDINGS = {
     "label_issues": ("Suspected label errors",
-                     "examples whose out-of-fold prediction disagrees confidently with their label (confident learning): check these labels first"),
+                     "examples whose out-of-fold prediction disagrees confidently with their label (confident learning), "
+                     f"and gives it under {LABEL_ERROR_CEILING:.0%}: check these labels first"),
     "most_confused": ("Most confused pairs", "true class, predicted class, how many"),
     "most_wrong": ("Examples the model gets most wrong", "misclassified, most confident first"),
     "near_duplicates": ("Near-duplicates in the training data", "pairs that look almost the same to the backbone"),

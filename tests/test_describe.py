@@ -56,7 +56,7 @@ def test_train_with_descriptions_cross_validates_them_and_saves_them(tmp_path):
     data = smalldata.load_dataset(DATA / "topics.csv")
     model = smalldata.train(data, descriptions={"sport": TOPICS["sport"]}, curve=False)
     assert DESCRIBED_HEAD in model.comparison.informed
-    assert model.data["descriptions"] == {"sport": TOPICS["sport"]}
+    assert model.data.descriptions == {"sport": TOPICS["sport"]}
     assert DESCRIBED_HEAD in model.comparison.to_dict()["contributions"]
     loaded = smalldata.Model.load(model.save(tmp_path / "m"))
     assert np.allclose(loaded.predict_proba(UNSEEN), model.predict_proba(UNSEEN))

@@ -201,6 +201,8 @@ DAMAGES = {
     "cross_validation damaged": ("skops", top_set("cross_validation", {"scores": 3})),
     "learning_curve damaged": ("skops", top_set("learning_curve", {"points": "many"})),
     "data not a dict": ("skops", top_set("data", "24 texts")),
+    "data counts a list": ("skops", edit_json(lambda d: d["data"].__setitem__("counts", ["cooking"]))),
+    "data skipped without reasons": ("skops", edit_json(lambda d: d["data"].__setitem__("skipped", [{"what": "a.csv"}]))),
     # the skops file
     "head.skops missing": ("skops", remove("head.skops")),
     "head.skops empty": ("skops", write("head.skops", b"")),

@@ -82,7 +82,7 @@ def test_train_judges_pool_candidates_on_the_same_folds_and_saves_a_plain_model(
     assert set(contributions) == {SELF_TRAINING}
     mean, std = comparison.gain(SELF_TRAINING)
     assert contributions[SELF_TRAINING]["mean_points"] == pytest.approx(100 * mean) and std >= 0
-    assert model.data["unlabeled"]["n_examples"] == len(POOL)
+    assert model.data.n_unlabeled == len(POOL)
     folder = model.save(tmp_path / "m")
     assert sum(p.stat().st_size for p in folder.iterdir()) < 200_000  # the pool is not saved with the model
     loaded = smalldata.Model.load(folder)

@@ -165,7 +165,7 @@ def train(
                           "learning_curve": model.curve.to_dict() if model.curve else None,
                           "calibration": model.calibration.to_dict() if model.calibration else None,
                           "unknown": model.unknown.to_dict() if model.unknown else None,
-                          "data": model.data}))
+                          "data": model.data.to_dict()}))
     elif not quiet:
         if model.comparison:
             _print_comparison(model.comparison)
@@ -672,7 +672,7 @@ def _print_contributions(comparison: Comparison) -> None:
 def _print_zero_shot(model: Model, out_dir: Path, as_json: bool, quiet: bool) -> None:
     if as_json:
         print(json.dumps({"model": str(out_dir), "chosen": model.head_name, "cross_validation": None,
-                          "learning_curve": None, "data": model.data}))
+                          "learning_curve": None, "data": model.data.to_dict()}))
     elif not quiet:
         out.print(f"no examples: a text is given the class whose description it is nearest to "
                   f"({len(model.classes)} classes); model saved to [bold]{escape(str(out_dir))}[/]")

@@ -31,6 +31,7 @@ from smalldata.head_io import load_head, save_head
 from smalldata.model_card import write_card
 from smalldata.model_folder import FORMAT_VERSION, ModelFolderError, parsed, read_description  # noqa: F401  (ModelFolderError: callers import it from here)
 from smalldata.progress import QUIET, Progress
+from smalldata.training_data import TrainingData
 from smalldata.unknown import Abstention, answers, check_threshold
 
 
@@ -49,7 +50,7 @@ class Model:
     head_name: str
     estimator: object
     comparison: Comparison | None = None
-    data: dict = field(default_factory=dict)  # what training saw: counts per class, skipped files
+    data: TrainingData = field(default_factory=TrainingData)  # what training saw: counts per class, skipped files
     curve: LearningCurve | None = None  # accuracy against examples per class, extrapolated
     fine_tuning: FineTuneDecision | None = None  # what fine-tuning tried and why it was kept or not
     calibration: Calibration | None = None  # the temperature its probabilities pass through (None: as the head gives them)
@@ -125,7 +126,7 @@ class Model:
             "preprocessing": None if reads_raw(self.features) else get_backbone(self.features).preprocessing,
             "head": head,
             "cross_validation": self.comparison.to_dict() if self.comparison else None,
-            "data": self.data,
+            "data": self.data.to_dict(),
             "learning_curve": self.curve.to_dict() if self.curve else None,
             "fine_tuning": self.fine_tuning.to_dict() if self.fine_tuning else None,
             "calibration": self.calibration.to_dict() if self.calibration else None,
@@ -153,7 +154,7 @@ class Model:
             head_name=description["head"]["name"],
             estimator=estimator,
             comparison=parsed(folder, "cross_validation", Comparison.from_dict, comparison) if comparison else None,
-            data=description.get("data", {}),
+            data=parsed(folder, "data", TrainingData.from_dict, description.get("data", {})),
             curve=parsed(folder, "learning_curve", LearningCurve.from_dict, curve) if curve else None,
             fine_tuning=parsed(folder, "fine_tuning", FineTuneDecision.from_dict, fine_tuning) if fine_tuning else None,
             calibration=parsed(folder, "calibration", Calibration.from_dict, calibration) if calibration else None,

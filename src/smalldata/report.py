@@ -371,7 +371,7 @@ def _e(text) -> str:
 
 def _model_summary(model: Model) -> dict:
     return {"labels": model.classes, "modality": model.modality, "head": model.head_name, "features": model.features,
-            "counts": model.data.get("counts", {})}
+            "counts": model.data.counts}
 
 
 def _embeddings(model: Model, dataset: Dataset, progress: Progress) -> np.ndarray:
@@ -380,10 +380,10 @@ def _embeddings(model: Model, dataset: Dataset, progress: Progress) -> np.ndarra
 
 
 def _training_data(model: Model) -> Dataset | None:
-    source = model.data.get("source")
+    source = model.data.source
     if not source or not Path(source).exists():
         return None
     try:  # read it as training read it (--label-from-name, column names)
-        return load_dataset(source, **model.data.get("load_options", {}))
+        return load_dataset(source, **model.data.load_options)
     except DataError:  # changed since training so that it no longer reads: no leakage check then
         return None

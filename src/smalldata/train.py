@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from typing import Mapping, Sequence
 
@@ -41,6 +41,7 @@ from smalldata.heads import LinearHead, logistic_regression_head
 from smalldata.backbones import RAW_TEXT
 from smalldata.model import Model
 from smalldata.progress import QUIET, Progress
+from smalldata.training_data import TrainingData
 from smalldata.unknown import abstention_from, check_class_names, check_threshold
 from smalldata.unlabeled import Pool, PoolHead, pool_candidates
 
@@ -192,7 +193,7 @@ def train(
     frozen = compare_frozen(dataset, networks, chosen_by_user=backbone is not None, evaluate=evaluate, seed=seed,
                             unlabeled=unlabeled, descriptions=descriptions, progress=progress)
     decision, tuned_name, tuned = maybe_fine_tune(dataset, networks, frozen, fine_tune, deadline, progress)
-    data = {**summary(dataset), **informed_summary(unlabeled, descriptions)}
+    data = TrainingData.of(dataset, unlabeled, descriptions)
     common = dict(classes=dataset.classes, modality=dataset.modality, comparison=frozen.comparison, data=data,
                   fine_tuning=decision, **trust_of(dataset, frozen, decision if tuned is not None else None,
                                                    target_precision))
@@ -377,27 +378,3 @@ def _features(dataset: Dataset, name: str, progress: Progress):
     if name == RAW_TEXT:
         return list(dataset.inputs)
     return embed(dataset.inputs, name, keys=dataset.keys, progress=progress)
-
-
-def informed_summary(unlabeled: Pool | None, descriptions: Mapping[str, str] | None) -> dict:
-    """For model.json: the pool that was offered (size, what was left out) and the descriptions given."""
-    found = {}
-    if unlabeled is not None:
-        found["unlabeled"] = unlabeled.summary()
-    if descriptions is not None:
-        found["descriptions"] = dict(descriptions)
-    return found
-
-
-def summary(dataset: Dataset) -> dict:
-    """What was read: counts per class, and every file or row left out, with the reason."""
-    return {
-        "source": dataset.source,
-        "load_options": dataset.load_options,
-        "modality": dataset.modality,
-        "n_examples": len(dataset),
-        "counts": dataset.counts(),
-        "skipped": [asdict(s) for s in dataset.skipped],
-        "dropped_duplicates": [asdict(s) for s in dataset.dropped_duplicates],
-        "conflicting_duplicates": dataset.conflicting_duplicates,
-    }

@@ -10,6 +10,7 @@ from smalldata.backbones import DEFAULT_BACKBONE, get_backbone
 from smalldata.data import DataError
 from smalldata.describe import DESCRIBED_HEAD, DescribedHead, embedded_descriptions
 from smalldata.model import Model
+from smalldata.training_data import TrainingData
 
 
 def zero_shot_model(descriptions: Mapping[str, str], *, backbone: str | None = None) -> Model:
@@ -22,4 +23,4 @@ def zero_shot_model(descriptions: Mapping[str, str], *, backbone: str | None = N
     labels, prototypes = embedded_descriptions(descriptions, sorted(descriptions), backbone)
     head = DescribedHead(prototypes=prototypes, prototype_labels=labels).fit(np.zeros((0, prototypes.shape[1])), [])
     return Model(classes=labels, modality="text", features=backbone, head_name=DESCRIBED_HEAD, estimator=head,
-                 data={"n_examples": 0, "descriptions": dict(descriptions)})
+                 data=TrainingData(modality="text", descriptions=dict(descriptions)))

@@ -91,7 +91,7 @@ def summarize(model: Model, dataset: Dataset) -> dict:
         "most_confused": most_confused(confusion, model.classes).to_dict()["pairs"],
         # What a candidate using the unlabeled examples added over the labeled-only choice, in points.
         "contributions": comparison.to_dict().get("contributions", {}),
-        "n_unlabeled": model.data.get("unlabeled", {}).get("n_examples", 0),
+        "n_unlabeled": model.data.n_unlabeled,
         # Whether fine-tuning was tried and kept, and why, as `smalldata train` says it.
         "fine_tuning": model.fine_tuning.to_dict() if model.fine_tuning else None,
     }

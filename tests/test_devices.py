@@ -34,3 +34,11 @@ def test_cuda_is_put_first_where_the_build_offers_it_and_cpu_can_be_forced(monke
     assert onnx_providers([CPU_PROVIDER]) == [CPU_PROVIDER]
     monkeypatch.setenv("SMALLDATA_DEVICE", "cpu")
     assert onnx_providers(offered) == [CPU_PROVIDER]
+
+
+def test_torch_takes_a_usable_gpu_and_smalldata_device_cpu_keeps_it_on_the_cpu(monkeypatch):
+    # Asked afresh each time: the environment variable counts whenever it is set.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert torch_device() == "cuda"
+    monkeypatch.setenv("SMALLDATA_DEVICE", "cpu")
+    assert torch_device() == "cpu" and device_name(modality_uses_torch=True) == "CPU"

@@ -172,6 +172,7 @@ def test_image_fine_tune_trains_keeps_its_history_and_predicts_the_same_through_
     folder = tmp_path / "m"
     folder.mkdir()
     head = tuned.save_to(folder)
+    assert head["trained_on"] == "CPU"  # this machine has no GPU: model.json says what trained it
     loaded = FineTunedImageClassifier.load_from(folder, json.loads(json.dumps(head)), {})
     assert np.allclose(loaded.predict_proba(paths[:6]), tuned.predict_proba(paths[:6]), atol=1e-4)
     # The service predicts from uploaded bytes, decoded in memory: the same answers.
@@ -284,3 +285,32 @@ def test_a_paired_backbone_embeds_both_side_by_side_and_serves_uploads_like_path
         smalldata.train(dataset, backbone=pair, fine_tune=FineTuneOptions("always"), curve=False)
     budgeted = smalldata.train(dataset, backbone=pair, budget="5m", curve=False)
     assert budgeted.features == pair and budgeted.fine_tuning.reason.startswith("not tried: ")
+
+
+def test_fine_tuning_puts_the_networks_and_every_batch_on_the_device_chosen(fashion_folder, monkeypatch):
+    """Where `torch_device()` says, the networks and batches go. torch's "meta" device stands in for a
+    GPU (no CPU build has one): a tensor left on the CPU would show here as "cpu"."""
+    import torch
+
+    from smalldata import finetune, finetune_text
+
+    monkeypatch.setattr(finetune, "torch_device", lambda: "meta")
+    monkeypatch.setattr(finetune_text, "torch_device", lambda: "meta")
+    dataset = smalldata.load_dataset(fashion_folder)
+    model = FineTunedImageClassifier()
+    model.classes_, targets = np.unique(np.asarray(dataset.labels), return_inverse=True)
+    net, head = model._head_first([Path(p) for p in dataset.inputs], targets, np.arange(len(targets)))
+    assert {p.device.type for p in [*net.parameters(), *head.parameters()]} == {"meta"}
+    assert finetune._to_float(get_backbone("efficientnet-lite0").pixels(dataset.inputs[:2]), "meta").device.type == "meta"
+
+    text = finetune_text.ContrastiveTextClassifier()
+    text.encoder_ = finetune_text._pretrained_copy(text.backbone)
+    assert {p.device.type for p in text.encoder_.parameters()} == {"meta"}
+    assert {p.device.type for p in get_backbone(text.backbone).encoder().parameters()} == {"cpu"}  # the shared one stays
+    seen = []
+
+    def loss(features, labels):  # records where a training step's inputs are
+        seen.extend([*(v.device.type for v in features[0].values() if isinstance(v, torch.Tensor)), labels.device.type])
+        return torch.zeros((), requires_grad=True)
+    text._step(loss, torch.optim.AdamW(text.encoder_.parameters()), ["a text", "another text"], np.array([0, 1]))
+    assert seen and set(seen) == {"meta"}

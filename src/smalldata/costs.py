@@ -4,8 +4,9 @@ The budget decides whether fine-tuning is tried, and that decision must not depe
 the machine happens to be during one run (the same data must give the same model on a busy
 machine and a quiet one). So a step is timed once, on a fixed probe batch (seeded noise images at
 the backbone's resolution; fixed sentences), the first time a budget could allow fine-tuning, and
-the figure is kept in the cache folder under this machine's description. Every later run estimates
-from it without spending anything. `smalldata.finetune_choice` turns it into seconds per fit.
+the figure is kept in the cache folder under this machine's description, the device that trains
+included (a GPU's figure is never used for a run on the CPU, or the reverse). Every later run
+estimates from it without spending anything. `smalldata.finetune_choice` turns it into seconds per fit.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from smalldata.backbones import cache_dir
+from smalldata.devices import device_name, synchronize, torch_device
 
 COSTS_FILE = "costs.json"
 # Probe sentences of a typical short-text length (about 70 characters); a user's texts scale the
@@ -45,14 +47,18 @@ def fastest_step_seconds(step: Callable[[], object], repeats: int = 5) -> float:
     step()
     seconds = []
     for _ in range(repeats):
+        synchronize()
         start = time.perf_counter()
         step()
+        synchronize()  # a GPU step has ended only once its queued kernels have run
         seconds.append(time.perf_counter() - start)
     return float(min(seconds))
 
 
 def machine_key() -> str:
-    """This machine, as far as speed goes: processor, core count, torch version."""
+    """This machine, as far as speed goes: processor, core count, torch version, and the GPU when
+    fine-tuning runs on one (`devices.torch_device`). A CPU run's key names no device, as it did
+    before GPUs were supported, so figures kept then still serve."""
     import torch
 
     model = platform.processor() or platform.machine()
@@ -61,7 +67,8 @@ def machine_key() -> str:
             model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
     except OSError:
         pass
-    return f"{model} | {os.cpu_count()} cores | torch {torch.__version__}"
+    key = f"{model} | {os.cpu_count()} cores | torch {torch.__version__}"
+    return key if torch_device() == "cpu" else f"{key} | {device_name(modality_uses_torch=True)}"
 
 
 def _path() -> Path:
@@ -81,8 +88,12 @@ def known_step_seconds(estimator) -> float | None:
 
 
 def optimistic_step_seconds(estimator) -> float:
-    """A lower bound on `step_seconds(estimator)`, known without measuring anything."""
-    return known_step_seconds(estimator) or OPTIMISTIC_STEP_SECONDS.get(estimator.backbone, 0.0)
+    """A lower bound on `step_seconds(estimator)`, known without measuring anything. The fixed
+    bounds are a CPU's: a GPU beats them, so there the bound is 0 until a figure is kept."""
+    known = known_step_seconds(estimator)
+    if known is not None:
+        return known
+    return OPTIMISTIC_STEP_SECONDS.get(estimator.backbone, 0.0) if torch_device() == "cpu" else 0.0
 
 
 def step_seconds(estimator) -> float:

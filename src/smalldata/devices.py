@@ -9,7 +9,6 @@ present. With the CPU builds this project pins, both answer "cpu".
 from __future__ import annotations
 
 import os
-from functools import cache
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -35,9 +34,9 @@ def onnx_providers(available: list[str] | None = None) -> list[str]:
     return [CPU_PROVIDER]
 
 
-@cache
 def torch_device() -> str:
-    """"cuda" when torch can use a GPU here, else "cpu"."""
+    """"cuda" when torch can use a GPU here, else "cpu". Asked afresh each time (torch keeps the
+    device count once found), so SMALLDATA_DEVICE set by a caller after import still counts."""
     if _cpu_forced():
         return "cpu"
     import torch
@@ -57,3 +56,12 @@ def device_name(modality_uses_torch: bool = False) -> str:
     if onnx_providers()[0] == CPU_PROVIDER:
         return "CPU"
     return "GPU (ONNX Runtime's CUDA provider)"
+
+
+def synchronize() -> None:
+    """Wait for the GPU's queued work (kernels run asynchronously: a timer read before they finish
+    measures only the launch); nothing to wait for on the CPU."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()

@@ -20,6 +20,10 @@
 5. Finally logistic regression is refit on the (tuned or frozen) embeddings of every training image,
    so the held-out fifth is not lost to the final model.
 
+Training runs on `devices.torch_device()`: a CUDA GPU when torch can use one, else the CPU (the
+default, where the numbers are the same as before GPUs were supported: moving a CPU tensor to the
+CPU is a no-op). Batches go to the network's device and features come back with `.cpu()`.
+
 The tuned body is saved as safetensors and, once loaded, runs through ONNX Runtime like the frozen
 backbones (exported the same way, cached by the weights' digest).
 """
@@ -40,7 +44,7 @@ from smalldata.backbones import (PIXEL_MEAN, PIXEL_STD, RAW_INPUTS, export_poole
                                  onnx_of_weights, why_not_fine_tunable)
 from smalldata.costs import fastest_step_seconds
 from smalldata.data import DataError, as_inputs
-from smalldata.devices import onnx_providers
+from smalldata.devices import device_name, onnx_providers, torch_device
 from smalldata.evaluate import held_out_fifth
 from smalldata.features import embed
 from smalldata.head_io import register_head
@@ -89,6 +93,7 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
         self.classes_, targets = np.unique(np.asarray(y), return_inverse=True)
         pixels = get_backbone(self.backbone).pixels(paths)
         train, held = early_stopping_split(targets, self.random_state)
+        self.device_ = device_name(modality_uses_torch=True)  # said in model.json: which device trained it
         with torch.random.fork_rng():
             torch.manual_seed(self.random_state)
             self.net_, head = self._head_first(paths, targets, train)
@@ -113,11 +118,12 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
         return self.train_size or get_backbone(self.backbone).image_size
 
     def _head_first(self, paths, targets, train):
-        net = get_backbone(self.backbone).torch_model().eval()
+        device = torch_device()
+        net = get_backbone(self.backbone).torch_model().eval().to(device)
         for p in net.parameters():
             p.requires_grad_(False)
         frozen = embed([paths[i] for i in train], self.backbone)  # the cache already holds these
-        return net, _linear_from_logistic(frozen, targets[train], len(self.classes_))
+        return net, _linear_from_logistic(frozen, targets[train], len(self.classes_)).to(device)
 
     def _tuned_parameters(self, net, head, lr: float) -> list[dict]:
         """Discriminative learning rates: head at `lr`, each earlier group of blocks at a third."""
@@ -150,13 +156,14 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
         augment = image_augmentation(self._train_size(), flip=self.flip)
         rng = np.random.default_rng(self.random_state)
         trainable = [p for g in groups for p in g["params"]]
+        device = _device_of(net)
         score, best_features = self._held_out(net, pixels, targets, train, held)
         self.history_ = [{"epoch": 0, **score}]
         best_state, best_epoch = None, 0
         for epoch in range(1, self.epochs + 1):
             for batch in np.array_split(rng.permutation(train), steps_per_epoch):
-                images = augment(_to_float(pixels[batch]))
-                loss = self._loss(head(_pooled(net, images)), torch.from_numpy(targets[batch]))
+                images = augment(_to_float(pixels[batch], device))
+                loss = self._loss(head(_pooled(net, images)), torch.from_numpy(targets[batch]).to(device))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -186,7 +193,7 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
         if len(held) == 0:
             return {"held_out_accuracy": None}, None
         with torch.no_grad():  # the network is in eval mode: these are the features it will predict with
-            features = np.concatenate([_pooled(net, _to_float(pixels[i:i + 32])).numpy()
+            features = np.concatenate([_pooled(net, _to_float(pixels[i:i + 32], _device_of(net))).cpu().numpy()
                                        for i in range(0, len(pixels), 32)])
         head = logistic_regression_head().fit(features[train], targets[train])
         return {"held_out_accuracy": float(np.mean(head.predict(features[held]) == targets[held]))}, features
@@ -194,17 +201,18 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
     # ---- cost, for the time budget ------------------------------------------------------------
     def time_step(self, X, y) -> float:
         """Seconds one training step on a batch takes here (`fastest_step_seconds`)."""
-        net = get_backbone(self.backbone).torch_model().eval()
-        head = torch.nn.Linear(1280, len(np.unique(y)))
+        device = torch_device()  # the figure is kept per device (`costs.machine_key`)
+        net = get_backbone(self.backbone).torch_model().eval().to(device)
+        head = torch.nn.Linear(1280, len(np.unique(y))).to(device)
         for p in net.parameters():
             p.requires_grad_(False)
         optimizer = torch.optim.AdamW(self._tuned_parameters(net, head, 1e-4))
         pixels = get_backbone(self.backbone).pixels([Path(p) for p in X[: self.batch_size]])
-        target = torch.from_numpy(np.unique(np.asarray(y)[: self.batch_size], return_inverse=True)[1])
+        target = torch.from_numpy(np.unique(np.asarray(y)[: self.batch_size], return_inverse=True)[1]).to(device)
         augment = image_augmentation(self._train_size(), flip=self.flip)
 
         def step():
-            loss = self._loss(head(_pooled(net, augment(_to_float(pixels)))), target)
+            loss = self._loss(head(_pooled(net, augment(_to_float(pixels, device)))), target)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -236,7 +244,7 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
         if session is not None:
             return session.run(None, {session.get_inputs()[0].name: pixels})[0]
         with torch.no_grad():
-            return _pooled(self.net_, _to_float(pixels)).numpy()
+            return _pooled(self.net_, _to_float(pixels, _device_of(self.net_))).cpu().numpy()
 
     def predict_proba(self, X) -> np.ndarray:
         """Image files by path (their frozen features cached where tuning was undone), or images
@@ -270,11 +278,13 @@ class FineTunedImageClassifier(ClassifierMixin, BaseEstimator):
         from safetensors.torch import save_file
 
         if self.net_ is not None:
-            save_file({k: v.contiguous() for k, v in self.net_.state_dict().items()}, str(folder / BODY_FILE))
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()},
+                      str(folder / BODY_FILE))
         skops.io.dump(self.head_, folder / HEAD_FILE)
         return {"kind": self.KIND, "file": HEAD_FILE, "body_file": BODY_FILE if self.net_ is not None else None,
                 "params": self.get_params(), "classes": self.classes_.tolist(), "epochs_kept": self.epochs_kept_,
                 "lr_used": getattr(self, "lr_used_", None), "held_out_history": getattr(self, "history_", None),
+                "trained_on": getattr(self, "device_", None),
                 "preprocessing": get_backbone(self.backbone).preprocessing}
 
     @classmethod
@@ -324,9 +334,15 @@ def _linear_from_logistic(features: np.ndarray, targets: np.ndarray, n_classes: 
     return layer
 
 
-def _to_float(pixels: np.ndarray) -> torch.Tensor:
-    """uint8 NHWC -> float NCHW in 0..1 (the augmentations' range)."""
-    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float() / 255.0
+def _to_float(pixels: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in 0..1 (the augmentations' range) on `device`: moved while still
+    uint8, a quarter of the bytes of floats."""
+    return torch.from_numpy(np.ascontiguousarray(pixels)).to(device).permute(0, 3, 1, 2).float() / 255.0
+
+
+def _device_of(net: torch.nn.Module) -> torch.device:
+    """Where `net`'s weights are: its inputs must go there."""
+    return next(net.parameters()).device
 
 
 def _pooled(net, images: torch.Tensor) -> torch.Tensor:
@@ -362,13 +378,15 @@ def lr_find(model: FineTunedImageClassifier, net, head, pixels: np.ndarray, targ
     optimizer = torch.optim.AdamW(groups, weight_decay=1e-2)
     augment = image_augmentation(model._train_size(), flip=model.flip)
     rng = np.random.default_rng(model.random_state)
+    device = _device_of(net)
     factor = (end / start) ** (1 / max(1, steps - 1))
     lrs, losses, smooth = [], [], None
     for step in range(steps):
         for group, lr in zip(optimizer.param_groups, base):
             group["lr"] = lr * factor ** step
         batch = rng.choice(len(targets), size=min(model.batch_size, len(targets)), replace=False)
-        loss = model._loss(head(_pooled(net, augment(_to_float(pixels[batch])))), torch.from_numpy(targets[batch]))
+        loss = model._loss(head(_pooled(net, augment(_to_float(pixels[batch], device)))),
+                           torch.from_numpy(targets[batch]).to(device))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -10,6 +10,9 @@ it needs fewer passes than the setfit library for the same gain (see bench/HISTO
 `ContrastiveTextClassifier` follows the scikit-learn contract and reads raw strings, so the same
 cross-validation folds that score the frozen heads score it too. Its tuned weights are saved as
 ``encoder.safetensors`` and loaded back into the installed base encoder: never pickle.
+
+The encoder trains on `devices.torch_device()` (a CUDA GPU when torch can use one, else the CPU,
+the default): each batch's tokens and labels go to the encoder's device.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from smalldata.backbones import RAW_TEXT, get_backbone, onnx_of_weights
 from smalldata.costs import fastest_step_seconds
+from smalldata.devices import device_name, torch_device
 from smalldata.features import in_length_order
 from smalldata.head_io import register_head
 from smalldata.heads import logistic_regression_head
@@ -56,7 +60,8 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
 
         texts = [str(t) for t in X]
         self.classes_, targets = np.unique(np.asarray(y), return_inverse=True)
-        self.encoder_ = copy.deepcopy(get_backbone(self.backbone).encoder())  # start from the pretrained weights
+        self.encoder_ = _pretrained_copy(self.backbone)
+        self.device_ = device_name(modality_uses_torch=True)  # said in model.json: which device trained it
         loss = BatchAllTripletLoss(self.encoder_, margin=self.margin)
         optimizer = torch.optim.AdamW(self.encoder_.parameters(), lr=self.lr)
         rng = np.random.default_rng(self.random_state)
@@ -84,8 +89,11 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
         return np.array_split(order, n_batches)
 
     def _step(self, loss, optimizer, texts: list[str], labels: np.ndarray) -> float:
-        features = self.encoder_.preprocess(texts)
-        value = loss([features], torch.from_numpy(labels.astype(np.int64)))
+        from sentence_transformers.util import batch_to_device
+
+        device = self.encoder_.device
+        features = batch_to_device(self.encoder_.preprocess(texts), device)
+        value = loss([features], torch.from_numpy(labels.astype(np.int64)).to(device))
         optimizer.zero_grad()
         value.backward()
         optimizer.step()
@@ -101,7 +109,7 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
         texts = [str(t) for t in X][: self.batch_size]
         labels = np.unique(np.asarray(y)[: self.batch_size], return_inverse=True)[1]
         probe = copy.deepcopy(self)
-        probe.encoder_ = copy.deepcopy(get_backbone(self.backbone).encoder())
+        probe.encoder_ = _pretrained_copy(self.backbone)
         loss = BatchAllTripletLoss(probe.encoder_, margin=self.margin)
         optimizer = torch.optim.AdamW(probe.encoder_.parameters(), lr=self.lr)
         return fastest_step_seconds(lambda: probe._step(loss, optimizer, texts, labels))
@@ -139,12 +147,13 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
         import skops.io
         from safetensors.torch import save_file
 
-        state = {k: v.detach().contiguous() for k, v in self.encoder_.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in self.encoder_.state_dict().items()}
         save_file(state, str(folder / ENCODER_FILE))
         skops.io.dump(self.head_, folder / HEAD_FILE)
         return {"kind": self.KIND, "file": HEAD_FILE, "encoder_file": ENCODER_FILE,
                 "params": self.get_params(), "classes": self.classes_.tolist(),
-                "epochs_trained": len(self.loss_curve_) if hasattr(self, "loss_curve_") else None}
+                "epochs_trained": len(self.loss_curve_) if hasattr(self, "loss_curve_") else None,
+                "trained_on": getattr(self, "device_", None)}
 
     @classmethod
     def load_from(cls, folder: Path, head: dict, description: dict) -> "ContrastiveTextClassifier":
@@ -160,6 +169,12 @@ class ContrastiveTextClassifier(ClassifierMixin, BaseEstimator):
         model.head_ = load_skops(folder / HEAD_FILE)
         model.onnx_ = _onnx_encoder(model.encoder_, model.backbone, folder / ENCODER_FILE)
         return model
+
+
+def _pretrained_copy(backbone: str):
+    """A copy of the pretrained encoder to tune, on the device chosen now (`torch_device`): the
+    shared one stays as it is, for the frozen embeddings."""
+    return copy.deepcopy(get_backbone(backbone).encoder()).to(torch_device())
 
 
 def _onnx_encoder(encoder, backbone: str, weights: Path):

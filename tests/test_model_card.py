@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import smalldata
@@ -74,6 +75,39 @@ def test_the_card_names_the_classes_the_model_gets_wrong(image_model_folder):
     assert [label for _, label in weak] == [part.split(" ")[0].strip()
                                             for part in line.split(": ", 1)[1].rstrip(".").split(", ")]
     assert "Few examples: 3 of 3 classes have fewer than 20 (the smallest, 8)" in limits
+
+    comparison = description["cross_validation"]
+    chosen = next(c for c in comparison["candidates"] if c["name"] == comparison["chosen"])
+    pairs = chosen["confused"]
+    assert pairs, "look-alike classes at 8 per class: some must be mixed up, or this checks nothing"
+    repeats = comparison["n_repeats"]
+    assert all(p["out_of"] == 8 * repeats and 0 < p["count"] <= p["out_of"] for p in pairs)
+    line = next(line for line in limits.splitlines() if "confuses most" in line)
+    assert [part.split(" in ")[0] for part in line.split(": ", 1)[1].rstrip(".").split("; ")] == [
+        f"**{p['true_label']}** taken for **{p['predicted_label']}** {p['count']} time{'s' * (p['count'] > 1)}"
+        for p in pairs]
+
+
+def test_the_most_confused_pairs_are_counted_over_every_held_out_prediction_and_left_out_when_none():
+    from smalldata.evaluate import confused_pairs
+
+    truth = np.array(["rose"] * 5 + ["tulip"] * 4 + ["daisy"] * 3)
+    predicted = np.array(["rose"] * 5 + ["rose", "rose", "daisy", "tulip"] + ["daisy", "daisy", "tulip"])
+    assert confused_pairs(truth, predicted, np.unique(truth)) == [
+        {"true_label": "tulip", "predicted_label": "rose", "count": 2, "out_of": 4},
+        {"true_label": "daisy", "predicted_label": "tulip", "count": 1, "out_of": 3},
+        {"true_label": "tulip", "predicted_label": "daisy", "count": 1, "out_of": 4}]
+    assert confused_pairs(truth, truth, np.unique(truth)) == []
+
+    description = {"labels": ["rose", "tulip"], "modality": "image", "features": "efficientnet-lite0",
+                   "head": {"name": "logistic regression", "kind": "linear"},
+                   "cross_validation": {"protocol": "2x repeated stratified 2-fold cross-validation", "chosen": "lr",
+                                        "candidates": [{"name": "lr", "mean_accuracy": 0.75, "std_accuracy": 0.1,
+                                                        "fold_accuracies": [0.7, 0.8], "confused": []}]}}
+    assert "confuses most" not in card(description)
+    description["cross_validation"]["candidates"][0]["confused"] = [
+        {"true_label": "tulip", "predicted_label": "rose", "count": 3, "out_of": 10}]
+    assert "**tulip** taken for **rose** 3 times in 10." in card(description)
 
 
 def test_an_unevaluated_model_and_one_that_cannot_be_exported_say_so(tmp_path):

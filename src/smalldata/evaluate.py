@@ -16,6 +16,7 @@ from sklearn.utils.parallel import Parallel, delayed
 
 from smalldata.backbones import cpu_threads
 from smalldata.calibration import expected_calibration_error, stacked
+from smalldata.explain import most_confused
 from smalldata.progress import Progress
 from smalldata.unknown import UNKNOWN
 
@@ -49,6 +50,8 @@ class CandidateScore:
     fold_balanced_accuracies: list[float] = field(default_factory=list)  # mean recall over classes, per fold
     lowest_recall: float | None = None  # the worst class's recall over every held-out prediction
     calibration_error: float | None = None  # ECE of its held-out probabilities, before any calibration
+    # The pairs it mixes up most over every held-out prediction (`confused_pairs`), for the model card
+    confused: list[dict] = field(default_factory=list)
 
     @property
     def mean(self) -> float:
@@ -154,7 +157,8 @@ class Comparison:
     def from_dict(cls, data: dict) -> "Comparison":
         scores = [
             CandidateScore(c["name"], c["features"], c["description"], c["is_baseline"], c["fold_accuracies"],
-                           c.get("fold_balanced_accuracies", []), c.get("lowest_recall"), c.get("calibration_error"))
+                           c.get("fold_balanced_accuracies", []), c.get("lowest_recall"), c.get("calibration_error"),
+                           c.get("confused", []))
             for c in data["candidates"]
         ]
         return cls(scores, data["n_splits"], data["n_repeats"], data["n_examples"], informed=data.get("informed", []),
@@ -285,7 +289,23 @@ def held_out_score(candidate: Candidate, held_out, y: np.ndarray, classes: np.nd
     recalls = recall_score(y[rows], classes[proba.argmax(axis=1)], labels=classes, average=None, zero_division=0)
     calibration_error = expected_calibration_error(proba, truth)
     return CandidateScore(candidate.name, candidate.features, candidate.description, candidate.is_baseline, accuracies,
-                          balanced, round(float(recalls.min()), 4), round(calibration_error, 4))
+                          balanced, round(float(recalls.min()), 4), round(calibration_error, 4),
+                          confused_pairs(y[rows], classes[proba.argmax(axis=1)], classes))
+
+
+CONFUSED_PAIRS_KEPT = 3
+
+
+def confused_pairs(truth: np.ndarray, predicted: np.ndarray, classes: np.ndarray) -> list[dict]:
+    """The (true, predicted) pairs mixed up most often, most first, at most CONFUSED_PAIRS_KEPT:
+    how many times, out of how many held-out predictions of the true class (each example is
+    predicted once per repeat)."""
+    labels = [str(c) for c in classes]
+    matrix = confusion_matrix(truth, predicted, labels=classes)
+    support = matrix.sum(axis=1)
+    return [{"true_label": pair.true_label, "predicted_label": pair.predicted_label, "count": pair.count,
+             "out_of": int(support[labels.index(pair.true_label)])}
+            for pair in most_confused(matrix, labels, limit=CONFUSED_PAIRS_KEPT).pairs]
 
 
 def fits_side_by_side() -> Parallel:

@@ -435,6 +435,27 @@ def test_the_accuracy_interval_comes_from_the_out_of_fold_confusion_matrix():
     assert accuracy_interval({}) is None  # a summary without one shows the mean alone
 
 
+def test_what_changed_matches_examples_by_content_and_knows_when_it_cannot_tell():
+    from types import SimpleNamespace
+
+    from smalldata.service.versions import changes, snapshot
+
+    summary = {"confusion": [[3, 1], [0, 4]]}
+    before = SimpleNamespace(id=7, number=2, summary=summary, trained_on=snapshot(["k1", "k2", "k3", "k4"], ["a", "a", "b", "b"]))
+    after = snapshot(["k2", "k3", "k4", "k5", "k6"], ["b", "b", "a", "a", "b"])  # k1 removed, k2 and k4 moved, k5 and k6 new
+    found = changes(before, after)
+    assert (found["previous_id"], found["previous_number"], found["examples_known"]) == (7, 2, True)
+    assert found["added"] == {"a": 1, "b": 1} and found["removed"] == {"a": 1}
+    assert found["relabelled"] == [{"from": "a", "to": "b", "n": 1}, {"from": "b", "to": "a", "n": 1}]
+    assert found["accuracy_before"]["correct"] == 7 and found["accuracy_before"]["n"] == 8
+    assert changes(None, after) is None  # a first version
+    older = SimpleNamespace(id=1, number=1, summary={}, trained_on=None)  # made before versions kept examples
+    assert changes(older, after) == {"previous_id": 1, "previous_number": 1, "examples_known": False, "added": {},
+                                     "removed": {}, "relabelled": [], "accuracy_before": None}
+    with pytest.raises(ValueError, match="2 example keys but 1 labels"):
+        snapshot(["k1", "k2"], ["a"])
+
+
 def test_download_gives_a_model_folder_that_loads(service, text_project, tmp_path):
     from smalldata.model import Model
 
@@ -452,9 +473,16 @@ def test_retraining_makes_a_new_version_and_keeps_the_old_one(service, text_proj
     first = service.client.get(f"/api/projects/{pid}/versions").json()[-1]
     first_folder = service.state.data_dir / f"models/{pid}/{first['number']}"
     before = folder_digest(first_folder)
+    assert first["changes"] is None  # the project's first version
     service.post(f"/api/projects/{pid}/examples/texts", json={"examples": [
         {"text": "Snow is forecast for the hills.", "label": "weather"},
         {"text": "The striker scored twice.", "label": "sport"}]})
+    # A relabel and a removal, each undone after the training (later tests count the examples).
+    examples = service.client.get(f"/api/projects/{pid}/examples").json()
+    moved = next(e for e in examples if e["label"] == "cooking")
+    gone = next(e for e in examples if e["label"] == "weather")
+    assert service.client.patch(f"/api/examples/{moved['id']}", json={"label": "sport"}, headers=service.headers).status_code == 200
+    assert service.client.delete(f"/api/examples/{gone['id']}", headers=service.headers).status_code == 204
     # Budget 0: the fastest run, frozen backbones only, no fine-tuning considered (as `train --budget 0`).
     assert service.client.patch(f"/api/projects/{pid}", json={"budget": "0"}).status_code == 200
     job = service.post(f"/api/projects/{pid}/jobs").json()
@@ -462,10 +490,19 @@ def test_retraining_makes_a_new_version_and_keeps_the_old_one(service, text_proj
     assert service.post(f"/api/projects/{pid}/jobs").status_code == 409  # one job per project at a time
     assert service.wait(job["id"])["state"] == "succeeded"
     service.client.patch(f"/api/projects/{pid}", json={"budget": "3m"})
+    service.client.patch(f"/api/examples/{moved['id']}", json={"label": "cooking"}, headers=service.headers)
+    service.post(f"/api/projects/{pid}/examples/texts", json={"examples": [{"text": gone["text"], "label": "weather"}]})
     versions = service.client.get(f"/api/projects/{pid}/versions").json()
     assert "budget 0 asks for the frozen backbones only" in versions[0]["summary"]["fine_tuning"]["reason"]
     assert [v["number"] for v in versions][:2] == [first["number"] + 1, first["number"]]
-    assert versions[0]["active"] and versions[0]["summary"]["n_examples"] == 26
+    assert versions[0]["active"] and versions[0]["summary"]["n_examples"] == 25
+    # What changed since the version before: the examples per class, and the accuracy before it.
+    changes = versions[0]["changes"]
+    assert (changes["previous_id"], changes["previous_number"], changes["examples_known"]) == (first["id"], first["number"], True)
+    assert changes["added"] == {"sport": 1, "weather": 1} and changes["removed"] == {"weather": 1}
+    assert changes["relabelled"] == [{"from": "cooking", "to": "sport", "n": 1}]
+    assert changes["accuracy_before"] == first["accuracy_interval"]
+    assert service.client.get(f"/api/versions/{versions[0]['id']}").json()["changes"] == changes
     assert folder_digest(first_folder) == before  # immutable
     again = service.client.post(f"/api/versions/{first['id']}/activate", headers=service.headers)
     assert again.status_code == 200 and again.json()["active"]

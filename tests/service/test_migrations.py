@@ -1,5 +1,6 @@
 """The schema's Alembic steps keep what a database holds: one made at the first revision (0001), with
-rows in every table, is brought to the newest and still holds every row, on SQLite and PostgreSQL."""
+rows in every table, is brought to the newest and still holds every row, on SQLite and PostgreSQL;
+the columns later steps add read as unknown (NULL) for the old rows, and take new ones."""
 
 from __future__ import annotations
 
@@ -78,6 +79,7 @@ def test_a_database_at_0001_is_brought_up_to_date_and_keeps_every_row(old_databa
         make_engine,
         session_factory,
     )
+    from smalldata.service.versions import changes, snapshot
 
     url, rows = old_database
     engine = make_engine(url)  # what the service does when it opens the database
@@ -92,15 +94,25 @@ def test_a_database_at_0001_is_brought_up_to_date_and_keeps_every_row(old_databa
             after = [dict(row._mapping) for row in connection.execute(sa.select(*columns).order_by(table.c.id))]
             assert after == before, name
         assert connection.execute(sa.text("SELECT DISTINCT owner FROM projects")).scalars().all() == ["default"]
+        # 0004: a version made before it kept no examples, so what changed since is not known.
+        assert connection.execute(sa.text("SELECT trained_on, changes FROM model_versions")).all() == [(None, None)]
 
     # The models read the upgraded rows, and the service can go on writing.
     sessions = session_factory(engine)
     with sessions.begin() as session:
         assert session.get(Project, 1).active_version_id == 1
         assert session.get(ModelVersion, 1).summary["confusion"] == [[1]]
+        old_version = session.get(ModelVersion, 1)
+        assert old_version.trained_on is None and old_version.changes is None
+        trained_on = snapshot(["b" * 32], ["rose"])
+        session.add(ModelVersion(project_id=1, number=2, job_id=1, folder="versions/2", summary={}, trained_on=trained_on,
+                                 changes=changes(old_version, trained_on)))
         assert session.get(Example, 2).text == "Loved it ✓"
         session.add(Project(name="new", modality="text", owner="default"))
     with sessions() as session:
         assert session.scalar(sa.select(sa.func.max(Project.id))) == 3
+        newest = session.scalars(sa.select(ModelVersion).where(ModelVersion.number == 2)).one()
+        assert newest.trained_on == {"keys": ["b" * 32], "labels": ["rose"]} and newest.changes["examples_known"] is False
+        assert newest.changes["accuracy_before"]["n"] == 1
     assert auth.list_keys(sessions)[0].owner == "default"
     engine.dispose()

@@ -36,8 +36,7 @@ from smalldata.data import Dataset
 from smalldata.deadline import DEFAULT_BUDGET, parse_budget
 from smalldata.features import hash_bytes
 from smalldata.evaluate import UNEVEN_RATIO
-from smalldata.intervals import wilson
-from smalldata.service import auth
+from smalldata.service import auth, versions
 from smalldata.service.blobs import sha256
 from smalldata.service.predictor import answers
 from smalldata.service.schemas import (
@@ -624,20 +623,13 @@ def report(owner: Reader, version_id: Id, request: Request, db=Depends(session))
 def version_out(version: ModelVersion, project: Project) -> VersionOut:
     return VersionOut(id=version.id, project_id=version.project_id, number=version.number, job_id=version.job_id,
                       active=project.active_version_id == version.id, summary=version.summary,
-                      accuracy_interval=accuracy_interval(version.summary),
-                      findings=version.findings, report_ready=version.report is not None, created=version.created)
+                      accuracy_interval=accuracy_interval(version.summary), findings=version.findings,
+                      changes=version.changes, report_ready=version.report is not None, created=version.created)
 
 
 def accuracy_interval(summary: dict) -> AccuracyInterval | None:
-    """From the out-of-fold confusion matrix every version's summary holds (older versions too):
-    the diagonal is what was right."""
-    confusion = summary.get("confusion") or []
-    n = sum(sum(row) for row in confusion)
-    if not n:
-        return None
-    interval = wilson(sum(row[i] for i, row in enumerate(confusion)), n)
-    return AccuracyInterval(correct=interval.successes, n=interval.n, accuracy=interval.share, low=interval.low,
-                            high=interval.high, confidence=interval.confidence)
+    found = versions.accuracy_interval(summary)
+    return AccuracyInterval(**found) if found else None
 
 
 # ------------------------------------------------------------------------------------ predict

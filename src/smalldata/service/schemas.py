@@ -125,6 +125,26 @@ class AccuracyInterval(BaseModel):
     confidence: float
 
 
+class Relabelled(BaseModel):
+    from_label: str = Field(alias="from")
+    to: str
+    n: int
+
+
+class VersionChanges(BaseModel):
+    """What changed from the version before: the examples (matched by content: one removed and
+    uploaded again is unchanged) and the accuracy."""
+    previous_id: int
+    previous_number: int
+    examples_known: bool = Field(description="false where the version before was made before versions kept "
+                                             "their examples: only the accuracies are compared")
+    added: dict[str, int] = Field(description="examples added, per class")
+    removed: dict[str, int] = Field(description="examples removed, per class")
+    relabelled: list[Relabelled] = Field(description="examples whose class changed, per pair of classes")
+    accuracy_before: AccuracyInterval | None = Field(description="the version before's cross-validated accuracy "
+                                                                 "(this one's is its accuracy_interval)")
+
+
 class VersionOut(BaseModel):
     id: int
     project_id: int
@@ -134,6 +154,8 @@ class VersionOut(BaseModel):
     summary: dict
     accuracy_interval: AccuracyInterval | None
     findings: dict | None
+    changes: VersionChanges | None = Field(description="what changed from the version before; None for a project's "
+                                                       "first version and for versions made before versions kept it")
     report_ready: bool
     created: Timestamp
 

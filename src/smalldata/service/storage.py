@@ -133,6 +133,10 @@ class ModelVersion(Base):
     summary: Mapped[dict] = mapped_column(JSON)  # accuracy, baseline, confusion, most confused
     findings: Mapped[dict | None] = mapped_column(JSON, default=None)  # from the report, once it exists
     report: Mapped[str | None] = mapped_column(String(100), default=None)  # report file, once it exists
+    # {"keys": [...], "labels": [...]}: the examples it learned from (by content), to tell the next
+    # version what changed; and that, from the version before (`versions.changes`). NULL before 0004.
+    trained_on: Mapped[dict | None] = mapped_column(JSON, default=None)
+    changes: Mapped[dict | None] = mapped_column(JSON, default=None)
     created: Mapped[datetime] = mapped_column(default=now)
 
 

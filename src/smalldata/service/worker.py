@@ -31,6 +31,7 @@ from rich.text import Text
 from sqlalchemy import select
 
 from smalldata.progress import Progress
+from smalldata.service import versions
 from smalldata.service.storage import (
     Example,
     Job,
@@ -393,7 +394,11 @@ class JobRunner:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._set_aside(target)
             os.replace(spec["out_dir"], target)
-            version = ModelVersion(project_id=project_id, number=number, job_id=job_id, folder=folder, summary=summary)
+            trained_on = versions.snapshot(spec["keys"], spec["labels"])
+            previous = session.scalars(select(ModelVersion).where(ModelVersion.project_id == project_id)
+                                       .order_by(ModelVersion.number.desc()).limit(1)).first()
+            version = ModelVersion(project_id=project_id, number=number, job_id=job_id, folder=folder, summary=summary,
+                                   trained_on=trained_on, changes=versions.changes(previous, trained_on))
             session.add(version)
             session.flush()
             session.get(Project, project_id).active_version_id = version.id

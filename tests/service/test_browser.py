@@ -1,5 +1,7 @@
 """The web page in a real browser (Debian's Chromium, driven by Playwright) against a real server on
-loopback: create a project, upload images of three classes, train, try a new image."""
+loopback: the whole labeling loop in one test (create a project, drop class folders, train, fix what
+the findings show, label suggested examples, retrain, see what changed), the offline API docs, keyless
+local use and the camera."""
 
 from __future__ import annotations
 
@@ -74,13 +76,61 @@ def browser():
         launched.close()
 
 
-@pytest.mark.slow
-def test_create_upload_train_and_try_an_image_in_the_browser(live_server, browser, fashion, fashion_pngs, tmp_path):
+def class_folders(root, fashion, fashion_pngs):
+    """CLASS/*.png for the three classes (8 each), with a planted label error (a sneaker in bag/),
+    a near-duplicate (a trouser with one pixel changed) and a file that is no image."""
     from PIL import Image
-    from playwright.sync_api import expect
 
     from smalldata.demo import CLASSES
     from tests.service.conftest import png_bytes
+
+    for label, pngs in fashion_pngs.items():
+        (root / label).mkdir(parents=True)
+        for i, data in enumerate(pngs[:8]):
+            (root / label / f"{label}{i}.png").write_bytes(data)
+    images, labels = fashion
+    sneaker = images[(labels == CLASSES.index("sneaker")).nonzero()[0][50]]
+    (root / "bag" / "planted.png").write_bytes(png_bytes(Image.fromarray(sneaker).convert("RGB")))
+    trouser = images[(labels == CLASSES.index("trouser")).nonzero()[0][0]].copy()
+    trouser[0, 0] ^= 1
+    (root / "trouser" / "copy.png").write_bytes(png_bytes(Image.fromarray(trouser).convert("RGB")))
+    (root / "bag" / "notes.txt").write_text("not an image")
+    return [root / label for label in fashion_pngs]
+
+
+def unlabeled_pngs(fashion) -> list[dict]:
+    """Six images of the three classes that are not among the labeled ones, as Playwright files."""
+    from PIL import Image
+
+    from smalldata.demo import CLASSES
+    from tests.service.conftest import png_bytes
+
+    images, labels = fashion
+    picked = [i for name in ("trouser", "bag", "sneaker") for i in (labels == CLASSES.index(name)).nonzero()[0][100:102]]
+    return [{"name": f"u{i}.png", "mimeType": "image/png", "buffer": png_bytes(Image.fromarray(images[i]).convert("RGB"))}
+            for i in picked]
+
+
+def drag_folders(page, folders) -> None:
+    """Class folders dragged onto the drop zone at once (Chromium's own drag of real folders)."""
+    box = page.locator("#drop").bounding_box()
+    where = {"x": box["x"] + box["width"] / 2, "y": box["y"] + box["height"] / 2}
+    dragged = {"items": [], "dragOperationsMask": 1, "files": [str(folder) for folder in folders]}
+    cdp = page.context.new_cdp_session(page)
+    for kind in ("dragEnter", "dragOver", "drop"):
+        cdp.send("Input.dispatchDragEvent", {"type": kind, **where, "data": dragged})
+
+
+def count_of(page, label):
+    return page.locator("#counts tr", has_text=label).locator("td").nth(1)
+
+
+@pytest.mark.slow
+def test_the_whole_labeling_loop_in_the_browser(live_server, browser, fashion, fashion_pngs, tmp_path):
+    """Issue 30's loop as a user goes through it: create a project, drop three class folders, train,
+    see the advice and a suspected error, relabel it, label five suggested examples, retrain, and see
+    the new version with what changed; with the bad input and the side roads on the way."""
+    from playwright.sync_api import expect
 
     url, key = live_server
     page = browser.new_page()
@@ -95,40 +145,137 @@ def test_create_upload_train_and_try_an_image_in_the_browser(live_server, browse
     page.click("#key-form button")
     page.fill("#project-name", "clothes")
     page.check("input[name=modality][value=image]")
+    page.fill("#project-budget", "soon")
+    page.click("#new-project button")
+    expect(page.locator("#message")).to_contain_text("a budget looks like 90s")  # and no project was made
+    page.fill("#project-budget", "2m")
     page.click("#new-project button")
     expect(page.locator("#project-title")).to_have_text("clothes (images)")
-    for label, pngs in fashion_pngs.items():
-        page.fill("#image-label", label)
-        page.set_input_files("#image-files", [{"name": f"{label}{i}.png", "mimeType": "image/png", "buffer": data}
-                                              for i, data in enumerate(pngs[:8])])
-        page.click("#add-images button")
-        expect(page.locator("#counts")).to_contain_text(label)
-    expect(page.locator("#message")).to_contain_text("added 8 examples")
-    # A label error planted: a sneaker (none of the fixture's) uploaded as a bag.
-    images, labels = fashion
-    planted = png_bytes(Image.fromarray(images[(labels == CLASSES.index("sneaker")).nonzero()[0][50]]).convert("RGB"))
-    page.fill("#image-label", "bag")
-    page.set_input_files("#image-files", {"name": "planted.png", "mimeType": "image/png", "buffer": planted})
-    page.click("#add-images button")
-    expect(page.locator("#counts tr", has_text="bag")).to_contain_text("9")
+    expect(page.locator("#budget")).to_have_value("2m")
+
+    # Folders: one with no image is refused, nothing added; three class folders dropped at once.
+    (tmp_path / "papers" / "drafts").mkdir(parents=True)
+    (tmp_path / "papers" / "drafts" / "a.txt").write_text("no image here")
+    page.set_input_files("#folder-files", str(tmp_path / "papers"))
+    expect(page.locator("#message")).to_have_class("error")
+    expect(page.locator("#message")).to_contain_text("hold no images")
+    expect(page.locator("#counts")).to_contain_text("no examples yet")
+    drag_folders(page, class_folders(tmp_path / "clothes", fashion, fashion_pngs))
+    expect(page.locator("#message")).to_contain_text("added 26 examples to 3 classes")
+    expect(page.locator("#message")).to_contain_text("1 files that are not images skipped")
+    for label, n in (("trouser", 9), ("bag", 9), ("sneaker", 8)):
+        expect(count_of(page, label)).to_have_text(str(n))
+    bags = page.locator("#gallery details[data-label=bag]")
+    bags.locator("summary").click()
+    expect(bags.locator("figure img")).to_have_count(9)
+    expect(bags.locator("figure img").first).to_have_attribute("src", re.compile("^blob:"))  # fetched with the key
+    page.once("dialog", lambda dialog: dialog.accept("   "))  # an empty class: refused, nothing changed
+    bags.locator("figure button", has_text="Relabel").first.click()
+    expect(page.locator("#message")).to_contain_text("cannot be empty")
+    expect(count_of(page, "bag")).to_have_text("9")
+    page.set_input_files("#unlabeled-images", unlabeled_pngs(fashion))
+    page.click("#add-unlabeled button")
+    expect(page.locator("#unlabeled-count")).to_contain_text("6 unlabeled examples")
+
+    # Train; the first job waits for a fresh worker to load its backbones: time to see it and cancel.
+    page.click("#train")
+    expect(page.locator("#job-time")).to_contain_text("left of its 2 min 0 s budget", timeout=30_000)
+    page.click("#cancel")
+    expect(page.locator("#job")).to_contain_text("cancelled", timeout=30_000)
+    expect(page.locator("#train")).to_be_enabled()
+    page.fill("#budget", "0")
+    page.click("#budget-form button")
+    expect(page.locator("#message")).to_contain_text("frozen backbones only")
     page.click("#train")
     expect(page.locator("#try")).to_be_visible(timeout=180_000)
-    expect(page.locator("#accuracy")).to_contain_text("of 25 examples right out of fold")
+    expect(page.locator("#accuracy")).to_contain_text("of 26 examples right out of fold")
     expect(page.locator("#accuracy")).to_contain_text("95% interval")
+    expect(page.locator("#accuracy")).to_contain_text("Fine-tuning: not tried: --budget 0")
+    expect(page.locator("#changes")).to_have_text("The project's first version.")
     assert "± 0.0%" not in page.locator("#result").inner_text()
     expect(page.locator("#confusion")).to_contain_text("sneaker")
+
+    # The advice, once the report is written: the learning curve, and the examples to look at.
+    expect(page.locator("#report-link a")).to_be_visible(timeout=120_000)
+    expect(page.locator("#curve-summary")).to_contain_text("more examples per class")
+    expect(page.locator("#curve-plot svg circle")).not_to_have_count(0)
+    # The planted error is suspected, and one click gives it the class the model suggests.
+    suspect = page.locator("#findings figure", has_text="labeled bag, looks like sneaker (suspected label error)")
+    expect(suspect.first).to_be_visible()
+    suspect.first.locator("button.suggested").click()
+    expect(page.locator("#message")).to_contain_text("relabeled sneaker")
+    expect(count_of(page, "bag")).to_have_text("8")
+    expect(count_of(page, "sneaker")).to_have_text("9")
+    # The planted near-duplicate: one click removes either one, and the message can put it back.
+    pair = page.locator("#findings figure.pair", has_text="near-duplicates").first
+    expect(pair).to_be_visible()
+    pair.locator("button", has_text="Remove the second").click()
+    expect(page.locator("#message")).to_contain_text("removed an example of")
+    removed_from = page.locator("#message").inner_text().split("removed an example of ")[1].split(";")[0]
+    before = int(count_of(page, removed_from).inner_text())  # the counts are shown before the message
+    page.click("#undo")
+    expect(page.locator("#message")).to_contain_text(f"put back the example of {removed_from}")
+    expect(count_of(page, removed_from)).to_have_text(str(before + 1))
+
+    # Label these next: five suggestions, one click each for the model's guess.
+    for left in range(5, 0, -1):
+        first = page.locator("#suggestions figure").first
+        expect(first.locator("img")).to_have_attribute("src", re.compile("^blob:"))
+        guess = first.locator("button.suggested").inner_text().removeprefix("It is ")
+        first.locator("button.suggested").click()
+        expect(page.locator("#message")).to_contain_text(f"labeled {guess}")
+        expect(page.locator("#unlabeled-count")).to_contain_text(f"The project has {left} unlabeled example")
+
+    # Try it: an image, then a threshold under which the answer is 'unknown'.
     page.set_input_files("#try-file", {"name": "new.png", "mimeType": "image/png", "buffer": fashion_pngs["bag"][-1]})
     page.click("#try-image button")
     expect(page.locator("#predicted-label")).to_have_text("bag")
-    # A threshold on the page: under it the answer is 'unknown', with the probabilities still shown.
     page.fill("#try-threshold", "1")
     page.click("#try-image button")
     expect(page.locator("#predicted-label")).to_have_text("unknown")
     expect(page.locator("#prediction")).to_contain_text("no class reached probability 1.0000")
     expect(page.locator("#prediction")).to_contain_text("bag")
     page.fill("#try-threshold", "")
-    # The snippets on the page work as they are, once the key is put in.
-    (tmp_path / "photo.jpg").write_bytes(fashion_pngs["bag"][-1])  # the service reads content, not names
+    call_the_snippets(page, url, key, tmp_path, fashion_pngs["bag"][-1])
+    # Reads need the key: the model zip and the report come through fetches that send it.
+    with page.expect_download() as download:
+        page.click("#download")
+    assert download.value.suggested_filename.endswith(".zip") and download.value.failure() is None
+    with page.context.expect_page() as report_tab:
+        page.click("#report-link a")
+    expect(report_tab.value.locator("body")).to_contain_text("accuracy", timeout=30_000)
+    report_tab.value.close()
+
+    # Retrain: the new version says what changed since the first, with both accuracies.
+    page.click("#train")
+    expect(page.locator("#accuracy")).to_contain_text("Version 2:", timeout=180_000)
+    expect(page.locator("#changes")).to_contain_text("Since version 1: 5 added (")
+    expect(page.locator("#changes")).to_contain_text("1 relabelled (bag → sneaker 1)")
+    expect(page.locator("#changes")).to_contain_text("before,")
+    rows = page.locator("#versions tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.first.locator("td.changed")).to_contain_text("bag → sneaker 1")
+    expect(rows.last.locator("td.changed")).to_have_text("The project's first version.")
+    if os.environ.get("SMALLDATA_SCREENSHOT"):
+        page.screenshot(path=os.environ["SMALLDATA_SCREENSHOT"], full_page=True)
+    page.goto(url)
+    expect(page.locator("#project-list")).to_contain_text("clothes (images, 31 examples, trained)")
+    assert not errors, errors
+    page.close()
+
+    # The same project through the REST API of the running server: an image batch in one request
+    # (the top class each; version 2 learned from the model's own guesses, and its floor may say 'unknown').
+    files = [("files", (f"{name}.png", pngs[-2], "image/png")) for name, pngs in fashion_pngs.items()]
+    projects = httpx.get(f"{url}/api/projects", headers={"X-API-Key": key}).json()
+    answer = httpx.post(f"{url}/api/projects/{projects[0]['id']}/predict/images", files=files,
+                        params={"unknown": "false"}, headers={"X-API-Key": key})
+    assert answer.status_code == 200
+    assert [p["label"] for p in answer.json()["predictions"]] == list(fashion_pngs)
+
+
+def call_the_snippets(page, url, key, tmp_path, image) -> None:
+    """The snippets on the page work as they are, once the key is put in."""
+    (tmp_path / "photo.jpg").write_bytes(image)  # the service reads content, not names
     python = page.locator("#snippet-python").inner_text()
     assert f"{url}/api/projects/" in python and "YOUR_API_KEY" in python
     (tmp_path / "call.py").write_text(python.replace("YOUR_API_KEY", key))
@@ -138,35 +285,6 @@ def test_create_upload_train_and_try_an_image_in_the_browser(live_server, browse
         curl = page.locator("#snippet-curl").inner_text().replace("YOUR_API_KEY", key)
         called = subprocess.run(["bash", "-c", curl], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
         assert called.returncode == 0 and json.loads(called.stdout)["predictions"][0]["label"] == "bag", called
-    expect(page.locator("#report-link a")).to_be_visible(timeout=60_000)
-    expect(page.locator("#curve-summary")).to_contain_text("more examples per class")
-    expect(page.locator("#curve-plot svg circle")).not_to_have_count(0)
-    # The planted error is suspected, and one click gives it the class the model suggests.
-    suspect = page.locator("#findings figure", has_text="labeled bag, looks like sneaker (suspected label error)")
-    expect(suspect.first).to_be_visible()
-    suspect.first.locator("button.suggested").click()
-    expect(page.locator("#message")).to_contain_text("relabeled sneaker")
-    expect(page.locator("#counts tr", has_text="bag")).to_contain_text("8")
-    expect(page.locator("#counts tr", has_text="sneaker")).to_contain_text("9")
-    # Reads need the key: the model zip and the report come through fetches that send it.
-    with page.expect_download() as download:
-        page.click("#download")
-    assert download.value.suggested_filename.endswith(".zip") and download.value.failure() is None
-    with page.context.expect_page() as report_tab:
-        page.click("#report-link a")
-    expect(report_tab.value.locator("body")).to_contain_text("accuracy", timeout=30_000)
-    report_tab.value.close()
-    if os.environ.get("SMALLDATA_SCREENSHOT"):
-        page.screenshot(path=os.environ["SMALLDATA_SCREENSHOT"], full_page=True)
-    assert not errors, errors
-
-    # The same project through the REST API of the running server: an image batch in one request.
-    files = [("files", (f"{name}.png", pngs[-2], "image/png")) for name, pngs in fashion_pngs.items()]
-    projects = httpx.get(f"{url}/api/projects", headers={"X-API-Key": key}).json()
-    answer = httpx.post(f"{url}/api/projects/{projects[0]['id']}/predict/images", files=files,
-                        headers={"X-API-Key": key})
-    assert answer.status_code == 200
-    assert [p["label"] for p in answer.json()["predictions"]] == list(fashion_pngs)
 
 
 def offline_page(browser, url):
@@ -214,6 +332,7 @@ def test_on_loopback_with_no_key_the_page_needs_none_until_a_key_is_made(browser
     from playwright.sync_api import expect
 
     from smalldata.service import auth
+    from tests.conftest import DATA
 
     with running(tmp_path, loopback_only=True) as (url, app):
         page = browser.new_page()
@@ -228,6 +347,15 @@ def test_on_loopback_with_no_key_the_page_needs_none_until_a_key_is_made(browser
         page.fill("#text-label", "weather")
         page.click("#add-text button")
         expect(page.locator("#counts")).to_contain_text("weather")
+        page.set_input_files("#csv-file", str(DATA / "topics.csv"))
+        page.click("#add-csv button")
+        expect(page.locator("#counts tr", has_text="weather")).to_contain_text("9")
+        weather = page.locator("#gallery details[data-label=weather]")
+        weather.locator("summary").click()
+        expect(weather.locator("figure blockquote")).to_have_count(9)  # texts show their first lines
+        page.fill("#unlabeled-texts", "Heavy rain is expected overnight.\nThe goalkeeper saved a penalty.")
+        page.click("#add-unlabeled button")
+        expect(page.locator("#unlabeled-count")).to_contain_text("2 unlabeled examples")
 
         key = auth.create_key(app.state.service.sessions, "now keys are on")
         page.goto(url)
@@ -238,130 +366,6 @@ def test_on_loopback_with_no_key_the_page_needs_none_until_a_key_is_made(browser
         page.click("#key-form button")
         expect(page.locator("#project-list")).to_contain_text("my own")  # nothing made before the key is lost
         expect(page.locator("#new-project")).to_be_visible()
-        page.close()
-
-
-@pytest.mark.slow
-def test_training_shows_its_budget_and_time_left_and_can_be_cancelled(browser, tmp_path):
-    from playwright.sync_api import expect
-
-    from tests.conftest import DATA
-
-    with running(tmp_path, loopback_only=True) as (url, _app):
-        page = browser.new_page()
-        errors = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(url)
-        page.fill("#project-name", "topics")
-        page.check("input[name=modality][value=text]")
-        page.fill("#project-budget", "soon")
-        page.click("#new-project button")
-        expect(page.locator("#message")).to_contain_text("a budget looks like 90s")  # and no project was made
-        page.fill("#project-budget", "2m")
-        page.click("#new-project button")
-        expect(page.locator("#budget")).to_have_value("2m")
-        page.set_input_files("#csv-file", str(DATA / "topics.csv"))
-        page.click("#add-csv button")
-        expect(page.locator("#counts")).to_contain_text("weather")
-        weather = page.locator("#gallery details[data-label=weather]")
-        weather.locator("summary").click()
-        expect(weather.locator("figure blockquote")).to_have_count(8)  # texts show their first lines
-
-        page.click("#train")  # the first job waits for a fresh worker to load its backbones: time to cancel
-        expect(page.locator("#job-time")).to_contain_text("left of its 2 min 0 s budget", timeout=30_000)
-        page.click("#cancel")
-        expect(page.locator("#job")).to_contain_text("cancelled", timeout=30_000)
-        expect(page.locator("#train")).to_be_enabled()
-
-        page.fill("#budget", "0")
-        page.click("#budget-form button")
-        expect(page.locator("#message")).to_contain_text("frozen backbones only")
-        page.fill("#unlabeled-texts", "Heavy rain is expected overnight.\nThe goalkeeper saved a penalty.\n"
-                                      "Simmer the sauce for twenty minutes.\nClear skies and a light breeze.\n"
-                                      "The match went to extra time.")
-        page.click("#add-unlabeled button")
-        expect(page.locator("#unlabeled-count")).to_contain_text("5 unlabeled examples")
-        page.click("#train")
-        expect(page.locator("#accuracy")).to_contain_text("Fine-tuning: not tried: --budget 0", timeout=180_000)
-
-        # Label these next: one click takes the model's guess, and the example joins its class.
-        first = page.locator("#suggestions figure").first
-        expect(first.locator("blockquote")).to_be_visible(timeout=120_000)
-        guess = first.locator("button.suggested").inner_text().removeprefix("It is ")
-        before = int(page.locator("#counts tr", has_text=guess).locator("td").nth(1).inner_text())
-        first.locator("button.suggested").click()
-        expect(page.locator("#message")).to_contain_text(f"labeled {guess}")
-        expect(page.locator("#unlabeled-count")).to_contain_text("4 unlabeled examples")
-        expect(page.locator("#counts tr", has_text=guess).locator("td").nth(1)).to_have_text(str(before + 1))
-        page.goto(url)
-        expect(page.locator("#project-list")).to_have_text("topics (texts, 25 examples, trained)")
-        assert not errors, errors
-        page.close()
-
-
-@pytest.mark.slow
-def test_class_folders_at_once_and_a_gallery_per_class(browser, fashion_pngs, tmp_path):
-    from playwright.sync_api import expect
-
-    root = tmp_path / "clothes"
-    for label, pngs in fashion_pngs.items():
-        (root / label).mkdir(parents=True)
-        for i, data in enumerate(pngs[:4]):
-            (root / label / f"{label}{i}.png").write_bytes(data)
-    (root / "bag" / "notes.txt").write_text("not an image")
-    (tmp_path / "papers" / "drafts").mkdir(parents=True)
-    (tmp_path / "papers" / "drafts" / "a.txt").write_text("no image here")
-
-    with running(tmp_path / "data", loopback_only=True) as (url, _app):
-        page = browser.new_page()
-        errors = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(url)
-        page.fill("#project-name", "clothes")
-        page.click("#new-project button")
-        expect(page.locator("#project-title")).to_have_text("clothes (images)")
-
-        page.set_input_files("#folder-files", str(tmp_path / "papers"))  # no image anywhere: said, nothing added
-        expect(page.locator("#message")).to_have_class("error")
-        expect(page.locator("#message")).to_contain_text("hold no images")
-        expect(page.locator("#counts")).to_contain_text("no examples yet")
-
-        page.set_input_files("#folder-files", str(root))
-        expect(page.locator("#message")).to_contain_text("added 12 examples to 3 classes")
-        expect(page.locator("#message")).to_contain_text("1 files that are not images skipped")
-        for label in fashion_pngs:
-            expect(page.locator("#counts tr", has_text=label)).to_contain_text("4")
-
-        bags = page.locator("#gallery details[data-label=bag]")
-        bags.locator("summary").click()
-        expect(bags.locator("figure img")).to_have_count(4)
-        expect(bags.locator("figure img").first).to_have_attribute("src", re.compile("^blob:"))  # fetched, with no key
-        page.once("dialog", lambda dialog: dialog.accept("   "))  # an empty class: refused, nothing changed
-        bags.locator("figure button", has_text="Relabel").first.click()
-        expect(page.locator("#message")).to_contain_text("cannot be empty")
-        expect(page.locator("#counts tr", has_text="bag")).to_contain_text("4")
-        page.once("dialog", lambda dialog: dialog.accept("sneaker"))
-        bags.locator("figure button", has_text="Relabel").first.click()
-        expect(page.locator("#counts tr", has_text="sneaker")).to_contain_text("5")
-        expect(page.locator("#counts tr", has_text="bag")).to_contain_text("3")
-        expect(bags.locator("figure")).to_have_count(3)  # the fold stays open, with the new counts
-
-        # Two class folders dragged onto the drop zone at once (Chromium's own drag, real folders).
-        for label in ("trouser", "bag"):
-            (tmp_path / "drop" / label).mkdir(parents=True)
-            for i, data in enumerate(fashion_pngs[label][4:6]):
-                (tmp_path / "drop" / label / f"new{i}.png").write_bytes(data)
-        box = page.locator("#drop").bounding_box()
-        where = {"x": box["x"] + box["width"] / 2, "y": box["y"] + box["height"] / 2}
-        dragged = {"items": [], "dragOperationsMask": 1,
-                   "files": [str(tmp_path / "drop" / "trouser"), str(tmp_path / "drop" / "bag")]}
-        cdp = page.context.new_cdp_session(page)
-        for kind in ("dragEnter", "dragOver", "drop"):
-            cdp.send("Input.dispatchDragEvent", {"type": kind, **where, "data": dragged})
-        expect(page.locator("#message")).to_contain_text("added 4 examples to 2 classes (trouser 2, bag 2)")
-        expect(page.locator("#counts tr", has_text="trouser")).to_contain_text("6")
-        expect(page.locator("#counts tr", has_text="bag")).to_contain_text("5")
-        assert not errors, errors
         page.close()
 
 

@@ -29,9 +29,32 @@ function accuracyWords(version) {
     `${Math.round(100 * a.confidence)}% interval ${pct(a.low)} to ${pct(a.high)}.${few}`;
 }
 
+// What changed from the version before, in a sentence: the examples per class, and the accuracy
+// before and now with their intervals (a gain inside both intervals may be luck of the folds).
+function changeWords(version) {
+  const c = version.changes;
+  if (!c) return version.number === 1 ? "The project's first version." : "What changed is not known (made before versions kept it).";
+  const counts = (byClass) => Object.entries(byClass).map(([label, n]) => `${label} ${n}`).join(", ");
+  const total = (byClass) => Object.values(byClass).reduce((a, b) => a + b, 0);
+  const parts = [];
+  if (!c.examples_known) parts.push("which examples changed is not known (version " + c.previous_number + " was made before versions kept it)");
+  else {
+    const moved = c.relabelled.reduce((a, r) => a + r.n, 0);
+    if (total(c.added)) parts.push(`${total(c.added)} added (${counts(c.added)})`);
+    if (total(c.removed)) parts.push(`${total(c.removed)} removed (${counts(c.removed)})`);
+    if (moved) parts.push(`${moved} relabelled (${c.relabelled.map((r) => `${r.from} → ${r.to} ${r.n}`).join(", ")})`);
+    if (!parts.length) parts.push("the same examples");
+  }
+  const before = c.accuracy_before ? intervalWords(c.accuracy_before) : "not known";
+  const now = version.accuracy_interval ? intervalWords(version.accuracy_interval) : pct(version.summary.accuracy.mean);
+  return `Since version ${c.previous_number}: ${parts.join("; ")}. Accuracy ${before} before, ${now} now.`;
+}
+
+const intervalWords = (a) => `${pct(a.accuracy)} (${pct(a.low)} to ${pct(a.high)})`;
+
 function accuracyCell(version) {
   const a = version.accuracy_interval;
-  return a ? `${pct(a.accuracy)} (${pct(a.low)} to ${pct(a.high)})` : pct(version.summary.accuracy.mean);
+  return a ? intervalWords(a) : pct(version.summary.accuracy.mean);
 }
 
 // kind: "error" (something went wrong), "note" (it worked) or "hint" (what to do next).
@@ -75,14 +98,18 @@ async function api(path, options = {}) {
 
 // Reads need the key too, and an <img src> or a link sends no header: the bytes are fetched with
 // the key and shown or saved from a blob: URL.
-async function keyedBlob(path) {
+async function keyedBytes(path) {
   const key = sessionStorage.getItem("smalldata-key");
   const response = await fetch(path, { headers: key ? { "X-API-Key": key } : {} });
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
     throw new Error(typeof body.detail === "string" ? body.detail : `${response.status} ${response.statusText}`);
   }
-  return URL.createObjectURL(await response.blob());
+  return response.blob();
+}
+
+async function keyedBlob(path) {
+  return URL.createObjectURL(await keyedBytes(path));
 }
 
 function keyedImage(path, alt) {
@@ -448,6 +475,7 @@ async function showResult(version) {
   }
   if (s.fine_tuning && s.fine_tuning.reason) text += ` Fine-tuning: ${s.fine_tuning.reason}.`;
   $("#accuracy").textContent = text;
+  $("#changes").textContent = changeWords(version);
   $("#candidates tbody").replaceChildren(...s.candidates.map((c) => el("tr", {},
     el("td", {}, c.name + (c.name === s.chosen ? " (chosen)" : "")), el("td", {}, pct(c.mean)), el("td", {}, points(c.std)))));
   $("#confusion-source").textContent = `(rows: true class, columns: predicted; ${s.confusion_source})`;
@@ -468,13 +496,12 @@ async function showResult(version) {
 }
 
 // `text`: the example's text where the caller has it already (the gallery); `onChange`: after a
-// relabel or a removal (the gallery shows the new counts).
-function exampleCard(id, caption, { text = null, onChange = null, suggested = null } = {}) {
-  const modality = state.project.modality;
-  const card = el("figure", { class: "card" });
-  if (modality === "image") card.append(keyedImage(`/api/examples/${id}/content`, `example ${id}`));
-  else if (text !== null) card.prepend(el("blockquote", {}, text));
-  else api(`/api/examples/${id}/content`).then((body) => card.prepend(el("blockquote", {}, body))).catch(() => {});
+// relabel or a removal (the gallery shows the new counts); `suggested`: a class offered in one
+// click; `oneClick`: removal needs no confirmation (the findings: the message can undo it).
+function exampleCard(id, caption, { text = null, onChange = null, suggested = null, oneClick = false } = {}) {
+  const card = el("figure", { class: "card", "data-examples": String(id) });
+  if (text !== null) card.append(el("blockquote", {}, text));
+  else preview(card, id);
   const relabel = el("button", { type: "button", onclick: () => guarded(async () => {
     const label = prompt("New class for this example:");
     if (label === null) return;  // cancelled
@@ -483,14 +510,13 @@ function exampleCard(id, caption, { text = null, onChange = null, suggested = nu
     if (onChange) await onChange();
     say(`relabeled ${label.trim()}; train again to use it`, "note");
   }) }, "Relabel");
-  const remove = el("button", { type: "button", onclick: () => guarded(async () => {
+  const remove = oneClick ? removeButton(id, card, onChange) : el("button", { type: "button", onclick: () => guarded(async () => {
     if (confirm("Remove this example from the project?")) {
       await api(`/api/examples/${id}`, { method: "DELETE" }); card.remove();
       if (onChange) await onChange();
       say("removed; train again to use the change", "note");
     }
   }) }, "Remove");
-  // One click for the class the model suggests (a suspected label error).
   const accept = suggested === null ? "" : el("button", { type: "button", class: "suggested", onclick: () => guarded(async () => {
     await api(`/api/examples/${id}`, { method: "PATCH", json: { label: suggested } });
     card.remove();
@@ -590,25 +616,91 @@ async function refreshCounts() {
   showData(await api(`/api/projects/${state.project.id}`));
 }
 
+// The report's findings, each with what fixes it in one click: a suspected label error takes the
+// suggested class; an outlier its nearest class (where that is another) or leaves; of two
+// near-duplicates, either one leaves. A removal can be undone from the message.
 function showFindings(findings) {
   const box = $("#findings");
   box.replaceChildren();
   if (!findings) { box.append(el("p", {}, "Looking for suspect labels, outliers and near-duplicates…")); return; }
+  const changed = (id) => async () => { dropFindings(id); await refreshCounts(); };
   for (const issue of (findings.label_issues || []).slice(0, 12))
     box.append(exampleCard(issue.example_id, `labeled ${issue.given_label}, looks like ${issue.suggested_label} (suspected label error)`,
-      { suggested: issue.suggested_label, onChange: refreshCounts }));
-  for (const outlier of (findings.outliers || []).slice(0, 6))
-    box.append(exampleCard(outlier.example_id, `labeled ${outlier.label}: unlike every class (outlier)`));
-  for (const pair of (findings.near_duplicates || []).slice(0, 6))
-    box.append(exampleCard(pair.example_ids[1], `near-duplicate of example ${pair.example_ids[0]} (${pair.labels.join(" / ")})`));
+      { suggested: issue.suggested_label, onChange: changed(issue.example_id), oneClick: true }));
+  for (const outlier of (findings.outliers || []).slice(0, 6)) {
+    const other = outlier.nearest_class && outlier.nearest_class !== outlier.label ? outlier.nearest_class : null;
+    const near = outlier.nearest_class ? `, nearest class ${outlier.nearest_class}` : "";
+    box.append(exampleCard(outlier.example_id, `labeled ${outlier.label}${near}: unlike every class (outlier)`,
+      { suggested: other, onChange: changed(outlier.example_id), oneClick: true }));
+  }
+  for (const pair of (findings.near_duplicates || []).slice(0, 6)) box.append(duplicatesCard(pair, changed));
   if (!box.children.length) box.append(el("p", {}, "No suspected label errors, outliers or near-duplicates."));
+}
+
+// Two near-duplicates side by side, each with its own one-click Remove.
+function duplicatesCard(pair, changed) {
+  const [first, second] = pair.example_ids;
+  const same = pair.labels[0] === pair.labels[1];
+  const caption = `near-duplicates (similarity ${pair.similarity.toFixed(2)}), ` +
+    (same ? `both labeled ${pair.labels[0]}` : `labeled ${pair.labels[0]} and ${pair.labels[1]}`);
+  const card = el("figure", { class: "card pair", "data-examples": `${first} ${second}` });
+  const halves = pair.example_ids.map((id, i) => {
+    const half = el("div", {});
+    preview(half, id);
+    half.append(removeButton(id, card, changed(id), `Remove ${i ? "the second" : "the first"}`));
+    return half;
+  });
+  card.append(el("div", { class: "halves" }, ...halves), el("figcaption", {}, caption));
+  return card;
+}
+
+// An example's thumbnail (texts: their first lines) at the top of `box`.
+function preview(box, id) {
+  if (state.project.modality === "image") box.prepend(keyedImage(`/api/examples/${id}/content`, `example ${id}`));
+  else api(`/api/examples/${id}/content`).then((body) => box.prepend(el("blockquote", {}, firstLines(body)))).catch(() => {});
+}
+
+// The cards of the findings that name an example just changed or removed: done with.
+function dropFindings(id) {
+  for (const card of document.querySelectorAll("#findings figure"))
+    if (card.dataset.examples.split(" ").includes(String(id))) card.remove();
+}
+
+// One click removes the example; the message offers to put it back (its content and class, read
+// before it goes, are uploaded again: a new id, the same example).
+function removeButton(id, card, onChange, text = "Remove") {
+  return el("button", { type: "button", class: "remove", onclick: () => guarded(async () => {
+    const kept = await api(`/api/examples/${id}`);
+    const content = kept.text === null ? await keyedBytes(`/api/examples/${id}/content`) : null;
+    await api(`/api/examples/${id}`, { method: "DELETE" });
+    card.remove();
+    if (onChange) await onChange();
+    say(`removed an example of ${kept.label}; train again to use the change `, "note");
+    $("#message").append(el("button", { type: "button", id: "undo", onclick: () => guarded(async () => {
+      await putBack(kept, content);
+      await refreshCounts();
+      say(`put back the example of ${kept.label}`, "note");
+    }) }, "Undo"));
+  }) }, text);
+}
+
+async function putBack(example, content) {
+  const id = state.project.id;
+  if (example.text !== null) {
+    await api(`/api/projects/${id}/examples/texts`, { method: "POST", json: { examples: [{ text: example.text, label: example.label }] } });
+    return;
+  }
+  const form = new FormData();
+  form.append("label", example.label);
+  form.append("files", content, example.filename || `example-${example.id}`);
+  await api(`/api/projects/${id}/examples/images`, { method: "POST", body: form });
 }
 
 async function showVersions() {
   const versions = await api(`/api/projects/${state.project.id}/versions`);
   $("#versions tbody").replaceChildren(...versions.map((v) => el("tr", {},
     el("td", {}, `${v.number}${v.active ? " (serving)" : ""}`), el("td", {}, v.summary.n_examples),
-    el("td", {}, accuracyCell(v)), el("td", {}, v.created.replace("T", " ").slice(0, 19)),
+    el("td", {}, accuracyCell(v)), el("td", { class: "changed" }, changeWords(v)), el("td", {}, v.created.replace("T", " ").slice(0, 19)),
     el("td", {}, v.active ? "" : el("button", { type: "button", onclick: () => guarded(async () => {
       await api(`/api/versions/${v.id}/activate`, { method: "POST" }); await showProject(state.project.id);
     }) }, "Serve this one"), " ", versionDownload(v)))));

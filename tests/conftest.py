@@ -1,4 +1,5 @@
-"""Shared fixtures: a private embedding cache, real Fashion-MNIST images, a small real text set."""
+"""Shared fixtures: a private embedding cache, real Fashion-MNIST images, a small real text set, a model
+trained on it, and synthetic clusters of embeddings."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+import smalldata
 
 DATA = Path(__file__).parent / "data"
 os.environ["COLUMNS"] = "200"  # wide Rich tables, so assertions see unwrapped cells
@@ -59,3 +63,18 @@ def topics_csv(tmp_path) -> Path:
     path = tmp_path / "topics.csv"
     shutil.copy(DATA / "topics.csv", path)
     return path
+
+
+def three_clusters(n_per_class=10, dim=32, seed=0):
+    """Three Gaussian clusters of float32 embeddings, labelled a, b, c: a head should separate them."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(3, dim)) * 3
+    X = np.concatenate([c + rng.normal(size=(n_per_class, dim)) for c in centres]).astype(np.float32)
+    y = np.repeat(np.array(["a", "b", "c"]), n_per_class)
+    return X, y
+
+
+@pytest.fixture(scope="session")
+def text_model():
+    """The automatic choice on the topics set (8 sentences a class), trained once for every test file."""
+    return smalldata.train(smalldata.load_dataset(DATA / "topics.csv"))

@@ -1,34 +1,11 @@
+"""evaluate.py: folds, the comparison on the same folds, scores and the choice."""
+
 import numpy as np
 import pytest
-from sklearn.base import clone
 
 from smalldata.evaluate import Candidate, CandidateScore, Comparison, compare, cv_folds, score
-from smalldata.heads import LOSSES, LinearHead, logistic_regression_head
-
-
-def _clusters(n_per_class=10, dim=32, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(3, dim)) * 3
-    X = np.concatenate([c + rng.normal(size=(n_per_class, dim)) for c in centres]).astype(np.float32)
-    y = np.repeat(np.array(["a", "b", "c"]), n_per_class)
-    return X, y
-
-
-@pytest.mark.parametrize("loss", LOSSES)
-def test_linear_head_learns_each_loss_and_survives_clone(loss):
-    X, y = _clusters()
-    X_test, y_test = _clusters(seed=0)[0] + np.random.default_rng(1).normal(size=X.shape) * 0.1, y
-    head = clone(LinearHead(loss=loss)).fit(X, y)
-    assert (head.predict(X_test) == y_test).mean() > 0.9
-    proba = head.predict_proba(X_test)
-    assert np.allclose(proba.sum(axis=1), 1) and proba.shape == (len(y), 3)
-    restored = LinearHead.from_state(head.get_params(), head.classes_.tolist(), head.state())
-    assert np.allclose(restored.predict_proba(X_test), proba)
-
-
-def test_linear_head_rejects_unknown_loss():
-    with pytest.raises(ValueError, match="loss must be one of"):
-        LinearHead(loss="hinge").fit(*_clusters())
+from smalldata.heads import LinearHead, logistic_regression_head
+from tests.conftest import three_clusters
 
 
 def test_folds_adapt_to_the_smallest_class_and_cover_each_example_once_per_repeat():
@@ -43,7 +20,7 @@ def test_folds_adapt_to_the_smallest_class_and_cover_each_example_once_per_repea
 
 
 def test_compare_scores_every_candidate_on_the_same_folds():
-    X, y = _clusters()
+    X, y = three_clusters()
     noise = np.random.default_rng(0).normal(size=X.shape).astype(np.float32)
     candidates = [Candidate("noise", "noise", logistic_regression_head, is_baseline=True),
                   Candidate("signal", "signal", logistic_regression_head)]
@@ -62,7 +39,7 @@ def test_compare_in_processes_scores_exactly_as_in_threads():
     and candidates made by lambdas (as `train.candidates` makes them) must cross to the processes."""
     from joblib import parallel_config
 
-    X, y = _clusters()
+    X, y = three_clusters()
     candidates = [Candidate("lr", "x", logistic_regression_head),
                   Candidate("cosine", "x", lambda: LinearHead(loss="cosine", epochs=30))]
     in_threads = compare(candidates, {"x": X}, y, folds=cv_folds(y))
@@ -104,28 +81,6 @@ def test_the_baseline_is_the_reference_and_never_shipped_where_a_head_exists():
     assert comparison.best.name == "baseline" and comparison.chosen.name == "head"
     alone = Comparison(scores[:1], n_splits=4, n_repeats=1, n_examples=40)
     assert alone.chosen.name == "baseline"  # nothing else to ship
-
-
-def test_the_average_of_logistic_regressions_is_the_mean_of_each_backbones_own():
-    from sklearn.linear_model import LogisticRegression
-
-    from smalldata.ensemble import AveragedLogisticRegression
-
-    rng = np.random.default_rng(0)
-    y = np.repeat(["a", "b", "c"], 10)
-    X = np.hstack([rng.normal(size=(30, 4)) + (y == "a")[:, None], rng.normal(size=(30, 6)) + (y == "b")[:, None]])
-    averaged = AveragedLogisticRegression(widths=(4, 6)).fit(X, y)
-    alone = [LogisticRegression(max_iter=3000).fit(X[:, :4], y), LogisticRegression(max_iter=3000).fit(X[:, 4:], y)]
-    expected = (alone[0].predict_proba(X[:, :4]) + alone[1].predict_proba(X[:, 4:])) / 2
-    assert np.allclose(averaged.predict_proba(X), expected) and list(averaged.classes_) == ["a", "b", "c"]
-    restored = AveragedLogisticRegression.from_state(averaged.get_params(), list(averaged.classes_), averaged.state())
-    assert np.allclose(restored.predict_proba(X), expected)
-    with pytest.raises(ValueError, match="expected 10 columns"):
-        averaged.predict_proba(X[:, :8])
-    # what a saved head's arrays must be (Model.load refuses others before from_state sees them)
-    assert {name: array.shape for name, array in averaged.state().items()} == averaged.state_shapes(3, 10)
-    with pytest.raises(ValueError, match="do not split"):
-        AveragedLogisticRegression(widths=(4, 5)).state_shapes(3, 10)
 
 
 def test_every_training_part_of_uneven_folds_holds_every_class():

@@ -216,6 +216,9 @@ def test_the_whole_labeling_loop_in_the_browser(live_server, browser, fashion, f
     page.click("#undo")
     expect(page.locator("#message")).to_contain_text(f"put back the example of {removed_from}")
     expect(count_of(page, removed_from)).to_have_text(str(before + 1))
+    page.reload()  # the findings are the report's: what was dealt with since stays gone
+    expect(page.locator("#report-link a")).to_be_visible()  # drawn with the findings
+    expect(page.locator("#findings figure", has_text="labeled bag, looks like sneaker")).to_have_count(0)
 
     # Label these next: five suggestions, one click each for the model's guess.
     for left in range(5, 0, -1):

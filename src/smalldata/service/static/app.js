@@ -635,6 +635,17 @@ function showFindings(findings) {
   }
   for (const pair of (findings.near_duplicates || []).slice(0, 6)) box.append(duplicatesCard(pair, changed));
   if (!box.children.length) box.append(el("p", {}, "No suspected label errors, outliers or near-duplicates."));
+  for (const issue of (findings.label_issues || []).slice(0, 12)) dropIfDealtWith(issue.example_id, issue.given_label);
+  for (const outlier of (findings.outliers || []).slice(0, 6)) dropIfDealtWith(outlier.example_id, outlier.label);
+  for (const pair of (findings.near_duplicates || []).slice(0, 6)) for (const id of pair.example_ids) dropIfDealtWith(id, null);
+}
+
+// The findings are the report's, as they were at training; an example relabelled or removed since
+// (here, or before this page was opened) is dealt with: its cards go.
+function dropIfDealtWith(id, label) {
+  api(`/api/examples/${id}`)
+    .then((example) => { if (label !== null && example.label !== label) dropFindings(id); })
+    .catch((error) => { if (/^no example/.test(error.message)) dropFindings(id); });
 }
 
 // Two near-duplicates side by side, each with its own one-click Remove.

@@ -261,6 +261,20 @@ def test_the_whole_labeling_loop_in_the_browser(live_server, browser, fashion, f
     expect(rows.last.locator("td.changed")).to_have_text("The project's first version.")
     if os.environ.get("SMALLDATA_SCREENSHOT"):
         page.screenshot(path=os.environ["SMALLDATA_SCREENSHOT"], full_page=True)
+
+    # An outlier whose nearest class is another (none is certain among these, so one is shown as
+    # the report would give it): an empty class is refused, and one click takes the nearest class.
+    pid = int(page.evaluate("state.project.id"))
+    bag = httpx.get(f"{url}/api/projects/{pid}/examples", params={"label": "bag"}, headers={"X-API-Key": key}).json()[0]
+    page.evaluate("(id) => showFindings({outliers: [{example_id: id, label: 'bag', nearest_class: 'trouser', score: 3}]})", bag["id"])
+    outlier = page.locator("#findings figure", has_text="labeled bag, nearest class trouser: unlike every class (outlier)")
+    page.once("dialog", lambda dialog: dialog.accept(""))
+    outlier.locator("button", has_text="Relabel").click()
+    expect(page.locator("#message")).to_contain_text("a class name cannot be empty: the example keeps its class")
+    outlier.locator("button.suggested", has_text="Label it trouser").click()
+    expect(page.locator("#message")).to_contain_text("relabeled trouser")
+    expect(outlier).to_have_count(0)
+    assert httpx.get(f"{url}/api/examples/{bag['id']}", headers={"X-API-Key": key}).json()["label"] == "trouser"
     page.goto(url)
     expect(page.locator("#project-list")).to_contain_text("clothes (images, 31 examples, trained)")
     assert not errors, errors

@@ -14,8 +14,18 @@ command's start-up load neither torch nor scikit-learn.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import types
+
+# torch's OpenMP threads spin while they wait for work by default. Beside other busy processes the
+# spinning threads steal the cores their siblings need: a text fine-tune's fold on 2 cores with two
+# other busy processes took 75-92 s instead of 20 s, so the budget's deadline stopped fine-tunes
+# that fit on a quiet machine, and the same data gave another model. Waiting passively costs about
+# 6% on a quiet machine and brings that fold to 45-46 s, with the same probabilities
+# (BENCHMARKS.md, "Targets of the automatic choice"). Set before torch is first imported; a
+# user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # public name -> the module that defines it
 _SOURCES = {

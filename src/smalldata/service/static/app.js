@@ -576,8 +576,7 @@ function showSuggestions(findings) {
 function suggestionCard(s) {
   const id = s.unlabeled_id;
   const card = el("figure", { class: "card" });
-  if (state.project.modality === "image") card.append(keyedImage(`/api/unlabeled/${id}/content`, `unlabeled ${id}`));
-  else api(`/api/unlabeled/${id}/content`).then((text) => card.prepend(el("blockquote", {}, firstLines(text)))).catch(() => {});
+  preview(card, id, "unlabeled");
   const give = async (label) => {
     try {
       await api(`/api/unlabeled/${id}/label`, { method: "POST", json: { label } });
@@ -666,9 +665,11 @@ function duplicatesCard(pair, changed) {
 }
 
 // An example's thumbnail (texts: their first lines) at the top of `box`.
-function preview(box, id) {
-  if (state.project.modality === "image") box.prepend(keyedImage(`/api/examples/${id}/content`, `example ${id}`));
-  else api(`/api/examples/${id}/content`).then((body) => box.prepend(el("blockquote", {}, firstLines(body)))).catch(() => {});
+// An example's thumbnail (texts: their first lines) at the top of `box`; `kind` "examples" or "unlabeled".
+function preview(box, id, kind = "examples") {
+  const path = `/api/${kind}/${id}/content`;
+  if (state.project.modality === "image") box.prepend(keyedImage(path, `${kind === "examples" ? "example" : kind} ${id}`));
+  else api(path).then((body) => box.prepend(el("blockquote", {}, firstLines(body)))).catch(() => {});
 }
 
 // The cards of the findings that name an example just changed or removed: done with.

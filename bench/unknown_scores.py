@@ -100,11 +100,13 @@ def _relative_mahalanobis(X, labels, classes, T) -> np.ndarray:
     return -(per_class - distance(T, background.location_, background.precision_))
 
 
-def held_out_floor(train_parts, labels, test_parts, modality: str, quantile: float = 0.10) -> dict:
+def held_out_floor(train_parts, labels, top: np.ndarray, class_mean: np.ndarray, modality: str,
+                   quantile: float = 0.10) -> dict:
     """What a model could ship: each score of a test input turned into its share of held-out training
     examples (5 stratified folds) scoring lower, the two shares averaged, and a floor at `quantile`
     of the held-out examples' own averages; beside it, the top probability alone with its floor at
-    the same quantile (what models ship today)."""
+    the same quantile (what models ship today). `top` and `class_mean`: the test inputs' scores
+    under the models fit on all of the training examples (`scores` gives them)."""
     labels = np.asarray(labels)
     folds = StratifiedKFold(min(5, int(np.bincount(np.unique(labels, return_inverse=True)[1]).min())),
                             shuffle=True, random_state=0)
@@ -112,7 +114,6 @@ def held_out_floor(train_parts, labels, test_parts, modality: str, quantile: flo
     for fit, held in folds.split(train_parts[0], labels):
         held_top[held], held_mean[held] = _top_and_class_mean([X[fit] for X in train_parts], labels[fit],
                                                               [X[held] for X in train_parts], modality)
-    top, class_mean = _top_and_class_mean(train_parts, labels, test_parts, modality)
 
     def share_below(reference, values):
         return np.searchsorted(np.sort(reference), values, side="left") / len(reference)
@@ -151,7 +152,8 @@ def run(name: str, seeds) -> dict:
             result = scores(train_parts, kept.labels, both, modality)
             n = len(known)
             found[f"{seed}-{left_out}"] = {score: _auroc(values[:n], values[n:]) for score, values in result.items()}
-            shipped = held_out_floor(train_parts, kept.labels, both, modality)
+            shipped = held_out_floor(train_parts, kept.labels, result["top probability"], result["nearest class mean"],
+                                     modality)
             found[f"{seed}-{left_out}"].update({
                 "blend against held-out scores": _auroc(shipped["blend"][:n], shipped["blend"][n:]),
                 "blend at its floor": _at_floor(shipped["blend"], shipped["blend floor"], n),

@@ -20,10 +20,12 @@ its own folds) on a seeded draw of the train split (`common.draw`), and scored o
 - calibration: the expected calibration error (ECE, 10 bins) of the test probabilities as the head
   gives them and as the model gives them (calibrated), and the test accuracy of both (the same by
   construction: a temperature never changes the top class).
-- unknown: each class in turn is left out of the draw; the model's calibrated confidence scores the
-  left-out class's test examples against the others' (AUROC), and at the saved floor we count the
-  share of unknown inputs answered `unknown` and of known inputs still answered. clinc150: trained
-  on its 150 intents, scored on its 1,000 out-of-scope test queries against the in-scope test.
+- unknown: each class in turn is left out of the draw; the model's familiarity (where its head reads
+  embeddings; else its calibrated confidence) scores the left-out class's test examples against the
+  others' (AUROC), and at the saved floor we count the share of unknown inputs answered `unknown`
+  and of known inputs still answered; beside it, the same for the calibrated confidence and its
+  own floor (what folders from before familiarity ship). clinc150: trained on its 150 intents,
+  scored on its 1,000 out-of-scope test queries against the in-scope test.
 - uneven: draws of 40 / 10 / 4 per class (the counts rotate over the classes with the seed), and
   clinc150's real uneven `train_imbalanced.csv`: the test's balanced accuracy of the model against
   unweighted logistic regression on the strongest backbone of the same draw.
@@ -92,13 +94,22 @@ def calibration(name: str, size: int, seeds) -> None:
               f"accuracy {100 * found['accuracy_after']:.1f}%", flush=True)
 
 
+def _at_floor(known: np.ndarray, unknown: np.ndarray, floor: float) -> dict:
+    auroc = roc_auc_score(np.r_[np.ones(len(known)), np.zeros(len(unknown))], np.r_[known, unknown])
+    return {"auroc": float(auroc), "floor": floor, "known_answered": float(np.mean(known >= floor)),
+            "unknown_caught": float(np.mean(unknown < floor))}
+
+
 def _unknown_scores(model, known, unknown_inputs) -> dict:
-    known_conf = model.predict_proba(known.inputs).max(axis=1)
-    unknown_conf = model.predict_proba(unknown_inputs).max(axis=1)
-    floor = model.unknown.floor
-    auroc = roc_auc_score(np.r_[np.ones(len(known_conf)), np.zeros(len(unknown_conf))], np.r_[known_conf, unknown_conf])
-    return {"auroc": float(auroc), "floor": floor, "known_answered": float(np.mean(known_conf >= floor)),
-            "unknown_caught": float(np.mean(unknown_conf < floor)), "head": model.head_name}
+    """What the model ships (its familiarity and floor where it has them, else the top probability
+    and its floor), beside the top probability alone with its floor."""
+    known_scored, unknown_scored = model.scored(known.inputs), model.scored(unknown_inputs)
+    confidence = _at_floor(known_scored.proba.max(axis=1), unknown_scored.proba.max(axis=1), model.unknown.floor)
+    found = {"head": model.head_name, "score": "confidence", "confidence": confidence, **confidence}
+    if known_scored.familiarity is not None:
+        found.update(score="familiarity", **_at_floor(known_scored.familiarity, unknown_scored.familiarity,
+                                                      model.unknown.familiarity_floor))
+    return found
 
 
 def unknown(name: str, size: int, seeds) -> None:
@@ -193,13 +204,18 @@ def report() -> None:
         accuracy = [100 * r["accuracy_before"] for r in rows], [100 * r["accuracy_after"] for r in rows]
         print(f"| {group} | {len(rows)} | {np.mean(before):.3f} | {np.mean(after):.3f} ({max(after):.3f}) | "
               f"{np.mean(accuracy[0]):.1f} / {np.mean(accuracy[1]):.1f} |")
-    print("\n| set, per class | models | AUROC mean (lowest) | known answered at the floor | unknown answered 'unknown' |")
-    print("|---|---|---|---|---|")
+    print("\n| set, per class | models | score shipped | AUROC mean (lowest) | known answered at the floor | "
+          "unknown answered 'unknown' | confidence alone: AUROC, known answered, unknown caught |")
+    print("|---|---|---|---|---|---|---|")
     for group, rows in grouped("unknown").items():
         auroc = [r["auroc"] for r in rows]
-        print(f"| {group} | {len(rows)} | {np.mean(auroc):.3f} ({min(auroc):.3f}) | "
+        shipped = sorted({r.get("score", "confidence") for r in rows})
+        alone = [r.get("confidence", r) for r in rows]
+        print(f"| {group} | {len(rows)} | {', '.join(shipped)} | {np.mean(auroc):.3f} ({min(auroc):.3f}) | "
               f"{100 * np.mean([r['known_answered'] for r in rows]):.0f}% | "
-              f"{100 * np.mean([r['unknown_caught'] for r in rows]):.0f}% |")
+              f"{100 * np.mean([r['unknown_caught'] for r in rows]):.0f}% | "
+              f"{np.mean([a['auroc'] for a in alone]):.3f}, {100 * np.mean([a['known_answered'] for a in alone]):.0f}%, "
+              f"{100 * np.mean([a['unknown_caught'] for a in alone]):.0f}% |")
     print("\n| set | draws | balanced accuracy: smalldata | plain logistic regression | difference (spread) | "
           "the chosen head unweighted | weighted head chosen |")
     print("|---|---|---|---|---|---|---|")

@@ -182,7 +182,7 @@ def test_image_fine_tune_trains_keeps_its_history_and_predicts_the_same_through_
                              head_name=getattr(tuned, "kept_name_", "fine-tuned"), estimator=loaded))
     uploads = [Path(p).read_bytes() for p in paths[:6]]
     expected = tuned.predict_proba(paths[:6])[:, [list(tuned.classes_).index(c) for c in sorted(set(labels))]]
-    assert np.allclose(served.images(uploads), expected, atol=1e-4)
+    assert np.allclose(served.images(uploads).proba, expected, atol=1e-4)
     if tuned.fine_tuned_:
         # the final head was fit on the kept epoch's features of every image (reused from its held-out check)
         refit = logistic_regression_head().fit(tuned.transform(paths), labels)
@@ -280,7 +280,7 @@ def test_a_paired_backbone_embeds_both_side_by_side_and_serves_uploads_like_path
     model = smalldata.train(dataset, backbone=pair, fine_tune=FineTuneOptions("never"), curve=False)
     assert model.features == pair and model.comparison.chosen.features == pair
     uploads = [Path(path).read_bytes() for path in dataset.inputs[:3]]
-    assert np.allclose(Predictor(model).images(uploads), model.predict_proba(dataset.inputs[:3]), atol=1e-4)
+    assert np.allclose(Predictor(model).images(uploads).proba, model.predict_proba(dataset.inputs[:3]), atol=1e-4)
     with pytest.raises(DataError, match="is two backbones side by side, and fine-tuning trains one network"):
         smalldata.train(dataset, backbone=pair, fine_tune=FineTuneOptions("always"), curve=False)
     budgeted = smalldata.train(dataset, backbone=pair, budget="5m", curve=False)

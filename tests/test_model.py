@@ -75,4 +75,6 @@ def test_the_service_predicts_a_model_on_both_text_encoders_as_the_library_does(
     model = smalldata.train(smalldata.load_dataset(DATA / "topics.csv"), backbone=both, curve=False)
     assert model.features == both  # both encoders, each through its ONNX batcher when served
     texts = ["The referee showed a red card.", "Stir in the flour.", "Grey skies all day."]
-    assert np.allclose(Predictor(model).texts(texts), model.predict_proba(texts), atol=1e-3)
+    served, library = Predictor(model).texts(texts), model.scored(texts)
+    assert np.allclose(served.proba, library.proba, atol=1e-3)
+    assert library.familiarity is not None and np.allclose(served.familiarity, library.familiarity, atol=0.05)

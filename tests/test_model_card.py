@@ -60,9 +60,9 @@ def test_the_card_says_what_the_model_json_holds(image_model_folder):
     assert "efficientnet-lite0: licence Apache-2.0" in text
     assert "smalldata predict clothes photo.jpg" in text and 'smalldata.Model.load("clothes")' in text
     assert "smalldata export clothes --format onnx --out clothes.onnx" in text
-    from smalldata.unknown import shown
-
-    assert f"Answers `unknown` where the top class's probability is under {shown(description['unknown']['floor'])}" in text
+    floor = description["unknown"]["familiarity_floor"]
+    assert f"Answers `unknown` where the input's familiarity is under {floor:.2f}" in text
+    assert "some inputs of any other kind are answered `unknown`, not all" in text
 
 
 def test_the_card_names_the_classes_the_model_gets_wrong(image_model_folder):

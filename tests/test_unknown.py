@@ -10,15 +10,34 @@ from typer.testing import CliRunner
 import smalldata
 from smalldata.cli import app
 from smalldata.data import DataError
-from smalldata.unknown import UNKNOWN, Abstention, abstention_from, answers, check_class_names, check_threshold
+from smalldata.unknown import (BELOW_THRESHOLD, UNFAMILIAR, UNKNOWN, Abstention, CutOff, Scored, abstention_from, answers,
+                               check_class_names, check_threshold, verdicts)
 
 runner = CliRunner()
 
 
 def test_answers_say_unknown_below_the_cut_off_and_keep_the_top_class_above_it():
     proba = np.array([[0.7, 0.3], [0.45, 0.55], [0.2, 0.8]])
-    assert answers(proba, ["a", "b"], 0.6) == ["a", UNKNOWN, "b"]
-    assert answers(proba, ["a", "b"], 0.0) == ["a", "b", "b"]
+    assert answers(Scored(proba), ["a", "b"], CutOff(0.6)) == ["a", UNKNOWN, "b"]
+    assert answers(Scored(proba), ["a", "b"], CutOff(0.0)) == ["a", "b", "b"]
+
+
+def test_an_unfamiliar_input_is_unknown_whatever_its_probability_and_the_reason_is_given():
+    scored = Scored(np.array([[0.99, 0.01], [0.45, 0.55], [0.2, 0.8]]), familiarity=np.array([0.02, 0.5, 0.3]))
+    assert verdicts(scored, ["a", "b"], CutOff(0.6, 0.1)) == [(UNKNOWN, UNFAMILIAR), (UNKNOWN, BELOW_THRESHOLD), ("b", None)]
+    assert answers(scored, ["a", "b"], CutOff(0.0)) == ["a", "b", "b"]  # the floor off: every input answered
+    with pytest.raises(ValueError, match="familiarity"):  # a floor on scores that lack it is a bug, not a silent pass
+        answers(Scored(scored.proba), ["a", "b"], CutOff(0.0, 0.1))
+
+
+def test_a_model_with_familiarity_applies_its_floor_instead_of_the_probability_floor():
+    abstention = Abstention(floor=0.7, floor_quantile=0.1, known_answered=0.9, familiarity_floor=0.12,
+                            familiarity_known_answered=0.9)
+    assert abstention.cut_off(0.5) == CutOff(0.5, 0.12) and abstention.cut_off(0.5, floor=False) == CutOff(0.5)
+    older = Abstention(floor=0.7, floor_quantile=0.1, known_answered=0.9)  # a folder from before familiarity
+    assert older.cut_off(0.5) == CutOff(0.7) and older.cut_off(0.8) == CutOff(0.8)
+    assert "familiarity" in abstention.sentence() and "familiarity" not in older.sentence()
+    assert CutOff(0.8, 0.12).said() == "probability 0.80 and familiarity 0.12" and CutOff(0, 0.12).said() == "familiarity 0.12"
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.8", True])
@@ -52,6 +71,8 @@ def test_the_floor_turns_away_the_least_sure_tenth_and_the_suggestion_reaches_th
 def test_a_damaged_floor_is_refused():
     with pytest.raises(ValueError, match="not a probability"):
         Abstention.from_dict({"floor": 2.0, "floor_quantile": 0.1, "known_answered": 0.9})
+    with pytest.raises(ValueError, match="familiarity_floor"):
+        Abstention.from_dict({"floor": 0.5, "floor_quantile": 0.1, "known_answered": 0.9, "familiarity_floor": -1})
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +94,13 @@ def test_predict_answers_unknown_by_threshold_or_floor_and_keeps_the_probabiliti
     texts = ["Heavy rain and strong winds are forecast for tonight.", "Quantum chromodynamics lecture notes."]
     assert UNKNOWN not in text_model.predict(texts)  # the Python default: every input answered
     assert text_model.predict(texts, threshold=1.0) == [UNKNOWN, UNKNOWN]
-    floor = text_model.unknown.floor
-    proba = text_model.predict_proba(texts)
-    expected = [text_model.classes[row.argmax()] if row.max() >= floor else UNKNOWN for row in proba]
+    floor = text_model.unknown.familiarity_floor
+    scored = text_model.scored(texts)
+    expected = [text_model.classes[row.argmax()] if familiar >= floor else UNKNOWN
+                for row, familiar in zip(scored.proba, scored.familiarity)]
     assert text_model.predict(texts, unknown=True) == expected
-    assert text_model.cut_off(0.2, unknown=True) == max(0.2, floor)
-    assert text_model.cut_off(0.2, unknown=False) == 0.2
+    assert text_model.cut_off(0.2, unknown=True) == CutOff(0.2, floor)
+    assert text_model.cut_off(0.2, unknown=False) == CutOff(0.2)
 
 
 def test_training_refuses_a_class_named_unknown():
@@ -109,6 +131,7 @@ def test_the_cli_predicts_unknown_under_a_threshold_and_refuses_one_out_of_range
     assert shown.exit_code == 0, shown.output
     result = json.loads(shown.stdout)[0]
     assert result["label"] == UNKNOWN and len(result["probabilities"]) == 3
+    assert result["unknown_because"] == BELOW_THRESHOLD and 0 <= result["familiarity"] <= 1
     refused = runner.invoke(app, ["predict", str(folder), "Sunny spells all weekend.", "--threshold", "1.5"])
     assert refused.exit_code != 0 and "between 0 and 1" in refused.output
     answered = runner.invoke(app, ["predict", str(folder), "Sunny spells all weekend.", "--no-unknown", "--json"])

@@ -141,7 +141,7 @@ def predict_to_csv(model_dir: str | Path, sources: Sequence[str | Path], out: st
 
         connect(ray_address)
     out = Path(out)
-    header = header_of(model.classes)
+    header = header_of(model.classes, model.familiarity is not None)
     if overwrite and out.exists():
         out.unlink()
     inputs = iter_inputs(sources, model.modality, column=column)

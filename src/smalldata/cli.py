@@ -52,7 +52,7 @@ Quiet = typer.Option(False, "--quiet", "-q", help="No progress bars or tables; e
 AsJson = typer.Option(False, "--json", help="Print one JSON document to stdout instead of tables.")
 BackboneName = typer.Option(None, "--backbone", help="Use only this backbone. Default: every installed one, compared by cross-validation (efficientnet-lite0 and efficientnet-lite2 for images, all-MiniLM-L6-v2 and all-mpnet-base-v2 for texts); efficientnet-lite0+efficientnet-lite2 puts both side by side, which fine-tuning does not train.")
 Threshold = typer.Option(None, "--threshold", help="Answer 'unknown' where the top class's (calibrated) probability is below this, between 0 and 1; `train --target-precision` suggests one.")
-UnknownFloor = typer.Option(True, "--unknown/--no-unknown", help="Answer 'unknown' for inputs less sure than almost every known example on the folds (they look like no class seen in training); --no-unknown answers every input.")
+UnknownFloor = typer.Option(True, "--unknown/--no-unknown", help="Answer 'unknown' for inputs less familiar (less probable and farther from every class's examples) than almost every known example was on the folds: they look like no class seen in training; --no-unknown answers every input.")
 ReportFile = typer.Option(None, "--report", help="Also write a self-contained HTML report to this file (its results as JSON beside it).")
 
 
@@ -270,19 +270,20 @@ def predict(
     if ray is not None:
         _fail(DataError("--ray runs batch prediction to a CSV: give --out predictions.csv too"))
     from smalldata.model import Model
-    from smalldata.unknown import UNKNOWN, shown
+    from smalldata.unknown import BELOW_THRESHOLD, UNFAMILIAR, shown, verdicts
 
     try:
         model = Model.load(model_dir)
         cut_off = model.cut_off(threshold, unknown=unknown)
         items = _prediction_inputs(model, inputs or [], file, text_column)
-        proba = model.predict_proba(items, progress=Progress(enabled=not (quiet or as_json), console=err))
+        scored = model.scored(items, progress=Progress(enabled=not (quiet or as_json), console=err))
     except USER_ERRORS as error:
         _fail(error)
     results = []
-    for item, row, label in zip(items, proba, model.answer(proba, threshold=threshold, unknown=unknown)):
+    for at, (item, row, (label, why)) in enumerate(zip(items, scored.proba, verdicts(scored, model.classes, cut_off))):
         order = row.argsort()[::-1]
-        results.append({"input": str(item), "label": label,
+        results.append({"input": str(item), "label": label, "unknown_because": why,
+                        "familiarity": None if scored.familiarity is None else round(float(scored.familiarity[at]), 4),
                         "probabilities": {model.classes[i]: round(float(row[i]), 4) for i in order}})
     if as_json:
         print(json.dumps(results))
@@ -293,9 +294,14 @@ def predict(
         table.add_row(escape(shorten(result["input"])), escape(result["label"]),
                       escape(", ".join(f"{k} {v:.2f}" for k, v in most_probable)))
     out.print(table)
-    if any(result["label"] == UNKNOWN for result in results):
-        out.print(f"unknown: no class reached probability {shown(cut_off)}; the input may be of none of these classes "
-                  "(--threshold sets the cut-off; --no-unknown answers every input)")
+    reasons = {result["unknown_because"] for result in results}
+    if UNFAMILIAR in reasons:
+        out.print(f"unknown: the input looks like none of the classes seen in training (familiarity under "
+                  f"{cut_off.familiarity:.2f}: less familiar than almost every training example was to the "
+                  "cross-validation folds); --no-unknown answers every input")
+    if BELOW_THRESHOLD in reasons:
+        out.print(f"unknown: no class reached probability {shown(cut_off.probability)}; the input may be of none of "
+                  "these classes (--threshold sets the cut-off; --no-unknown answers every input)")
 
 
 def _predict_to_csv(model_dir: Path, sources: list, out_csv: Path, *, text_column: str, overwrite: bool,
@@ -692,15 +698,16 @@ def _print_curve(curve: LearningCurve) -> None:
 
 
 def _print_test_result(result: TestResult) -> None:
-    from smalldata.unknown import shown
+    from smalldata.unknown import CutOff
 
     out.print(f"accuracy on {result.n_examples} test examples: [bold]{100 * result.accuracy:.1f}%[/]")
     if result.unknown_labels:
         out.print(f"[yellow]test labels the model never saw (always counted wrong):[/] {escape(', '.join(result.unknown_labels))}")
-    if result.cut_off > 0:
+    if result.cut_off > 0 or result.familiarity_floor is not None:
         answered = ("no known input answered" if result.answered_accuracy is None
                     else f"{100 * result.answered_accuracy:.1f}% of those answers right")
-        out.print(f"answered at probability {shown(result.cut_off)} or more: {100 * result.coverage:.1f}% of the known "
+        needed = CutOff(result.cut_off, result.familiarity_floor).said()
+        out.print(f"answered at {needed} or more: {100 * result.coverage:.1f}% of the known "
                   f"classes' inputs, {answered}; the rest answered 'unknown'")
         if result.unknown_answered is not None:
             out.print(f"inputs of classes the model never saw: {100 * (1 - result.unknown_answered):.1f}% answered 'unknown'")

@@ -378,17 +378,20 @@ class TestResult:
     confusion: list[list[int]]  # rows: true label, columns: predicted label, in `labels` order
     per_class: dict[str, dict[str, float]]  # label -> precision, recall, f1, support
     unknown_labels: list[str]  # test labels the model was never trained on
-    cut_off: float = 0.0  # the probability an answer needed (a threshold, the unknown floor)
+    cut_off: float = 0.0  # the calibrated probability an answer needed (a threshold; in older folders the floor)
+    familiarity_floor: float | None = None  # the familiarity an answer needed (None: not applied)
     coverage: float = 1.0  # share of inputs answered at that cut-off (the rest: `unknown`)
     answered_accuracy: float | None = None  # accuracy on the answered inputs
     unknown_answered: float | None = None  # of test inputs from classes the model never saw, the share answered
 
-    def with_cut_off(self, true_labels: Sequence[str], answers: Sequence[str], cut_off: float) -> None:
-        """Record what the cut-off did: `answers` hold a class or "unknown" per input."""
+    def with_cut_off(self, true_labels: Sequence[str], answers: Sequence[str], cut_off) -> None:
+        """Record what the cut-off (a `smalldata.unknown.CutOff`) did: `answers` hold a class or
+        "unknown" per input."""
         truth, given = np.asarray(true_labels), np.asarray(answers)
         answered = given != UNKNOWN
         known = np.isin(truth, [label for label in self.labels if label not in self.unknown_labels])
-        self.cut_off = round(float(cut_off), 4)
+        self.cut_off = round(float(cut_off.probability), 4)
+        self.familiarity_floor = cut_off.familiarity
         self.coverage = float(answered[known].mean()) if known.any() else 0.0
         self.answered_accuracy = float((given == truth)[known & answered].mean()) if (known & answered).any() else None
         self.unknown_answered = float(answered[~known].mean()) if (~known).any() else None

@@ -408,8 +408,10 @@ def onnx_graph(model, out: Path, workdir: Path) -> tuple:
         "features": model.features,
         "pixel_normalisation": f"(pixel - {PIXEL_MEAN:g}) / {PIXEL_STD:g}, inside the graph" if model.modality == "image" else "",
         "calibration_temperature": "" if temperature is None else repr(temperature),
-        # `smalldata predict --unknown` answers `unknown` below this probability; the graph gives them all
-        "unknown_below": "" if getattr(model, "unknown", None) is None else repr(float(model.unknown.cut_off())),
+        # The probability floor for inputs of no known class: the graph gives no embeddings' familiarity
+        # (`smalldata.familiarity`, what `smalldata predict` applies where the model has it), so a runtime
+        # applies this one, from the same folds.
+        "unknown_below": "" if getattr(model, "unknown", None) is None else repr(float(model.unknown.floor)),
     })
     proto.doc_string = __doc__.split("\n\n")[1]
     return proto, build.inputs, build.tokenizers

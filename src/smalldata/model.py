@@ -25,14 +25,15 @@ from smalldata.curve import LearningCurve
 from smalldata.data import as_inputs
 from smalldata.errors import DataError
 from smalldata.evaluate import Comparison, TestResult, score
+from smalldata.familiarity import FILE as FAMILIARITY_FILE, Familiarity
 from smalldata.features import embed
 from smalldata.finetune_choice import FineTuneDecision
 from smalldata.head_io import load_head, save_head
 from smalldata.model_card import write_card
-from smalldata.model_folder import FORMAT_VERSION, ModelFolderError, parsed, read_description  # noqa: F401  (ModelFolderError: callers import it from here)
+from smalldata.model_folder import DAMAGED, FORMAT_VERSION, ModelFolderError, parsed, read_description  # noqa: F401  (ModelFolderError: callers import it from here)
 from smalldata.progress import QUIET, Progress
 from smalldata.training_data import TrainingData
-from smalldata.unknown import Abstention, answers, check_threshold
+from smalldata.unknown import Abstention, CutOff, Scored, answers, check_threshold
 
 
 # (inputs, backbone name, progress=...) -> one embedding row per input, as `features.embed` gives them
@@ -55,6 +56,7 @@ class Model:
     fine_tuning: FineTuneDecision | None = None  # what fine-tuning tried and why it was kept or not
     calibration: Calibration | None = None  # the temperature its probabilities pass through (None: as the head gives them)
     unknown: Abstention | None = None  # when an answer is `unknown` (None: a folder from before it, or no folds)
+    familiarity: Familiarity | None = None  # how familiar inputs look (None: a head on raw inputs, or an older folder)
 
     def __repr__(self) -> str:  # the dataclass's own printed every out-of-fold probability
         shown = ", ".join(map(repr, self.classes[:5])) + (f", ... ({len(self.classes)} in all)" if len(self.classes) > 5 else "")
@@ -84,21 +86,31 @@ class Model:
         order = [list(self.estimator.classes_).index(label) for label in self.classes]
         return np.asarray(proba)[:, order]
 
+    def scored(self, inputs: Sequence, *, progress: Progress = QUIET, embedder: Embedder = embed) -> Scored:
+        """`predict_proba`, and each input's familiarity where the model keeps one (one embedding
+        pass for both)."""
+        return self.scored_features(self.features_of(inputs, progress, embedder))
+
+    def scored_features(self, features) -> Scored:
+        """`scored` from features already computed."""
+        proba = self.proba_of_features(features)
+        return Scored(proba, self.familiarity.of(features, proba) if self.familiarity is not None else None)
+
     def predict(self, inputs: Sequence, *, threshold: float | None = None, unknown: bool = False,
                 progress: Progress = QUIET) -> list[str]:
         """The most probable class of each input; `unknown` where its calibrated probability is below
-        `threshold`, or (``unknown=True``) below the floor under which inputs look like no class seen."""
-        return self.answer(self.predict_proba(inputs, progress=progress), threshold=threshold, unknown=unknown)
+        `threshold`, or (``unknown=True``) where it looks like no class seen (`smalldata.unknown`)."""
+        return self.answer(self.scored(inputs, progress=progress), threshold=threshold, unknown=unknown)
 
-    def cut_off(self, threshold: float | None = None, *, unknown: bool = True) -> float:
-        """The probability an answer needs: the user's `threshold`, or the saved floor when higher."""
+    def cut_off(self, threshold: float | None = None, *, unknown: bool = True) -> CutOff:
+        """What an answer needs: the user's `threshold`, and (``unknown=True``) the saved floor."""
         if self.unknown is None:  # a folder from before the floor, or a model trained without folds
-            return check_threshold(threshold) or 0.0
+            return CutOff(check_threshold(threshold) or 0.0)
         return self.unknown.cut_off(threshold, floor=unknown)
 
-    def answer(self, proba: np.ndarray, *, threshold: float | None = None, unknown: bool = True) -> list[str]:
-        """The labels `predict` gives for probabilities already computed."""
-        return answers(proba, self.classes, self.cut_off(threshold, unknown=unknown))
+    def answer(self, scored: Scored, *, threshold: float | None = None, unknown: bool = True) -> list[str]:
+        """The labels `predict` gives for inputs already scored (`scored`)."""
+        return answers(scored, self.classes, self.cut_off(threshold, unknown=unknown))
 
     def evaluate(self, dataset, *, threshold: float | None = None, unknown: bool = True,
                  progress: Progress = QUIET) -> TestResult:
@@ -107,9 +119,9 @@ class Model:
         accuracy of those answers."""
         if dataset.modality != self.modality:
             raise DataError(f"this model classifies {self.modality}s, but the test data are {dataset.modality}s")
-        proba = self.predict_proba(dataset.inputs, progress=progress)
-        result = score(dataset.labels, self.answer(proba, unknown=False), self.classes)
-        result.with_cut_off(dataset.labels, self.answer(proba, threshold=threshold, unknown=unknown),
+        scored = self.scored(dataset.inputs, progress=progress)
+        result = score(dataset.labels, self.answer(scored, unknown=False), self.classes)
+        result.with_cut_off(dataset.labels, self.answer(scored, threshold=threshold, unknown=unknown),
                             self.cut_off(threshold, unknown=unknown))
         return result
 
@@ -133,6 +145,10 @@ class Model:
             "unknown": self.unknown.to_dict() if self.unknown else None,
             "libraries": _library_versions(),
         }
+        if self.familiarity is not None:
+            self.familiarity.save(folder)
+        elif (folder / FAMILIARITY_FILE).exists():  # a model saved over one that had it: not its own
+            (folder / FAMILIARITY_FILE).unlink()
         (folder / "model.json").write_text(json.dumps(description, indent=2) + "\n")
         write_card(folder, description)  # README.md, for a person who finds the folder
         return folder
@@ -147,6 +163,7 @@ class Model:
         comparison, curve = description.get("cross_validation"), description.get("learning_curve")
         fine_tuning, calibration = description.get("fine_tuning"), description.get("calibration")
         unknown = description.get("unknown")
+        unknown = parsed(folder, "unknown", Abstention.from_dict, unknown) if unknown else None
         return cls(
             classes=list(description["labels"]),
             modality=description["modality"],
@@ -158,8 +175,28 @@ class Model:
             curve=parsed(folder, "learning_curve", LearningCurve.from_dict, curve) if curve else None,
             fine_tuning=parsed(folder, "fine_tuning", FineTuneDecision.from_dict, fine_tuning) if fine_tuning else None,
             calibration=parsed(folder, "calibration", Calibration.from_dict, calibration) if calibration else None,
-            unknown=parsed(folder, "unknown", Abstention.from_dict, unknown) if unknown else None,
+            unknown=unknown,
+            familiarity=_familiarity(folder, unknown, len(description["labels"]), description["features"]),
         )
+
+
+def _familiarity(folder: Path, unknown: Abstention | None, n_classes: int, features: str) -> Familiarity | None:
+    """The folder's familiarity, which model.json's familiarity floor needs (`smalldata.familiarity`)."""
+    if unknown is None or unknown.familiarity_floor is None:
+        return None
+    file = folder / FAMILIARITY_FILE
+    if not file.exists():
+        raise ModelFolderError(f"{file} is missing, and model.json's unknown.familiarity_floor needs it: "
+                               "copy the whole model folder again, or train the model again")
+    try:
+        familiarity = Familiarity.load(folder)
+        if len(familiarity.class_means) != n_classes:
+            raise ValueError(f"{len(familiarity.class_means)} class means for {n_classes} labels")
+        if sum(familiarity.widths) != get_backbone(features).dim:
+            raise ValueError(f"class means {sum(familiarity.widths)} wide for {features}'s {get_backbone(features).dim}")
+    except ValueError as error:
+        raise ModelFolderError(f"{file} is damaged ({error}); {DAMAGED}") from error
+    return familiarity
 
 
 def _library_versions() -> dict[str, str]:

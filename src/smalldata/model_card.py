@@ -158,7 +158,12 @@ def _built_on(description: dict) -> str:
     if isinstance(calibration, dict) and calibration.get("kept", True) and calibration.get("temperature") is not None:
         lines.append(f"- Probabilities calibrated by temperature scaling (T = {float(calibration['temperature']):.3g}).")
     unknown = description.get("unknown")
-    if isinstance(unknown, dict) and isinstance(unknown.get("floor"), (int, float)):
+    if isinstance(unknown, dict) and isinstance(unknown.get("familiarity_floor"), (int, float)):
+        lines.append(f"- Answers `unknown` where the input's familiarity is under {float(unknown['familiarity_floor']):.2f}: "
+                     "its probability and its similarity to the nearest class's mean embedding, ranked among the "
+                     "training examples' held-out ones (inputs that look like no class seen in training; "
+                     "`--no-unknown` answers every input).")
+    elif isinstance(unknown, dict) and isinstance(unknown.get("floor"), (int, float)):
         lines.append(f"- Answers `unknown` where the top class's probability is under {shown(float(unknown['floor']))} "
                      "(inputs that look like no class seen in training; `--no-unknown` answers every input).")
     return "\n".join(lines)
@@ -211,8 +216,10 @@ def _limits(description: dict) -> str:
     if found and found[0] is not None and found[0]["mean_accuracy"] < 1:
         lines.append(f"- About {100 * (1 - found[0]['mean_accuracy']):.0f} in 100 predictions on inputs like the "
                      "training data are wrong.")
-    lines.append(f"- It knows only {_labels(description['labels'])}: an input of any other kind still gets one of "
-                 "these labels, often with a high probability.")
+    caught = ("some inputs of any other kind are answered `unknown`, not all: the rest still get" if description.get("unknown")
+              else "an input of any other kind still gets")
+    lines.append(f"- It knows only {_labels(description['labels'])}: {caught} one of these labels, "
+                 "often with a high probability.")
     return "\n".join(lines)
 
 

@@ -14,9 +14,10 @@ from smalldata.errors import DataError, ImageFileError
 INPUT_ERRORS = (OSError, SyntaxError, ValueError, ImageFileError, DataError, Image.DecompressionBombError)
 
 
-def header_of(classes: Sequence[str]) -> list[str]:
-    """input, label, one probability column per class (in the model's order), error."""
-    return ["input", "label", *(f"p_{label}" for label in classes), "error"]
+def header_of(classes: Sequence[str], familiarity: bool = False) -> list[str]:
+    """input, label, one probability column per class (in the model's order), the input's
+    familiarity where the model has one (`smalldata.familiarity`), error."""
+    return ["input", "label", *(f"p_{label}" for label in classes), *(["familiarity"] if familiarity else []), "error"]
 
 
 def predict_rows(model, items: Sequence, *, threshold: float | None = None, unknown: bool = True) -> list[list[str]]:
@@ -25,18 +26,23 @@ def predict_rows(model, items: Sequence, *, threshold: float | None = None, unkn
     answers: the most probable class, or 'unknown' below the cut-off (`threshold`, and the model's
     floor unless `unknown` is False; `Model.answer`). The local run and the Ray workers both write
     through this, so their CSVs are the same."""
+    width = len(header_of(model.classes, model.familiarity is not None)) - 3  # the columns between label and error
     try:
-        proba = model.predict_proba(list(items), embedder=_embed_uncached)
+        scored = model.scored(list(items), embedder=_embed_uncached)
     except INPUT_ERRORS as error:
         if len(items) == 1:
-            return [[str(items[0]), "", *([""] * len(model.classes)), _describe_error(error)]]
+            return [[str(items[0]), "", *([""] * width), _describe_error(error)]]
         # One bad file fails the whole call: halve until it is alone. Each half is still a batch (64
         # single calls cost 0.9 s where the batch took 0.6), and the good files are all predicted.
         middle = len(items) // 2
         return (predict_rows(model, items[:middle], threshold=threshold, unknown=unknown)
                 + predict_rows(model, items[middle:], threshold=threshold, unknown=unknown))
-    labels = model.answer(proba, threshold=threshold, unknown=unknown)
-    return [[str(item), label, *(f"{p:.6f}" for p in row), ""] for item, row, label in zip(items, proba, labels)]
+    labels = model.answer(scored, threshold=threshold, unknown=unknown)
+    rows = []
+    for at, (item, row, label) in enumerate(zip(items, scored.proba, labels)):
+        familiarity = [] if scored.familiarity is None else [f"{scored.familiarity[at]:.4f}"]
+        rows.append([str(item), label, *(f"{p:.6f}" for p in row), *familiarity, ""])
+    return rows
 
 
 def _embed_uncached(items, backbone, progress=None):

@@ -27,7 +27,7 @@ from smalldata.features import embed
 from smalldata.model import Model
 from smalldata.progress import QUIET, Progress
 from smalldata.suggest import diversity_backbone
-from smalldata.unknown import shown
+from smalldata.unknown import CutOff
 
 SHOWN = 12  # examples per table: the worst first
 THUMBNAIL = 96
@@ -88,9 +88,10 @@ def test_report(model: Model, dataset: Dataset, *, threshold: float | None = Non
     `Model.evaluate`), and whether the test set leaks training examples."""
     if dataset.modality != model.modality:
         raise DataError(f"this model classifies {model.modality}s, but the test data are {dataset.modality}s")
-    probabilities = model.predict_proba(dataset.inputs, progress=progress)
-    result = score(dataset.labels, model.answer(probabilities, unknown=False), model.classes)
-    result.with_cut_off(dataset.labels, model.answer(probabilities, threshold=threshold, unknown=unknown),
+    scored = model.scored(dataset.inputs, progress=progress)
+    probabilities = scored.proba
+    result = score(dataset.labels, model.answer(scored, unknown=False), model.classes)
+    result.with_cut_off(dataset.labels, model.answer(scored, threshold=threshold, unknown=unknown),
                         model.cut_off(threshold, unknown=unknown))
     findings = {"most_confused": most_confused(result.confusion, result.labels),
                 "most_wrong": most_wrong(dataset, probabilities, classes=model.classes, limit=SHOWN)}
@@ -305,11 +306,12 @@ def plot_reliability(calibration: Calibration, axes_pair) -> None:
 
 
 def _cut_off_html(result: TestResult) -> str:
-    if result.cut_off <= 0:
+    if result.cut_off <= 0 and result.familiarity_floor is None:
         return ""
     answered = ("none answered" if result.answered_accuracy is None
                 else f"{100 * result.answered_accuracy:.1f}% of those answers right")
-    said = (f"<p>answered at probability {shown(result.cut_off)} or more: {100 * result.coverage:.1f}% of the known "
+    needed = CutOff(result.cut_off, result.familiarity_floor).said()
+    said = (f"<p>answered at {_e(needed)} or more: {100 * result.coverage:.1f}% of the known "
             f"classes' inputs, {answered}; the rest answered 'unknown'")
     if result.unknown_answered is not None:
         said += f"; of inputs from classes the model never saw, {100 * (1 - result.unknown_answered):.1f}% answered 'unknown'"

@@ -23,8 +23,8 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 
-from smalldata.backbones import (DEFAULT_BACKBONE, cpu_threads, fine_tunable, get_backbone, installed, side_by_side,
-                                 why_not_fine_tunable)
+from smalldata.backbones import (DEFAULT_BACKBONE, ImageBackbone, TextBackbone, cpu_threads, fine_tunable, get_backbone,
+                                 installed, networks_of, reads_raw, side_by_side, why_not_fine_tunable)
 from smalldata.baselines import image_baseline, text_baseline, tokens_for
 from smalldata.calibration import PRIOR_CENTER, calibrate, stacked
 from smalldata.curve import LearningCurve, curve_fits, learning_curve
@@ -34,6 +34,7 @@ from smalldata.defaults import DEFAULT_HEAD
 from smalldata.describe import DESCRIBED_HEAD, described_candidate
 from smalldata.ensemble import AveragedLogisticRegression
 from smalldata.evaluate import UNEVEN_RATIO, Candidate, Comparison, Folds, compare, cv_folds, single_threaded_math, uneven
+from smalldata.familiarity import familiarity_from
 from smalldata.features import embed
 from smalldata.finetune_choice import (FINE_TUNE_SHARE_OF_BUDGET, MIN_FOLDS, FineTuneDecision, FineTuneOptions, consider,
                                        estimated_cost, fine_tune_candidate, folds_too_small, too_costly)
@@ -321,8 +322,24 @@ def trust_of(dataset: Dataset, frozen: FrozenStep, tuned: FineTuneDecision | Non
         center = PRIOR_CENTER["logistic" if logistic else "other"]
     calibration = calibrate(held_out, dataset.labels, dataset.classes, center=center)
     _, proba, truth = stacked(held_out, dataset.labels, dataset.classes)
-    return {"calibration": calibration,
-            "unknown": abstention_from(calibration.apply(proba), truth, target_precision=target_precision)}
+    proba = calibration.apply(proba)
+    familiarity, held_familiarity = None, None
+    if tuned is None and (widths := network_widths(frozen.chosen.features)):
+        familiarity, held_familiarity = familiarity_from(frozen.features[frozen.chosen.features], dataset.labels,
+                                                         dataset.classes, widths, frozen.folds.splits, proba.max(axis=1))
+    return {"calibration": calibration, "familiarity": familiarity,
+            "unknown": abstention_from(proba, truth, target_precision=target_precision, familiarity=held_familiarity)}
+
+
+def network_widths(features: str) -> tuple[int, ...]:
+    """Each network's width in these features, or () where they are not networks' embeddings
+    (raw inputs, colour statistics): familiarity is measured in a network's embedding space."""
+    if reads_raw(features):
+        return ()
+    parts = networks_of(get_backbone(features))
+    if not all(isinstance(part, (ImageBackbone, TextBackbone)) for part in parts):
+        return ()
+    return tuple(part.dim for part in parts)
 
 
 def _fit_kept(candidate: Candidate, X, y, progress: Progress):

@@ -233,6 +233,7 @@ def test_the_whole_labeling_loop_in_the_browser(live_server, browser, fashion, f
     page.set_input_files("#try-file", {"name": "new.png", "mimeType": "image/png", "buffer": fashion_pngs["bag"][-1]})
     page.click("#try-image button")
     expect(page.locator("#predicted-label")).to_have_text("bag")
+    expect(page.locator("#prediction")).to_contain_text("answered: familiarity")
     page.fill("#try-threshold", "1")
     page.click("#try-image button")
     expect(page.locator("#predicted-label")).to_have_text("unknown")

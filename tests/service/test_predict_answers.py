@@ -12,8 +12,11 @@ def test_a_threshold_in_the_request_answers_unknown_and_keeps_the_probabilities(
     unsure = service.post(predict, json={"texts": ["Heavy snow is forecast tonight."], "threshold": 1.0}).json()
     assert unsure["cut_off"] == 1.0
     assert unsure["predictions"][0]["label"] == "unknown" and len(unsure["predictions"][0]["probabilities"]) == 3
+    assert unsure["predictions"][0]["unknown_because"] == "below threshold"
     default = service.post(predict, json={"texts": ["Heavy snow is forecast tonight."]}).json()
-    assert 0 < default["cut_off"] < 1  # the model's floor, on by default
+    assert default["cut_off"] == 0.0 and 0 < default["familiarity_floor"] < 1  # the model's floor, on by default
+    assert 0 <= default["predictions"][0]["familiarity"] <= 1
+    assert sure.json()["familiarity_floor"] is None  # the floor off
 
 
 def test_a_threshold_outside_zero_to_one_is_refused(service, text_project):

@@ -39,6 +39,7 @@ from smalldata.evaluate import UNEVEN_RATIO
 from smalldata.service import auth, versions
 from smalldata.service.blobs import sha256
 from smalldata.service.predictor import answers
+from smalldata.unknown import CutOff
 from smalldata.service.schemas import (
     AccuracyInterval,
     Added,
@@ -639,13 +640,12 @@ def accuracy_interval(summary: dict) -> AccuracyInterval | None:
 def predict_images(owner: Owner, project_id: Id, request: Request, files: list[UploadFile] = File(...),
                    threshold: Threshold = None, unknown: UnknownFloor = True):
     """Label one or more images (multipart `files`) with the project's active version; `unknown`
-    where the top class's probability is below `threshold` (query), or below the model's floor for
-    inputs of no known class (unless `unknown=false`)."""
+    where the top class's probability is below `threshold` (query), or where the input is less
+    familiar than the model's floor for inputs of no known class (unless `unknown=false`)."""
     service = state(request)
     version_id, predictor = active_predictor(service, project_id, "image", owner)
     cut_off = predictor.model.cut_off(threshold, unknown=unknown)
-    return Predictions(version_id=version_id, predictions=predict_uploads(service, predictor, files, cut_off),
-                       cut_off=cut_off)
+    return predictions(version_id, predict_uploads(service, predictor, files, cut_off), cut_off)
 
 
 @router.post("/projects/{project_id}/predict/texts", response_model=Predictions, tags=["predict"],
@@ -660,8 +660,13 @@ async def predict_texts(owner: Owner, project_id: Id, body: PredictTexts, reques
         version_id, predictor = await run_in_threadpool(active_predictor, service, project_id, "text", owner)
     texts = check_batch(service, body.texts)
     cut_off = predictor.model.cut_off(body.threshold, unknown=body.unknown)
-    return Predictions(version_id=version_id, predictions=answers(predictor.model, await predictor.texts_async(texts), cut_off),
-                       cut_off=cut_off)
+    return predictions(version_id, answers(predictor.model, await predictor.texts_async(texts), cut_off), cut_off)
+
+
+def predictions(version_id: int | None, answered: list[dict], cut_off: CutOff) -> Predictions:
+    """The response to a prediction request: the answers, and the cut-offs they were given at."""
+    return Predictions(version_id=version_id, predictions=answered, cut_off=cut_off.probability,
+                       familiarity_floor=cut_off.familiarity)
 
 
 def active_predictor(service, project_id: int, modality: str, owner: str):
@@ -687,7 +692,7 @@ def active_predictor(service, project_id: int, modality: str, owner: str):
     return found[:2]
 
 
-def predict_uploads(service, predictor, files: list[UploadFile], cut_off: float = 0.0) -> list[dict]:
+def predict_uploads(service, predictor, files: list[UploadFile], cut_off: CutOff = CutOff()) -> list[dict]:
     if len(files) > service.limits.max_predict_batch:
         raise UploadError(413, f"{len(files)} images in one request, more than the {service.limits.max_predict_batch} allowed")
     images = []
@@ -701,7 +706,7 @@ def predict_uploads(service, predictor, files: list[UploadFile], cut_off: float 
     return answers(predictor.model, predictor.images(images), cut_off)
 
 
-def predict_strings(service, predictor, texts: list[str], cut_off: float = 0.0) -> list[dict]:
+def predict_strings(service, predictor, texts: list[str], cut_off: CutOff = CutOff()) -> list[dict]:
     return answers(predictor.model, predictor.texts(check_batch(service, texts)), cut_off)
 
 

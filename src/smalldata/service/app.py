@@ -183,16 +183,14 @@ def model_router() -> APIRouter:
         service = api.state(request)
         require_modality(service, "image")
         cut_off = service.model.model.cut_off(threshold, unknown=unknown)
-        return Predictions(version_id=None, predictions=api.predict_uploads(service, service.model, files, cut_off),
-                           cut_off=cut_off)
+        return api.predictions(None, api.predict_uploads(service, service.model, files, cut_off), cut_off)
 
     @router.post("/predict/texts", response_model=Predictions, dependencies=keyed)
     def predict_texts(body: PredictTexts, request: Request):
         service = api.state(request)
         require_modality(service, "text")
         cut_off = service.model.model.cut_off(body.threshold, unknown=body.unknown)
-        return Predictions(version_id=None, predictions=api.predict_strings(service, service.model, body.texts, cut_off),
-                           cut_off=cut_off)
+        return api.predictions(None, api.predict_strings(service, service.model, body.texts, cut_off), cut_off)
 
     return router
 

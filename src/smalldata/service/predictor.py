@@ -29,7 +29,7 @@ from smalldata.backbones import (
 from smalldata.model import Model
 from smalldata.onnx_text import text_encoder
 from smalldata.service.batching import Batcher
-from smalldata.unknown import answers as answered
+from smalldata.unknown import CutOff, Scored, verdicts
 
 KEPT_MODELS = 8
 
@@ -42,21 +42,21 @@ class Predictor:
     def classes(self) -> list[str]:
         return self.model.classes
 
-    def images(self, images: list[bytes]) -> np.ndarray:
-        """Probabilities for images already checked by `uploads.check_image`."""
-        return self.model.predict_proba([io.BytesIO(data) for data in images], embedder=batched_embed)
+    def images(self, images: list[bytes]) -> Scored:
+        """Probabilities (and familiarity) for images already checked by `uploads.check_image`."""
+        return self.model.scored([io.BytesIO(data) for data in images], embedder=batched_embed)
 
-    def texts(self, texts: list[str]) -> np.ndarray:
-        return self.model.predict_proba(texts, embedder=batched_embed)
+    def texts(self, texts: list[str]) -> Scored:
+        return self.model.scored(texts, embedder=batched_embed)
 
-    async def texts_async(self, texts: list[str]) -> np.ndarray:
+    async def texts_async(self, texts: list[str]) -> Scored:
         """`texts` for an async endpoint: the network runs in its batcher while the event loop
         goes on, so a text prediction costs no thread hand-over."""
         backbone = get_backbone(self.model.features) if self.model.features != RAW_TEXT else None
         if not isinstance(backbone, TextBackbone) or backbone.name not in _networks:
             return await run_in_threadpool(self.texts, texts)  # first use loads the network: not on the loop
         rows = await asyncio.wrap_future(_networks[backbone.name].submit(texts))
-        return self.model.proba_of_features(rows)
+        return self.model.scored_features(rows)
 
     def warm_up(self) -> None:
         """Load the backbone and run it once, so the first request does not pay for it."""
@@ -116,14 +116,17 @@ def image_lanes(backbone: ImageBackbone) -> list:
     return [lambda pixels, count=count: backbone.embed_pixels(np.stack(pixels), count) for count in threads]
 
 
-def answers(model: Model, proba: np.ndarray, cut_off: float) -> list[dict]:
-    """One answer per input: the label (`unknown` below `cut_off`, see `Model.cut_off`), and every
-    class's probability, most probable first."""
+def answers(model: Model, scored: Scored, cut_off: CutOff) -> list[dict]:
+    """One answer per input: the label (`unknown` where it misses `cut_off`, see `Model.cut_off`),
+    why it is `unknown`, its familiarity (where the model has one), and every class's probability,
+    most probable first."""
     results = []
     classes = model.classes
-    for row, label in zip(proba, answered(proba, classes, cut_off)):
+    for at, (row, (label, why)) in enumerate(zip(scored.proba, verdicts(scored, classes, cut_off))):
         order = np.argsort(row)[::-1]
-        results.append({"label": label, "probabilities": {classes[i]: round(float(row[i]), 4) for i in order}})
+        results.append({"label": label, "unknown_because": why,
+                        "familiarity": None if scored.familiarity is None else round(float(scored.familiarity[at]), 4),
+                        "probabilities": {classes[i]: round(float(row[i]), 4) for i in order}})
     return results
 
 

@@ -176,12 +176,21 @@ class ProjectOut(BaseModel):
 
 
 class Prediction(BaseModel):
-    label: str = Field(description="the most probable class, or 'unknown' where its probability is below cut_off")
+    label: str = Field(description="the most probable class, or 'unknown' where the input misses the cut-offs")
+    unknown_because: Literal["unfamiliar", "below threshold"] | None = Field(
+        None, description="why the label is 'unknown': the familiarity is under familiarity_floor (the input looks "
+                          "like no class seen in training), or no class reached cut_off; null when answered")
+    familiarity: float | None = Field(
+        None, description="how familiar the input looks, 0 to 1: its probability and its similarity to the nearest "
+                          "class, ranked among the training examples' held-out ones (0.3: more familiar than about "
+                          "30% of them); null for models without one (heads on raw inputs, older models)")
     probabilities: dict[str, float] = Field(description="every class's calibrated probability, most probable first")
 
 
 class Predictions(BaseModel):
     version_id: int | None
     predictions: list[Prediction]
-    cut_off: float = Field(0.0, description="the probability an answer needed: the request's threshold, or the "
-                                            "model's floor for inputs of no known class when higher")
+    cut_off: float = Field(0.0, description="the calibrated probability an answer needed: the request's threshold "
+                                            "(for models from before familiarity, the model's floor when higher)")
+    familiarity_floor: float | None = Field(None, description="the familiarity an answer needed: the model's floor "
+                                                              "for inputs of no known class; null when off or absent")

@@ -730,7 +730,7 @@ function predictPath(kind) {
   return state.mode === "model" ? `/api/predict/${kind}` : `/api/projects/${state.project.id}/predict/${kind}`;
 }
 
-// The threshold typed on the page (empty: the model's floor), checked here as the API checks it.
+// The threshold typed on the page (empty: none; the model's floor applies either way), checked here as the API checks it.
 function tryThreshold() {
   const typed = $("#try-threshold").value.trim();
   if (!typed) return null;
@@ -746,11 +746,24 @@ function showPrediction(result) {
   const prediction = result.predictions[0];
   const rows = Object.entries(prediction.probabilities).map(([label, p]) => el("tr", {},
     el("td", {}, label), el("td", {}, el("meter", { min: 0, max: 1, value: p }, pct(p))), el("td", {}, pct(p))));
-  const why = prediction.label === "unknown"
-    ? el("p", { class: "hint" }, `no class reached probability ${shownCutOff(result.cut_off)}: the input may be of none of these classes`)
-    : el("p", { class: "hint" }, result.cut_off > 0 ? `answered: its probability is at least ${shownCutOff(result.cut_off)}` : "");
   $("#prediction").replaceChildren(el("p", { class: "label" }, "Prediction: ", el("strong", { id: "predicted-label" }, prediction.label)),
-    why, el("table", {}, el("tbody", {}, ...rows)));
+    el("p", { class: "hint" }, whyThisAnswer(result, prediction)), el("table", {}, el("tbody", {}, ...rows)));
+}
+
+// Why the answer is what it is, in words: which cut-off an 'unknown' missed, and how familiar the input looks.
+function whyThisAnswer(result, prediction) {
+  const familiar = prediction.familiarity === null || prediction.familiarity === undefined ? ""
+    : `familiarity ${prediction.familiarity.toFixed(2)}: more familiar than about ${Math.round(100 * prediction.familiarity)}% of the training examples were when held out`;
+  if (prediction.unknown_because === "unfamiliar") {
+    return `this looks like none of the classes seen in training (${familiar}; the model's floor is ${result.familiarity_floor.toFixed(2)})`;
+  }
+  if (prediction.unknown_because === "below threshold") {
+    return `no class reached probability ${shownCutOff(result.cut_off)}: the input may be of none of these classes`;
+  }
+  const parts = [];
+  if (result.cut_off > 0) parts.push(`its probability is at least ${shownCutOff(result.cut_off)}`);
+  if (familiar) parts.push(familiar);
+  return parts.length ? `answered: ${parts.join("; ")}` : "";
 }
 
 // Ready-to-copy calls of the predict endpoint, with this server's real URL and a placeholder key.

@@ -288,10 +288,12 @@ def predict(
     if as_json:
         print(json.dumps(results))
         return
-    table = Table("input", "label", f"top {top} classes (probability)")
+    familiar = scored.familiarity is not None
+    table = Table("input", "label", *(["familiarity (0-1)"] if familiar else []), f"top {top} classes (probability)")
     for result in results:
         most_probable = list(result["probabilities"].items())[:top]
         table.add_row(escape(shorten(result["input"])), escape(result["label"]),
+                      *([f"{result['familiarity']:.2f}"] if familiar else []),
                       escape(", ".join(f"{k} {v:.2f}" for k, v in most_probable)))
     out.print(table)
     reasons = {result["unknown_because"] for result in results}

@@ -69,10 +69,13 @@ def test_the_floor_turns_away_the_least_sure_tenth_and_the_suggestion_reaches_th
 
 
 def test_a_damaged_floor_is_refused():
-    with pytest.raises(ValueError, match="not a probability"):
+    with pytest.raises(ValueError, match="not between 0 and 1"):
         Abstention.from_dict({"floor": 2.0, "floor_quantile": 0.1, "known_answered": 0.9})
     with pytest.raises(ValueError, match="familiarity_floor"):
-        Abstention.from_dict({"floor": 0.5, "floor_quantile": 0.1, "known_answered": 0.9, "familiarity_floor": -1})
+        Abstention.from_dict({"floor": 0.5, "floor_quantile": 0.1, "known_answered": 0.9, "familiarity_floor": -1,
+                              "familiarity_known_answered": 0.9})
+    with pytest.raises(ValueError, match="come together"):
+        Abstention.from_dict({"floor": 0.5, "floor_quantile": 0.1, "known_answered": 0.9, "familiarity_floor": 0.1})
 
 
 @pytest.fixture(scope="module")

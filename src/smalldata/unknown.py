@@ -135,11 +135,13 @@ class Abstention:
     def from_dict(cls, saved: dict) -> "Abstention":
         known = set(cls.__dataclass_fields__)
         abstention = cls(**{k: v for k, v in saved.items() if k in known})
-        for name in ("floor", "suggested_threshold", "familiarity_floor"):
+        for name in ("floor", "suggested_threshold", "familiarity_floor", "familiarity_known_answered"):
             value = getattr(abstention, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or not 0.0 <= value <= 1.0):
-                raise ValueError(f"{name} {value!r} is not a probability")
+                raise ValueError(f"{name} {value!r} is not between 0 and 1")
+        if (abstention.familiarity_floor is None) != (abstention.familiarity_known_answered is None):
+            raise ValueError("familiarity_floor and familiarity_known_answered come together")
         return abstention
 
 

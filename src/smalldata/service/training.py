@@ -94,6 +94,8 @@ def summarize(model: Model, dataset: Dataset) -> dict:
         "n_unlabeled": model.data.n_unlabeled,
         # Whether fine-tuning was tried and kept, and why, as `smalldata train` says it.
         "fine_tuning": model.fine_tuning.to_dict() if model.fine_tuning else None,
+        # When predictions say `unknown`, and what that did on the folds, as `smalldata train` says it.
+        "unknown": model.unknown.sentence() if model.unknown else None,
     }
 
 

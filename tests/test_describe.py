@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -6,7 +7,8 @@ from typer.testing import CliRunner
 
 import smalldata
 from smalldata.cli import app
-from smalldata.describe import DESCRIBED_HEAD, DescribedHead, complete_descriptions, parse_descriptions
+from smalldata.describe import (DESCRIBED_HEAD, NAMED_HEAD, DescribedHead, complete_descriptions, names_as_descriptions,
+                                 parse_descriptions)
 from smalldata.zero_shot import zero_shot_model
 
 TOPICS = {"sport": "sports: football, tennis, athletics", "cooking": "cooking: recipes and food",
@@ -64,6 +66,25 @@ def test_train_with_descriptions_cross_validates_them_and_saves_them(tmp_path):
     one = data.subset([data.labels.index(label) for label in data.classes])
     described = smalldata.train(one, descriptions=TOPICS, evaluate=False)
     assert described.head_name == DESCRIBED_HEAD and described.predict(UNSEEN) == ["sport", "cooking", "weather"]
+
+
+def test_class_names_stand_in_as_descriptions_only_where_they_are_words():
+    assert names_as_descriptions(["card_arrival", "Sci/Tech", "World"]) == {
+        "card_arrival": "card arrival", "Sci/Tech": "Sci Tech", "World": "World"}
+    for meaningless in (["0", "1"], ["a", "b"], ["class_1", "class_2"], ["pos", "x"]):
+        assert names_as_descriptions(meaningless) is None
+
+
+def test_train_judges_the_class_names_on_the_folds_unless_descriptions_are_given(text_model):
+    from tests.conftest import DATA
+
+    assert NAMED_HEAD in text_model.comparison.informed  # sport, cooking, weather: words
+    assert NAMED_HEAD in text_model.comparison.to_dict()["contributions"]
+    data = smalldata.load_dataset(DATA / "topics.csv")
+    described = smalldata.train(data, descriptions={"sport": TOPICS["sport"]}, curve=False)
+    assert described.comparison.informed == [DESCRIBED_HEAD]  # the user's descriptions replace the names
+    renamed = replace(data, labels=[str(data.classes.index(label)) for label in data.labels])  # "0", "1", "2" say nothing
+    assert smalldata.train(renamed, curve=False).comparison.informed == []
 
 
 def test_cli_trains_from_descriptions_alone_and_predicts(tmp_path):

@@ -665,7 +665,7 @@ def _print_comparison(comparison: Comparison) -> None:
 
 
 def _print_contributions(comparison: Comparison) -> None:
-    """What the unlabeled pool and the descriptions added: paired per-fold differences, in points."""
+    """What the unlabeled pool, the descriptions or the class names added: paired per-fold differences, in points."""
     if not comparison.informed:
         return
     contributions = comparison.to_dict()["contributions"]

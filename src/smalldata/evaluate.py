@@ -180,7 +180,7 @@ def one_standard_error_choice(scores: Sequence[CandidateScore], *, balanced: boo
 
 
 INFORMED_TOLERANCE = 2.0  # standard errors: rejected only when the folds show harm as a one-sided test at ~2.5%
-INFORMED_RULE = ("a candidate using the unlabeled pool or the class descriptions replaces it unless its "
+INFORMED_RULE = ("a candidate using the unlabeled pool, the class descriptions or the class names replaces it unless its "
                  "per-fold paired difference is below zero by more than two standard errors")
 
 

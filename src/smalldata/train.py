@@ -31,7 +31,7 @@ from smalldata.curve import LearningCurve, curve_fits, learning_curve
 from smalldata.data import DataError, Dataset, require_evaluable
 from smalldata.deadline import Deadline
 from smalldata.defaults import DEFAULT_HEAD
-from smalldata.describe import DESCRIBED_HEAD, described_candidate
+from smalldata.describe import DESCRIBED_HEAD, described_candidate, named_candidate, names_as_descriptions
 from smalldata.ensemble import AveragedLogisticRegression
 from smalldata.evaluate import UNEVEN_RATIO, Candidate, Comparison, Folds, compare, cv_folds, single_threaded_math, uneven
 from smalldata.familiarity import familiarity_from
@@ -243,7 +243,7 @@ def compare_frozen(dataset: Dataset, networks: list[str], *, chosen_by_user: boo
     # same folds, on the strongest network: judged against the labeled-only choice, they must not
     # start from weaker embeddings than it.
     informed = informed_candidates(dataset, networks[-1], unlabeled=unlabeled if evaluate else None,
-                                   descriptions=descriptions, progress=progress)
+                                   descriptions=descriptions, progress=progress, names=evaluate)
     if not evaluate:
         # Without folds nothing can be judged; descriptions, when given, are the user's own prior knowledge.
         default = [c for c in options if not c.is_baseline][0]
@@ -358,9 +358,20 @@ def refit(chosen: Candidate, features, dataset: Dataset, progress: Progress):
 
 
 def informed_candidates(dataset: Dataset, backbone: str, *, unlabeled: Pool | None,
-                        descriptions: Mapping[str, str] | None, progress: Progress) -> list[Candidate]:
-    """Candidates that use an unlabeled pool or class descriptions (none when neither is given)."""
+                        descriptions: Mapping[str, str] | None, progress: Progress,
+                        names: bool = False) -> list[Candidate]:
+    """Candidates that use an unlabeled pool or class descriptions; with ``names`` (texts judged on
+    folds, no descriptions given), the class names standing in as descriptions where they are words.
+
+    Why the names by default: what the labels mean is knowledge the examples lack, and the folds
+    judge it like a description. Chosen on sst2, trec6, agnews and banking77 (+1.7 points on average
+    at 8-16 texts a class) and confirmed on mr and clinc150 (+0.5), no set losing more than its
+    spread (BENCHMARKS.md, "The automatic choice")."""
     found = []
+    if names and descriptions is None and dataset.modality == "text":
+        named = names_as_descriptions(dataset.classes)
+        if named is not None:
+            found.append(named_candidate(named, dataset.classes, backbone, CORE_C["text"]))
     if unlabeled is not None:
         if unlabeled.modality != dataset.modality:
             raise DataError(f"the labeled data are {dataset.modality}s but the unlabeled pool holds {unlabeled.modality}s")

@@ -471,7 +471,8 @@ async function showResult(version) {
     text += ` Mean accuracy over the folds: ${pct(s.accuracy.mean)}, against ${pct(s.baseline.mean)} for the baseline (${s.baseline.name}), ${gain >= 0 ? "+" : ""}${gain.toFixed(1)} points.`;
   }
   for (const [name, c] of Object.entries(s.contributions || {})) {
-    text += ` ${name} (from ${s.n_unlabeled} unlabeled examples): ${c.mean_points >= 0 ? "+" : ""}${c.mean_points.toFixed(1)} ± ${c.std_points.toFixed(1)} points over ${c.over} on the same folds.`;
+    const from = name.includes("unlabeled pool") ? ` (from ${s.n_unlabeled} unlabeled examples)` : "";
+    text += ` ${name}${from}: ${c.mean_points >= 0 ? "+" : ""}${c.mean_points.toFixed(1)} ± ${c.std_points.toFixed(1)} points over ${c.over} on the same folds.`;
   }
   if (s.fine_tuning && s.fine_tuning.reason) text += ` Fine-tuning: ${s.fine_tuning.reason}.`;
   if (s.unknown) text += ` Answers 'unknown' ${s.unknown.replace(/^unknown: answered when /, "unless ")}.`;

@@ -43,6 +43,23 @@ def test_a_gain_within_one_standard_error_is_not_kept():
     assert forced.kept and "--finetune always" in forced.reason
 
 
+def test_a_kept_fine_tune_ships_over_an_informed_choice_only_where_it_gained_more():
+    from smalldata.evaluate import CandidateScore
+    from smalldata.finetune_choice import weighed_against
+
+    def kept():  # +7.5 points over logistic regression on four folds
+        return decide(FineTuneDecision("ft", "auto", False, "", folds_used=4, fold_accuracies=[0.95, 0.9, 1.0, 0.95],
+                                       frozen_fold_accuracies=[0.9, 0.85, 0.9, 0.85], frozen_name="lr"))
+
+    def names(accuracies):  # the class names' head, scored on all six folds
+        return CandidateScore("names", "mpnet", "", False, accuracies)
+
+    smaller = weighed_against(kept(), names([0.9, 0.9, 0.9, 0.9, 0.5, 0.5]))  # +2.5 over lr on the same four
+    assert smaller.kept and "names gained +2.5 on the same folds" in smaller.reason
+    larger = weighed_against(kept(), names([1.0, 0.95, 1.0, 1.0, 0.5, 0.5]))  # +11.25
+    assert not larger.kept and larger.reason.startswith("not kept: though +7.5 points over lr")
+
+
 def test_the_text_bar_is_one_standard_error_too():
     # agnews at 8 per class (seed 0): folds of 3 texts, +1.9 points with a standard error of 7.3. A
     # bar of zero kept such fine-tunes; on data it was not chosen on it shipped a 7.9-point loss

@@ -111,12 +111,16 @@ class Comparison:
         often the most flexible one; the simplest head that is statistically as good does better
         on new data (Hastie, Tibshirani & Friedman, The Elements of Statistical Learning, 7.10).
         """
-        labeled = self.labeled_only
-        return informed_choice(self, labeled) or one_standard_error_choice(labeled, balanced=self.balanced)
+        return informed_choice(self, self.labeled_only) or self.labeled_choice
 
     @property
     def labeled_only(self) -> list[CandidateScore]:
         return [score for score in self.scores if score.name not in self.informed]
+
+    @property
+    def labeled_choice(self) -> CandidateScore:
+        """The choice among the candidates that use the labels alone (`chosen` without informed ones)."""
+        return one_standard_error_choice(self.labeled_only, balanced=self.balanced)
 
     def gain(self, name: str, over: str | None = None) -> tuple[float, float]:
         """Mean and std over folds of the paired accuracy difference between candidate `name` and

@@ -37,7 +37,7 @@ from smalldata.evaluate import UNEVEN_RATIO, Candidate, Comparison, Folds, compa
 from smalldata.familiarity import familiarity_from
 from smalldata.features import embed
 from smalldata.finetune_choice import (FINE_TUNE_SHARE_OF_BUDGET, MIN_FOLDS, FineTuneDecision, FineTuneOptions, consider,
-                                       estimated_cost, fine_tune_candidate, folds_too_small, too_costly)
+                                       estimated_cost, fine_tune_candidate, folds_too_small, too_costly, weighed_against)
 from smalldata.heads import LinearHead, logistic_regression_head
 from smalldata.backbones import RAW_TEXT
 from smalldata.model import Model
@@ -286,7 +286,10 @@ def maybe_fine_tune(dataset: Dataset, networks: list[str], frozen: FrozenStep, o
         progress.log(f"fine-tuning: {too_small.reason}")
         return too_small, None, None
     planned = min(FINE_TUNE_SHARE_OF_BUDGET * (deadline.seconds or 0.0), deadline.left())
-    score = next(s for s in frozen.comparison.scores if s.name == frozen.chosen.name)
+    # Judged against the labels-only choice, the reference its rule was chosen on; where an informed
+    # candidate (a pool, descriptions, the class names) is the frozen choice, the two are then
+    # weighed by their gains over that same reference (`weighed_against`).
+    score = frozen.comparison.labeled_choice
     n_train = len(frozen.folds.splits[0][0])
     decision = None
     for network in reversed(tunable):  # the strongest whose folds fit; else the fastest says why not
@@ -301,6 +304,8 @@ def maybe_fine_tune(dataset: Dataset, networks: list[str], frozen: FrozenStep, o
             continue
         decision = consider(candidate, X, y, frozen.folds, score, mode=options.mode, cost=cost,
                             planned_seconds=planned, deadline=deadline, progress=progress)
+        if frozen.chosen.name != score.name:
+            decision = weighed_against(decision, next(s for s in frozen.comparison.scores if s.name == frozen.chosen.name))
         break
     progress.log(f"fine-tuning: {decision.reason}")
     if not decision.kept:

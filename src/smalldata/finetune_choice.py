@@ -230,7 +230,7 @@ def weighed_against(decision: FineTuneDecision, informed: CandidateScore) -> Fin
     informed_gain = float(np.mean(informed.fold_accuracies[:n]) - np.mean(decision.frozen_fold_accuracies))
     said = f"{informed.name} gained {100 * informed_gain:+z.1f} on the same folds"
     if decision.mean_gain > informed_gain:
-        decision.reason += f"; more than {said}"
+        decision.reason += f"; {said}, less"
     else:
         decision.kept = False
         decision.reason = decision.reason.replace("kept: ", "not kept: though ", 1) + f"; {said}, as much or more"

@@ -11,7 +11,7 @@ def test_training_compares_baseline_and_every_head_on_the_same_folds(text_model)
     names = [s.name for s in comparison.scores]
     assert names[0].startswith("baseline") and comparison.baseline is comparison.scores[0]
     assert names[1:] == ["logistic-regression on all-mpnet-base-v2", "average of logistic regressions",
-                         "logistic-regression on all-MiniLM-L6-v2"]
+                         "logistic-regression on all-MiniLM-L6-v2", "logistic regression + class names"]
     assert len({len(s.fold_accuracies) for s in comparison.scores}) == 1
     assert text_model.head_name == comparison.chosen.name
     assert comparison.chosen.mean >= comparison.best.mean - comparison.best.standard_error
@@ -53,7 +53,7 @@ def test_a_backbone_the_user_chose_gets_every_head_on_it():
     model = smalldata.train(smalldata.load_dataset(DATA / "topics.csv"), backbone="all-MiniLM-L6-v2", curve=False)
     names = [s.name for s in model.comparison.scores]
     assert names[1:] == ["logistic-regression", "linear: cross-entropy", "linear: cosine loss",
-                         "linear: cosine + cross-entropy"]
+                         "linear: cosine + cross-entropy", "logistic regression + class names"]
     assert {s.features for s in model.comparison.scores[1:]} == {"all-MiniLM-L6-v2"}
 
 

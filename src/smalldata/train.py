@@ -31,7 +31,7 @@ from smalldata.curve import LearningCurve, curve_fits, learning_curve
 from smalldata.data import DataError, Dataset, require_evaluable
 from smalldata.deadline import Deadline
 from smalldata.defaults import DEFAULT_HEAD
-from smalldata.describe import DESCRIBED_HEAD, described_candidate, named_candidate, names_as_descriptions
+from smalldata.describe import DESCRIBED_HEAD, NAMED_HEAD, described_candidate, named_candidate, names_as_descriptions
 from smalldata.ensemble import AveragedLogisticRegression
 from smalldata.evaluate import UNEVEN_RATIO, Candidate, Comparison, Folds, compare, cv_folds, single_threaded_math, uneven
 from smalldata.familiarity import familiarity_from
@@ -323,7 +323,8 @@ def trust_of(dataset: Dataset, frozen: FrozenStep, tuned: FineTuneDecision | Non
         held_out, center = tuned.held_out, PRIOR_CENTER["other"]
     else:
         held_out = frozen.comparison.held_out[frozen.chosen.name]
-        logistic = frozen.chosen.name.startswith((DEFAULT_HEAD, AVERAGED_HEAD))
+        # The class names' head is the core's logistic regression (C=10) with one row more a class.
+        logistic = frozen.chosen.name.startswith((DEFAULT_HEAD, AVERAGED_HEAD, NAMED_HEAD))
         center = PRIOR_CENTER["logistic" if logistic else "other"]
     calibration = calibrate(held_out, dataset.labels, dataset.classes, center=center)
     _, proba, truth = stacked(held_out, dataset.labels, dataset.classes)

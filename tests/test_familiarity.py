@@ -59,7 +59,7 @@ def test_familiarity_is_measured_only_in_a_networks_embedding_space():
     assert network_widths("efficientnet-lite0+efficientnet-lite2") == (1280, 1280)
 
 
-def test_a_trained_model_keeps_its_familiarity_and_says_unknown_for_an_unrelated_text(text_model, tmp_path):
+def test_a_trained_model_keeps_its_familiarity_and_finds_an_unrelated_text_less_familiar(text_model, tmp_path):
     assert text_model.familiarity is not None and 0 < text_model.unknown.familiarity_floor < 1
     related, unrelated = "Heavy rain and strong winds are forecast for tonight.", "Quantum chromodynamics lecture notes."
     scored = text_model.scored([related, unrelated])

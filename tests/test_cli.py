@@ -290,7 +290,7 @@ def test_piped_tables_are_printed_whole(tmp_path, monkeypatch):
     assert max(map(len, result.stdout.splitlines())) > 200  # wider than any terminal default
 
 
-def test_an_image_file_given_to_a_text_model_is_refused(tmp_path):
+def test_an_image_file_a_text_file_or_an_empty_text_given_to_a_text_model_is_refused(tmp_path):
     from PIL import Image
 
     folder, _ = _text_model(tmp_path / "model", ["cooking", "sport", "weather"])
@@ -303,9 +303,13 @@ def test_an_image_file_given_to_a_text_model_is_refused(tmp_path):
         assert f"{image} is an image file; this model classifies texts: give texts, or --file" in result.stderr
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image\n")
-    texts = runner.invoke(app, ["predict", str(folder), "Grill the fish", str(notes), "photo.jpg", "--json"])
-    assert texts.exit_code == 0, texts.output  # texts, a text file and a name of no file: all texts
-    assert [a["input"] for a in json.loads(texts.stdout)] == ["Grill the fish", str(notes), "photo.jpg"]
+    refused = runner.invoke(app, ["predict", str(folder), "Grill the fish", str(notes)])
+    assert refused.exit_code == 2 and f"{notes} is a file: give it with --file {notes}" in refused.stderr
+    texts = runner.invoke(app, ["predict", str(folder), "Grill the fish", "photo.jpg", "--json"])
+    assert texts.exit_code == 0, texts.output  # the name of no file is a text like any other
+    assert [a["input"] for a in json.loads(texts.stdout)] == ["Grill the fish", "photo.jpg"]
+    empty = runner.invoke(app, ["predict", str(folder), "Grill the fish", "  "])
+    assert empty.exit_code == 2 and "an input text is empty" in empty.stderr
 
 
 def test_one_example_per_class_is_advised_to_add_examples(tmp_path):

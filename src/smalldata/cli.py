@@ -52,7 +52,7 @@ Quiet = typer.Option(False, "--quiet", "-q", help="No progress bars or tables; e
 AsJson = typer.Option(False, "--json", help="Print one JSON document to stdout instead of tables.")
 BackboneName = typer.Option(None, "--backbone", help="Use only this backbone. Default: every installed one, compared by cross-validation (efficientnet-lite0 and efficientnet-lite2 for images, all-MiniLM-L6-v2 and all-mpnet-base-v2 for texts); efficientnet-lite0+efficientnet-lite2 puts both side by side, which fine-tuning does not train.")
 Threshold = typer.Option(None, "--threshold", help="Answer 'unknown' where the top class's (calibrated) probability is below this, between 0 and 1; `train --target-precision` suggests one.")
-UnknownFloor = typer.Option(True, "--unknown/--no-unknown", help="Answer 'unknown' for inputs less familiar (less probable and farther from every class's examples) than almost every known example was on the folds: they look like no class seen in training; --no-unknown answers every input.")
+UnknownFloor = typer.Option(True, "--unknown/--no-unknown", help="Answer 'unknown' for inputs less familiar (less probable and farther from every class's examples) than almost every known example was on the folds: they look like no class seen in training. --no-unknown turns this floor off (a --threshold still applies).")
 ReportFile = typer.Option(None, "--report", help="Also write a self-contained HTML report to this file (its results as JSON beside it).")
 
 
@@ -258,7 +258,7 @@ def predict(
     unknown: bool = UnknownFloor,
     quiet: bool = Quiet,
     as_json: bool = AsJson,
-    out_csv: Optional[Path] = typer.Option(None, "--out", "-o", help="Write a CSV instead (input, label, each class's probability, error), streamed in batches: for folders or CSVs of any size. A rerun after an interruption goes on where it stopped."),
+    out_csv: Optional[Path] = typer.Option(None, "--out", "-o", help="Write a CSV instead (input, label, each class's probability, the familiarity where the model has one, error), streamed in batches: for folders or CSVs of any size. A rerun after an interruption goes on where it stopped."),
     overwrite: bool = typer.Option(False, "--overwrite", help="With --out: start the CSV again instead of resuming it."),
     ray: Optional[str] = typer.Option(None, "--ray", help="With --out: run the batches on a Ray cluster, 'auto' (the one started here) or HOST:PORT (needs pip install 'smalldata\\[ray]')."),
 ) -> None:
@@ -300,10 +300,10 @@ def predict(
     if UNFAMILIAR in reasons:
         out.print(f"unknown: the input looks like none of the classes seen in training (familiarity under "
                   f"{cut_off.familiarity:.2f}: less familiar than almost every training example was to the "
-                  "cross-validation folds); --no-unknown answers every input")
+                  "cross-validation folds); --no-unknown turns this floor off")
     if BELOW_THRESHOLD in reasons:
-        out.print(f"unknown: no class reached probability {shown(cut_off.probability)}; the input may be of none of "
-                  "these classes (--threshold sets the cut-off; --no-unknown answers every input)")
+        out.print(f"unknown: no class reached probability {shown(cut_off.probability)}, the --threshold given; the "
+                  "input may be of none of these classes (a lower --threshold, or none, answers more)")
 
 
 def _predict_to_csv(model_dir: Path, sources: list, out_csv: Path, *, text_column: str, overwrite: bool,
@@ -561,6 +561,12 @@ def _prediction_inputs(model: Model, inputs: list[str], file: Optional[Path], te
             if _is_image_file(text):
                 raise DataError(f"{text} is an image file; this model classifies texts: give texts, "
                                 "or --file a CSV/TXT of texts")
+            if os.path.isfile(text):  # classified as the words of its name, it would get a plausible label
+                raise DataError(f"{text} is a file: give it with --file {text} to classify the texts in it "
+                                "(or --out predictions.csv to write them to a CSV)")
+            if not text.strip():
+                raise DataError("an input text is empty: give the text to classify (empty lines of a --file "
+                                "are skipped)")
         if file is not None:
             texts += _texts_from_file(file, text_column)
         if not texts:
@@ -702,7 +708,8 @@ def _print_curve(curve: LearningCurve) -> None:
 def _print_test_result(result: TestResult) -> None:
     from smalldata.unknown import CutOff
 
-    out.print(f"accuracy on {result.n_examples} test examples: [bold]{100 * result.accuracy:.1f}%[/]")
+    out.print(f"accuracy on {result.n_examples} test examples, every input given its most probable class: "
+              f"[bold]{100 * result.accuracy:.1f}%[/]")
     if result.unknown_labels:
         out.print(f"[yellow]test labels the model never saw (always counted wrong):[/] {escape(', '.join(result.unknown_labels))}")
     if result.cut_off > 0 or result.familiarity_floor is not None:

@@ -178,7 +178,8 @@ def _use(description: dict, name: str) -> str:
              f"smalldata predict {name} {example}", f"smalldata serve --model {name}   # a REST API", "```", "",
              "From Python:", "", "```python", "import smalldata", "",
              f'model = smalldata.Model.load("{name}")',
-             f"model.predict([{example}])          # labels",
+             f"model.predict([{example}])          # labels, every input answered",
+             f"model.predict([{example}], unknown=True)  # 'unknown' where it looks like no class, as the CLI answers",
              f"model.predict_proba([{example}])    # one probability per class, in model.classes order",
              "```", "", "Anywhere else, as one ONNX file:", ""]
     why_not = not_exportable(description["features"], description["head"].get("kind", ""))

@@ -107,14 +107,14 @@ class Abstention:
 
     def sentence(self) -> str:
         if self.familiarity_floor is not None:
-            said = (f"unknown: answered when the input's familiarity (its probability and its similarity to the nearest "
-                    f"class, ranked among the training examples' held-out ones) is at least "
-                    f"{self.familiarity_floor:.2f}; below it the input looks like no class seen in training (on the "
-                    f"folds {100 * self.familiarity_known_answered:.0f}% of known examples were answered)")
+            said = (f"unknown: an input whose familiarity (its probability and its similarity to the nearest class, "
+                    f"ranked among the training examples' held-out ones) is under {self.familiarity_floor:.2f} is "
+                    f"answered 'unknown', as it looks like no class seen in training (on the folds "
+                    f"{100 * self.familiarity_known_answered:.0f}% of known examples were at or above it)")
         else:
-            said = (f"unknown: answered when the calibrated confidence is at least {shown(self.floor)}; below it the "
-                    f"input looks like no class seen in training (on the folds {100 * self.known_answered:.0f}% of "
-                    f"known examples were answered)")
+            said = (f"unknown: an input whose calibrated confidence is under {shown(self.floor)} is answered 'unknown', "
+                    f"as it looks like no class seen in training (on the folds {100 * self.known_answered:.0f}% of "
+                    f"known examples were at or above it)")
         if self.target_precision is not None:
             said += "; " + self.suggestion()
         return said

@@ -494,7 +494,7 @@ def test_retraining_makes_a_new_version_and_keeps_the_old_one(service, text_proj
     service.post(f"/api/projects/{pid}/examples/texts", json={"examples": [{"text": gone["text"], "label": "weather"}]})
     versions = service.client.get(f"/api/projects/{pid}/versions").json()
     assert "budget 0 asks for the frozen backbones only" in versions[0]["summary"]["fine_tuning"]["reason"]
-    assert versions[0]["summary"]["unknown"].startswith("unknown: answered when the input's familiarity")
+    assert versions[0]["summary"]["unknown"].startswith("unknown: an input whose familiarity")
     assert [v["number"] for v in versions][:2] == [first["number"] + 1, first["number"]]
     assert versions[0]["active"] and versions[0]["summary"]["n_examples"] == 25
     # What changed since the version before: the examples per class, and the accuracy before it.

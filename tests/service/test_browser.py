@@ -191,7 +191,7 @@ def test_the_whole_labeling_loop_in_the_browser(live_server, browser, fashion, f
     expect(page.locator("#accuracy")).to_contain_text("of 26 examples right out of fold")
     expect(page.locator("#accuracy")).to_contain_text("95% interval")
     expect(page.locator("#accuracy")).to_contain_text("Fine-tuning: not tried: --budget 0")
-    expect(page.locator("#accuracy")).to_contain_text("Answers 'unknown' unless the input's familiarity")
+    expect(page.locator("#accuracy")).to_contain_text("An input whose familiarity (its probability")
     expect(page.locator("#changes")).to_have_text("The project's first version.")
     assert "± 0.0%" not in page.locator("#result").inner_text()
     expect(page.locator("#confusion")).to_contain_text("sneaker")

@@ -475,7 +475,7 @@ async function showResult(version) {
     text += ` ${name}${from}: ${c.mean_points >= 0 ? "+" : ""}${c.mean_points.toFixed(1)} ± ${c.std_points.toFixed(1)} points over ${c.over} on the same folds.`;
   }
   if (s.fine_tuning && s.fine_tuning.reason) text += ` Fine-tuning: ${s.fine_tuning.reason}.`;
-  if (s.unknown) text += ` Answers 'unknown' ${s.unknown.replace(/^unknown: answered when /, "unless ")}.`;
+  if (s.unknown) text += ` ${s.unknown.replace(/^unknown: an/, "An")}.`;
   $("#accuracy").textContent = text;
   $("#changes").textContent = changeWords(version);
   $("#candidates tbody").replaceChildren(...s.candidates.map((c) => el("tr", {},

@@ -137,6 +137,8 @@ def test_the_cli_predicts_unknown_under_a_threshold_and_refuses_one_out_of_range
     assert result["unknown_because"] == BELOW_THRESHOLD and 0 <= result["familiarity"] <= 1
     refused = runner.invoke(app, ["predict", str(folder), "Sunny spells all weekend.", "--threshold", "1.5"])
     assert refused.exit_code != 0 and "between 0 and 1" in refused.output
+    table = runner.invoke(app, ["predict", str(folder), "Sunny spells all weekend.", "--threshold", "1", "--no-unknown"])
+    assert "unknown (below threshold)" in table.stdout and "the --threshold given" in table.stdout
     answered = runner.invoke(app, ["predict", str(folder), "Sunny spells all weekend.", "--no-unknown", "--json"])
     assert json.loads(answered.stdout)[0]["label"] == "weather"
 

@@ -292,7 +292,8 @@ def predict(
     table = Table("input", "label", *(["familiarity (0-1)"] if familiar else []), f"top {top} classes (probability)")
     for result in results:
         most_probable = list(result["probabilities"].items())[:top]
-        table.add_row(escape(shorten(result["input"])), escape(result["label"]),
+        label = result["label"] + (f" ({result['unknown_because']})" if result["unknown_because"] else "")
+        table.add_row(escape(shorten(result["input"])), escape(label),
                       *([f"{result['familiarity']:.2f}"] if familiar else []),
                       escape(", ".join(f"{k} {v:.2f}" for k, v in most_probable)))
     out.print(table)

@@ -665,7 +665,8 @@ def _print_comparison(comparison: Comparison) -> None:
     out.print(table)
     out.print("balanced accuracy: the mean of the classes' recalls; calibration error (ECE): the mean gap between "
               "confidence and the share right, before calibration")
-    rule = f"chosen: the simplest head whose mean {comparison.metric} is within one standard error of the best mean"
+    rule = (f"chosen: the first head in the table (the most preferred) whose mean {comparison.metric} is within one "
+            "standard error of the best mean")
     if comparison.balanced:
         rule += " (the classes are uneven, so balanced accuracy decides)"
     out.print(rule + (f"; then {INFORMED_RULE}" if comparison.informed else ""))

@@ -267,8 +267,8 @@ def _comparison_table(comparison: Comparison) -> str:
         f"<td>{_maybe(s.lowest_recall, '{:.2f}')}</td><td>{_maybe(s.calibration_error, '{:.3f}')}</td></tr>"
         for s in comparison.scores)
     protocol = f"{comparison.n_repeats}x repeated stratified {comparison.n_splits}-fold cross-validation"
-    return (f"<p>{protocol}, {comparison.n_examples} examples; chosen: the simplest head within one standard "
-            f"error of the best mean {comparison.metric}</p><table><tr><th>candidate</th><th>mean accuracy</th>"
+    return (f"<p>{protocol}, {comparison.n_examples} examples; chosen: the first head in the table (the most "
+            f"preferred) within one standard error of the best mean {comparison.metric}</p><table><tr><th>candidate</th><th>mean accuracy</th>"
             "<th>spread (std)</th><th>standard error</th><th>balanced accuracy</th><th>lowest class recall</th>"
             f"<th>calibration error (ECE, before calibration)</th></tr>{rows}</table>")
 

@@ -270,7 +270,7 @@ def predict(
     if ray is not None:
         _fail(DataError("--ray runs batch prediction to a CSV: give --out predictions.csv too"))
     from smalldata.model import Model
-    from smalldata.unknown import BELOW_THRESHOLD, UNFAMILIAR, shown, verdicts
+    from smalldata.unknown import BELOW_THRESHOLD, UNFAMILIAR, answer_records, shown
 
     try:
         model = Model.load(model_dir)
@@ -279,12 +279,8 @@ def predict(
         scored = model.scored(items, progress=Progress(enabled=not (quiet or as_json), console=err))
     except USER_ERRORS as error:
         _fail(error)
-    results = []
-    for at, (item, row, (label, why)) in enumerate(zip(items, scored.proba, verdicts(scored, model.classes, cut_off))):
-        order = row.argsort()[::-1]
-        results.append({"input": str(item), "label": label, "unknown_because": why,
-                        "familiarity": None if scored.familiarity is None else round(float(scored.familiarity[at]), 4),
-                        "probabilities": {model.classes[i]: round(float(row[i]), 4) for i in order}})
+    results = [{"input": str(item), **record}
+               for item, record in zip(items, answer_records(scored, model.classes, cut_off))]
     if as_json:
         print(json.dumps(results))
         return

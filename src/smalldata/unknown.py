@@ -166,6 +166,18 @@ def verdicts(scored: Scored, classes, cut_off: CutOff) -> list[tuple[str, str | 
     return found
 
 
+def answer_records(scored: Scored, classes, cut_off: CutOff) -> list[dict]:
+    """One answer per input as the CLI's JSON and the API give it: the label, why it is `unknown`
+    (`verdicts`), the familiarity (None without one), and every class's probability, most probable
+    first."""
+    records = []
+    for at, (row, (label, why)) in enumerate(zip(np.asarray(scored.proba), verdicts(scored, classes, cut_off))):
+        records.append({"label": label, "unknown_because": why,
+                        "familiarity": None if scored.familiarity is None else round(float(scored.familiarity[at]), 4),
+                        "probabilities": {classes[i]: round(float(row[i]), 4) for i in np.argsort(row)[::-1]}})
+    return records
+
+
 def answers(scored: Scored, classes, cut_off: CutOff) -> list[str]:
     """The top class of each input, or `UNKNOWN` where it misses the cut-off (`verdicts`)."""
     return [label for label, _ in verdicts(scored, classes, cut_off)]

@@ -29,7 +29,7 @@ from smalldata.backbones import (
 from smalldata.model import Model
 from smalldata.onnx_text import text_encoder
 from smalldata.service.batching import Batcher
-from smalldata.unknown import CutOff, Scored, verdicts
+from smalldata.unknown import CutOff, Scored, answer_records
 
 KEPT_MODELS = 8
 
@@ -117,17 +117,9 @@ def image_lanes(backbone: ImageBackbone) -> list:
 
 
 def answers(model: Model, scored: Scored, cut_off: CutOff) -> list[dict]:
-    """One answer per input: the label (`unknown` where it misses `cut_off`, see `Model.cut_off`),
-    why it is `unknown`, its familiarity (where the model has one), and every class's probability,
-    most probable first."""
-    results = []
-    classes = model.classes
-    for at, (row, (label, why)) in enumerate(zip(scored.proba, verdicts(scored, classes, cut_off))):
-        order = np.argsort(row)[::-1]
-        results.append({"label": label, "unknown_because": why,
-                        "familiarity": None if scored.familiarity is None else round(float(scored.familiarity[at]), 4),
-                        "probabilities": {classes[i]: round(float(row[i]), 4) for i in order}})
-    return results
+    """One answer per input (`unknown.answer_records`: the label, why it is `unknown` where it
+    misses `cut_off`, the familiarity, every class's probability)."""
+    return answer_records(scored, model.classes, cut_off)
 
 
 class Predictors:
